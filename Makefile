@@ -1,0 +1,47 @@
+# mltask-operator: developer entry points. `make help` lists them.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+CLUSTER_DIR ?= .cluster
+export PYTHONPATH := $(CURDIR)/operator:$(CURDIR)/tests
+
+.PHONY: help venv tools test unit integration lint generate check-generated cluster-up cluster-down cluster-status demo clean
+
+help: ## List targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -e '.[test]'
+	touch $@
+
+venv: $(VENV)/.installed ## Create .venv with the project and test dependencies
+
+tools: ## Build (or reuse) etcd, kube-apiserver, kube-controller-manager, kubectl, helm from Go modules
+	tests/tools/build.sh
+
+test: venv tools ## Run all tests: unit, then integration against a real kube-apiserver + etcd
+	$(PY) -m pytest tests/unit tests/integration
+
+unit: venv ## Run the fast unit tests only
+	$(PY) -m pytest tests/unit
+
+integration: venv tools ## Run the integration tests only
+	$(PY) -m pytest tests/integration
+
+lint: venv ## Ruff
+	$(VENV)/bin/ruff check operator tests
+
+cluster-up: venv tools ## Start a local control plane in .cluster/ and print the KUBECONFIG to export
+	@$(PY) -m harness.controlplane up --dir $(CLUSTER_DIR)
+
+cluster-down: venv ## Stop the local control plane
+	@$(PY) -m harness.controlplane down --dir $(CLUSTER_DIR)
+
+cluster-status: venv ## Show whether the local control plane runs
+	@$(PY) -m harness.controlplane status --dir $(CLUSTER_DIR)
+
+clean: cluster-down ## Remove the venv and local cluster data (keeps the Go binary cache)
+	rm -rf $(VENV) $(CLUSTER_DIR)

@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# Builds the test control plane from Go modules and caches it under ~/.cache/mltask-operator.
+#
+#   tests/tools/build.sh            build (or reuse) everything, print the bin directory
+#
+# Binaries land in $MLTASK_CACHE/<component>-<version>/ and are linked into
+# $MLTASK_CACHE/bin/, which is what the tests and the cluster make targets use.
+# Argo's full Workflow CRDs are copied from the pinned argo-workflows module into
+# $MLTASK_CACHE/argo-<version>/crds/. Nothing here is ever written into the repo.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=versions.env
+source "$here/versions.env"
+CACHE=${MLTASK_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/mltask-operator}
+BIN="$CACHE/bin"
+mkdir -p "$BIN"
+export CGO_ENABLED=0 GOTOOLCHAIN=local GOFLAGS=-mod=mod
+
+log() { echo "[build-tools] $*" >&2; }
+
+check_pin() { # module-dir module-path expected-version
+  local got
+  got=$(cd "$here/$1" && go list -m -f '{{.Version}}' "$2")
+  [[ "$got" == "$3" ]] || { log "$1/go.mod pins $2 $got but versions.env says $3"; exit 1; }
+}
+
+# build <module-dir> <out-dir> <binary-name> <package> [ldflags]
+build() {
+  local dir=$1 out=$2 name=$3 pkg=$4 ldflags=${5:-}
+  if [[ -x "$out/$name" ]]; then
+    log "cached $out/$name"
+  else
+    mkdir -p "$out"
+    log "building $name from $pkg (cold builds take minutes)"
+    local t0=$SECONDS
+    (cd "$here/$dir" && go build -trimpath -ldflags "-s -w $ldflags" -o "$out/$name.tmp" "$pkg")
+    mv "$out/$name.tmp" "$out/$name"
+    log "built $name in $((SECONDS - t0))s"
+  fi
+  ln -sfn "$out/$name" "$BIN/$name"
+}
+
+k8s_ldflags() {
+  local v=$K8S_VERSION minor=${K8S_VERSION#v1.}
+  minor=${minor%%.*}
+  local f=""
+  for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    f+=" -X $p.gitVersion=$v -X $p.gitMajor=1 -X $p.gitMinor=$minor"
+    f+=" -X $p.gitTreeState=clean -X $p.buildDate=1970-01-01T00:00:00Z"
+  done
+  echo "$f"
+}
+
+check_pin kube k8s.io/kubernetes "$K8S_VERSION"
+check_pin etcd go.etcd.io/etcd/server/v3 "$ETCD_VERSION"
+check_pin helm helm.sh/helm/v3 "$HELM_VERSION"
+
+only=${*:-kube-apiserver kube-controller-manager kube-scheduler kubectl etcd helm argo-crds}
+for what in $only; do
+  case $what in
+    kube-apiserver|kube-controller-manager|kube-scheduler|kubectl)
+      build kube "$CACHE/kubernetes-$K8S_VERSION" "$what" "k8s.io/kubernetes/cmd/$what" "$(k8s_ldflags)" ;;
+    etcd)
+      build etcd "$CACHE/etcd-$ETCD_VERSION" etcd go.etcd.io/etcd/server/v3 \
+        "-X go.etcd.io/etcd/api/v3/version.GitSHA=$ETCD_VERSION" ;;
+    helm)
+      build helm "$CACHE/helm-$HELM_VERSION" helm helm.sh/helm/v3/cmd/helm \
+        "-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION -X helm.sh/helm/v3/internal/version.gitTreeState=clean" ;;
+    argo-crds)
+      out="$CACHE/argo-$ARGO_VERSION/crds"
+      if [[ ! -f "$out/argoproj.io_workflows.yaml" ]]; then
+        src=$(go mod download -json "github.com/argoproj/argo-workflows/v3@$ARGO_VERSION" \
+          | python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')
+        mkdir -p "$out"
+        cp "$src"/manifests/base/crds/full/argoproj.io_*.yaml "$out/"
+        chmod u+w "$out"/*.yaml
+        log "copied Argo $ARGO_VERSION full CRDs to $out"
+      fi
+      ln -sfn "$out" "$CACHE/argo-crds" ;;
+    *) log "unknown component $what"; exit 2 ;;
+  esac
+done
+echo "$BIN"
