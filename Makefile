@@ -31,6 +31,12 @@ unit: venv ## Run the fast unit tests only
 integration: venv tools ## Run the integration tests only
 	$(PY) -m pytest tests/integration
 
+generate: venv ## Regenerate crds/ from the pydantic models
+	$(PY) -m mltask_operator.crdgen --out crds
+
+check-generated: venv ## Fail if crds/ drifted from the models
+	$(PY) -m mltask_operator.crdgen --check --out crds
+
 lint: venv ## Ruff
 	$(VENV)/bin/ruff check operator tests
 

@@ -77,3 +77,19 @@ def as_service_account(
         return client.ApiClient(cfg)
 
     return make
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="session")
+def mltask_crds(control_plane: ControlPlane) -> list[str]:
+    """The operator's generated CRDs (crds/*.yaml), created server-side and Established."""
+    files = sorted((REPO / "crds").glob("*.yaml"))
+    args = [a for f in files for a in ("-f", str(f))]
+    control_plane.kubectl("apply", "--server-side", "--field-manager=mltask-tests", *args)
+    import yaml
+
+    names = [yaml.safe_load(f.read_text())["metadata"]["name"] for f in files]
+    control_plane.wait_established(names)
+    return names

@@ -1,0 +1,1 @@
+"""Versioned API types: the pydantic models that define the custom resources."""

@@ -1,0 +1,459 @@
+"""The MLTask kind: spec, status and the cross-field rules the API server enforces (CEL)."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+from pydantic import ConfigDict, Field
+
+from mltask_operator.api.v1alpha1.common import (
+    API_VERSION,
+    DNS_LABEL,
+    Condition,
+    EnvVar,
+    LocalObjectReference,
+    Model,
+    OpenObject,
+    Quantity,
+    ResourceRequirements,
+    Time,
+    Toleration,
+    cel,
+)
+
+KIND = "MLTask"
+PLURAL = "mltasks"
+SINGULAR = "mltask"
+SHORT_NAMES = ["mlt"]
+#: Workflow, PVC and pod names are derived from the task name; keep room for suffixes.
+MAX_NAME_LENGTH = 48
+
+
+class TaskType(StrEnum):
+    PREPROCESSING = "preprocessing"
+    TRAINING = "training"
+    OPTIMIZATION = "optimization"
+
+
+class DatasetKind(StrEnum):
+    PROJECT = "project"
+    APPLICATION = "application"
+
+
+class OutputDatasetType(StrEnum):
+    TRAINING = "training"
+    OPTIMIZATION = "optimization"
+
+
+class RetryOn(StrEnum):
+    ALWAYS = "Always"
+    ON_ERROR = "OnError"
+    ON_FAILURE = "OnFailure"
+    ON_TRANSIENT_ERROR = "OnTransientError"
+
+
+# ------------------------------------------------------------------------------------ inputs
+
+_ONE_SOURCE = [cel("has(self.uri) != has(self.fromTask)",
+                   "set exactly one of uri or fromTask", reason="FieldValueInvalid")]
+
+
+class DatasetInput(Model):
+    """The dataset the task reads: a URI, or the dataset another task produced."""
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": _ONE_SOURCE})
+
+    uri: str | None = Field(default=None, max_length=2048,
+                            description="Where the dataset is, e.g. s3://bucket/datasets/cifar10.zip.")
+    from_task: str | None = Field(default=None, max_length=253,
+                                  description="Name of an MLTask in this namespace whose output "
+                                  "dataset to use (it must have completed).")
+    kind: DatasetKind | None = Field(default=None,
+                                     description="Kind of dataset: project (for training) or "
+                                     "application (for optimization).")
+
+
+class ModelInput(Model):
+    """The model an optimization starts from: a URI, or the model another task produced."""
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": _ONE_SOURCE})
+
+    uri: str | None = Field(default=None, max_length=2048,
+                            description="Where the model is, e.g. s3://bucket/models/resnet.pt.")
+    from_task: str | None = Field(default=None, max_length=253,
+                                  description="Name of an MLTask in this namespace whose output "
+                                  "model to use (it must have completed).")
+
+
+class Inputs(Model):
+    """What the download step fetches into the working volume."""
+
+    dataset: DatasetInput = Field(description="The input dataset.")
+    model: ModelInput | None = Field(default=None,
+                                     description="The trained model to start from "
+                                     "(optimization only).")
+
+
+class ConfigSpec(Model):
+    """Task configuration: a ConfigMap mounted into every step and/or inline parameters."""
+
+    config_map_ref: LocalObjectReference | None = Field(
+        default=None, description="ConfigMap mounted read-only at $MLTASK_CONFIG_DIR.")
+    parameters: dict[str, str] | None = Field(
+        default=None, description="Inline parameters, passed to every step as JSON in "
+        "$MLTASK_PARAMETERS (e.g. epochs: \"10\").",
+        json_schema_extra={"maxProperties": 256})
+
+
+# ------------------------------------------------------------------------------------- steps
+
+
+class StepSpec(Model):
+    """A container that performs one step."""
+
+    image: str = Field(min_length=1, max_length=1024, description="Container image.")
+    command: list[str] | None = Field(default=None, max_length=64,
+                                      description="Entrypoint; the image's if unset.")
+    args: list[str] | None = Field(default=None, max_length=256,
+                                   description="Arguments to the entrypoint.")
+    env: list[EnvVar] | None = Field(default=None, max_length=128,
+                                     description="Extra environment variables, after the "
+                                     "MLTASK_* contract variables.")
+    resources: ResourceRequirements | None = Field(default=None,
+                                                   description="CPU, memory and GPU resources.")
+    image_pull_policy: str | None = Field(default=None, pattern="^(Always|IfNotPresent|Never)$",
+                                          description="Always, IfNotPresent or Never.")
+
+
+class Steps(Model):
+    """The three containers of a task, each run as its own pod, in order."""
+
+    download: StepSpec = Field(description="Fetches the inputs into $MLTASK_INPUT_DIR.")
+    run: StepSpec = Field(description="The user's image: reads inputs, writes $MLTASK_OUTPUT_DIR "
+                          "and optionally $MLTASK_METRICS_FILE.")
+    upload: StepSpec = Field(description="Stores $MLTASK_OUTPUT_DIR and writes "
+                             "$MLTASK_RESULT_FILE (uri, size, sha256).")
+
+
+# ------------------------------------------------------------------------------------ output
+
+
+class DatasetOutput(Model):
+    """The dataset a preprocessing task produces."""
+
+    name: str = Field(min_length=1, max_length=253, description="Dataset name.")
+    description: str | None = Field(default=None, max_length=4096,
+                                    description="Dataset description.")
+    type: OutputDatasetType = Field(description="What the dataset is for: training or "
+                                    "optimization.")
+    file_extension: str = Field(default="zip", max_length=32, pattern=r"^[A-Za-z0-9.]+$",
+                                description="File extension of the packaged dataset, e.g. zip.")
+
+
+class ModelOutput(Model):
+    """The model a training or optimization task produces."""
+
+    name: str = Field(min_length=1, max_length=253, description="Model name.")
+    description: str | None = Field(default=None, max_length=4096,
+                                    description="Model description.")
+    type: str | None = Field(default=None, max_length=253,
+                             description="Model type or architecture, e.g. yolov8.")
+    input_format: str | None = Field(default=None, max_length=253,
+                                     description="Format of the input model, e.g. onnx.")
+    output_format: str | None = Field(default=None, max_length=253,
+                                      description="Numeric format of the produced model, "
+                                      "e.g. float32, float16, int8.")
+    file_extension: str = Field(default="pt", max_length=32, pattern=r"^[A-Za-z0-9.]+$",
+                                description="File extension of the model file, e.g. pt or onnx.")
+
+
+class Output(Model):
+    """What the task produces and where the upload step stores it."""
+
+    uri: str | None = Field(default=None, max_length=2048,
+                            description="Destination prefix, e.g. s3://bucket/outputs/; passed "
+                            "to the upload step as $MLTASK_OUTPUT_URI.")
+    dataset: DatasetOutput | None = Field(default=None,
+                                          description="Set for preprocessing tasks.")
+    model: ModelOutput | None = Field(default=None,
+                                      description="Set for training and optimization tasks.")
+
+
+class StorageSpec(Model):
+    """Object-store access for the download and upload steps. Credentials only by Secret."""
+
+    secret_ref: LocalObjectReference = Field(
+        description="Secret whose keys become environment variables of the download and upload "
+        "steps (e.g. AWS_ACCESS_KEY_ID). The run step never sees them.")
+    endpoint: str | None = Field(default=None, max_length=2048,
+                                 description="Object-store endpoint URL, passed as "
+                                 "$MLTASK_STORAGE_ENDPOINT.")
+
+
+# ----------------------------------------------------------------------------------- runtime
+
+
+class Backoff(Model):
+    """Delay between automatic retries."""
+
+    duration: str = Field(default="10s", pattern=r"^[0-9]+(s|m|h)$",
+                          description="First delay, e.g. 10s.")
+    factor: int = Field(default=2, ge=1, le=10, description="Multiplier for each later delay.")
+    max_duration: str = Field(default="10m", pattern=r"^[0-9]+(s|m|h)$",
+                              description="Stop retrying once this much time has passed.")
+
+
+class RetryPolicy(Model):
+    """Automatic retries of a step within one attempt."""
+
+    limit: int = Field(default=3, ge=0, le=20, description="Retries per step.")
+    retry_on: RetryOn = Field(
+        default=RetryOn.ON_ERROR,
+        description="OnError (default) retries pods lost to the infrastructure — preempted, "
+        "evicted or deleted, e.g. GPU spot nodes; OnFailure retries non-zero exits; Always both.")
+    backoff: Backoff = Field(default_factory=Backoff, description="Delay between retries.")
+
+
+class WorkVolume(Model):
+    """The working volume the steps share. Owned by the task, so it outlives each attempt."""
+
+    size: Quantity = Field(default="10Gi", description="Requested size, e.g. 50Gi.")
+    storage_class_name: str | None = Field(default=None, max_length=253,
+                                           description="StorageClass; the cluster default if "
+                                           "unset.")
+
+
+class Runtime(Model):
+    """Where and how the pods run."""
+
+    node_selector: dict[str, str] | None = Field(
+        default=None, description="Node labels every step's pod must match, e.g. a GPU pool.",
+        json_schema_extra={"maxProperties": 64})
+    tolerations: list[Toleration] | None = Field(default=None, max_length=64,
+                                                 description="Tolerations for every step's pod.")
+    affinity: OpenObject | None = Field(default=None,
+                                        description="Pod affinity (corev1.Affinity), validated "
+                                        "by Argo's Workflow schema.")
+    priority_class_name: str | None = Field(default=None, max_length=253,
+                                            description="PriorityClass of the pods.")
+    service_account_name: str | None = Field(default=None, max_length=253,
+                                             description="ServiceAccount the pods run as.")
+    active_deadline_seconds: int | None = Field(default=None, ge=1,
+                                                description="Fail an attempt running longer "
+                                                "than this.")
+    retry_policy: RetryPolicy = Field(default_factory=RetryPolicy,
+                                      description="Automatic retries of failed steps.")
+    work_volume: WorkVolume = Field(default_factory=WorkVolume,
+                                    description="The shared working volume.")
+
+
+# -------------------------------------------------------------------------------------- spec
+
+#: Fields fixed once the task exists; only suspend, retryGeneration and description may change.
+IMMUTABLE_FIELDS = ["type", "pipelineRef", "input", "config", "steps", "output", "storage",
+                    "runtime"]
+
+
+def _immutable(field: str) -> dict[str, str]:
+    return cel(
+        f"has(self.{field}) == has(oldSelf.{field}) && "
+        f"(!has(self.{field}) || self.{field} == oldSelf.{field})",
+        f"spec.{field} cannot change once the task has started; create a new MLTask instead",
+        field_path=f".{field}", reason="FieldValueForbidden",
+    )
+
+
+_SPEC_RULES = [
+    cel("self.type != 'optimization' || has(self.input.model)",
+        "spec.input.model is required when type is optimization",
+        field_path=".input", reason="FieldValueRequired"),
+    cel("self.type == 'optimization' || !has(self.input.model)",
+        "spec.input.model is only allowed when type is optimization",
+        field_path=".input", reason="FieldValueForbidden"),
+    cel("self.type != 'preprocessing' || has(self.output.dataset)",
+        "spec.output.dataset is required when type is preprocessing",
+        field_path=".output", reason="FieldValueRequired"),
+    cel("self.type != 'preprocessing' || !has(self.output.model)",
+        "spec.output.model is not allowed when type is preprocessing",
+        field_path=".output", reason="FieldValueForbidden"),
+    cel("self.type == 'preprocessing' || has(self.output.model)",
+        "spec.output.model is required when type is training or optimization",
+        field_path=".output", reason="FieldValueRequired"),
+    cel("self.type == 'preprocessing' || !has(self.output.dataset)",
+        "spec.output.dataset is only allowed when type is preprocessing",
+        field_path=".output", reason="FieldValueForbidden"),
+    *(_immutable(f) for f in IMMUTABLE_FIELDS),
+    cel("!has(oldSelf.retryGeneration) || "
+        "(has(self.retryGeneration) && self.retryGeneration >= oldSelf.retryGeneration)",
+        "spec.retryGeneration may only increase", field_path=".retryGeneration",
+        reason="FieldValueInvalid"),
+]
+
+
+class MLTaskSpec(Model):
+    """Desired state of an MLTask."""
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": _SPEC_RULES})
+
+    type: TaskType = Field(description="preprocessing makes a dataset; training makes a model "
+                           "from a dataset; optimization improves a model.")
+    description: str | None = Field(default=None, max_length=4096,
+                                    description="Free-text description of the task.")
+    pipeline_ref: LocalObjectReference | None = Field(
+        default=None, description="The Pipeline this task belongs to, if any.")
+    input: Inputs = Field(description="Inputs the download step fetches.")
+    config: ConfigSpec | None = Field(default=None, description="Task configuration.")
+    steps: Steps = Field(description="Images of the download, run and upload steps.")
+    output: Output = Field(description="The dataset or model the task produces.")
+    storage: StorageSpec | None = Field(default=None,
+                                        description="Object-store access; credentials by Secret "
+                                        "reference only.")
+    runtime: Runtime = Field(default_factory=Runtime,
+                             description="Scheduling, retries, deadline and working volume.")
+    suspend: bool = Field(default=False,
+                          description="Stop the task (true) or continue it from the step that "
+                          "did not finish (back to false).")
+    retry_generation: int = Field(default=0, ge=0,
+                                  description="Increase by one to retry a failed or stopped "
+                                  "task: a new attempt starts from the first step.")
+
+
+# ------------------------------------------------------------------------------------ status
+
+
+class Phase(StrEnum):
+    """The task's state, as ML platforms report it."""
+
+    INIT = "init"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+    RETRY = "retry"
+
+
+class ExecuteStep(StrEnum):
+    """Which step the task is at."""
+
+    PREPARE_FILE = "prepare_file"
+    DOWNLOAD = "download"
+    RUN_TASK = "run_task"
+    UPLOAD = "upload"
+    DONE = "done"
+
+
+class StepName(StrEnum):
+    DOWNLOAD = "download"
+    RUN = "run"
+    UPLOAD = "upload"
+
+
+STEP_ORDER = [StepName.DOWNLOAD, StepName.RUN, StepName.UPLOAD]
+EXECUTE_STEP_OF = {
+    StepName.DOWNLOAD: ExecuteStep.DOWNLOAD,
+    StepName.RUN: ExecuteStep.RUN_TASK,
+    StepName.UPLOAD: ExecuteStep.UPLOAD,
+}
+
+
+class StepStatus(Model):
+    """What happened to one step (its latest pod)."""
+
+    name: StepName = Field(description="download, run or upload.")
+    phase: str = Field(description="Pending, Running, Succeeded, Failed, Error or Skipped.")
+    attempt: int = Field(ge=1, description="The task attempt this entry belongs to.")
+    pod: str | None = Field(default=None, description="Name of the step's latest pod; read its "
+                            "logs with kubectl logs POD -c main.")
+    node_id: str | None = Field(default=None, description="Argo node id of the step.")
+    retries: int = Field(default=0, ge=0, description="Automatic retries within this attempt.")
+    started_at: Time | None = Field(default=None, description="When the step started.")
+    finished_at: Time | None = Field(default=None, description="When the step finished.")
+    message: str | None = Field(default=None, description="Why the step failed, if it did.")
+    exit_code: int | None = Field(default=None, description="Exit code of the main container.")
+
+
+class OutputStatus(Model):
+    """The dataset or model the task produced, as the upload step reported it."""
+
+    kind: str = Field(description="dataset or model.")
+    name: str = Field(description="Name from spec.output.")
+    id: str | None = Field(default=None, description="Identifier reported by the upload step, "
+                           "e.g. a registry id; defaults to the URI.")
+    uri: str | None = Field(default=None, description="Where the output was stored.")
+    size: int | None = Field(default=None, ge=0, description="Size in bytes.")
+    sha256: str | None = Field(default=None, description="SHA-256 of the stored file.")
+
+
+class MLTaskStatus(Model):
+    """Observed state of an MLTask. Written only by the operator."""
+
+    status: Phase = Field(default=Phase.INIT, description="init, running, completed, failed, "
+                          "stopping, stopped or retry.")
+    execute_step: ExecuteStep = Field(default=ExecuteStep.PREPARE_FILE,
+                                      description="prepare_file, download, run_task, upload or "
+                                      "done.")
+    message: str | None = Field(default=None, description="Human-readable summary.")
+    attempt: int = Field(default=0, ge=0, description="Current attempt; each continue or retry "
+                         "starts a new one.")
+    workflow_name: str | None = Field(default=None, description="Argo Workflow of the current "
+                                      "attempt.")
+    start_time: Time | None = Field(default=None, description="When the first attempt started.")
+    completion_time: Time | None = Field(default=None, description="When the task completed, "
+                                         "failed or stopped.")
+    duration: str | None = Field(default=None, description="Time from start to completion, or "
+                                 "to the last status update while running.")
+    steps: list[StepStatus] | None = Field(default=None, description="Latest state of each "
+                                           "step.")
+    outputs: OutputStatus | None = Field(default=None, description="The produced dataset or "
+                                         "model.")
+    metrics: dict[str, float] | None = Field(default=None, description="Metrics the run step "
+                                             "wrote to $MLTASK_METRICS_FILE.")
+    conditions: list[Condition] | None = Field(
+        default=None, description="Succeeded, Running, Stopped, Failed and Ready conditions.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]})
+    observed_generation: int | None = Field(default=None, description="The .metadata.generation "
+                                            "the status reflects.")
+    observed_retry_generation: int | None = Field(default=None, description="The "
+                                                  "spec.retryGeneration last acted on.")
+
+
+class MLTask(Model):
+    """An ML preprocessing, training or optimization task run as an Argo Workflow."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    api_version: str = Field(default=API_VERSION, description="API version.")
+    kind: str = Field(default=KIND, description="Kind.")
+    metadata: dict[str, Any] = Field(default_factory=dict, description="Object metadata.")
+    spec: MLTaskSpec = Field(description="Desired state.")
+    status: MLTaskStatus | None = Field(default=None, description="Observed state.")
+
+    @property
+    def name(self) -> str:
+        return str(self.metadata["name"])
+
+    @property
+    def namespace(self) -> str:
+        return str(self.metadata.get("namespace") or "default")
+
+
+ROOT_RULES = [
+    cel(f"size(self.metadata.name) <= {MAX_NAME_LENGTH}",
+        f"metadata.name must be at most {MAX_NAME_LENGTH} characters (Workflow and pod names "
+        "are derived from it)", reason="FieldValueInvalid"),
+    cel(f"self.metadata.name.matches('{DNS_LABEL}')",
+        "metadata.name must be a DNS label (lowercase letters, digits and '-')",
+        reason="FieldValueInvalid"),
+]
+
+PRINTER_COLUMNS = [
+    {"name": "Type", "type": "string", "jsonPath": ".spec.type"},
+    {"name": "Status", "type": "string", "jsonPath": ".status.status"},
+    {"name": "Step", "type": "string", "jsonPath": ".status.executeStep"},
+    {"name": "Attempt", "type": "integer", "jsonPath": ".status.attempt", "priority": 1},
+    {"name": "Message", "type": "string", "jsonPath": ".status.message", "priority": 1},
+    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+    {"name": "Duration", "type": "string", "jsonPath": ".status.duration"},
+]
