@@ -93,3 +93,22 @@ def mltask_crds(control_plane: ControlPlane) -> list[str]:
     names = [yaml.safe_load(f.read_text())["metadata"]["name"] for f in files]
     control_plane.wait_established(names)
     return names
+
+
+@pytest.fixture(scope="session")
+def operator(control_plane: ControlPlane, mltask_crds: list[str]):
+    """The real operator process, cluster-wide, for the whole session."""
+    from harness.operator_proc import OperatorProcess
+
+    proc = OperatorProcess(control_plane.kubeconfig, control_plane.workdir / "operator.log")
+    proc.start()
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture(scope="session")
+def argo(api: client.ApiClient):
+    """The stand-in for Argo's workflow controller (no Argo controller runs here)."""
+    from harness.argo_standin import ArgoStandIn
+
+    return ArgoStandIn(api)

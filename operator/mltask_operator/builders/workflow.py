@@ -1,0 +1,267 @@
+"""Builds the Argo Workflow of one MLTask attempt, and the task's working volume claim.
+
+The step-image contract (paths and environment variables every step sees) is defined here and
+documented in README.md ("Step image contract").
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from mltask_operator import labels
+from mltask_operator.api.v1alpha1.common import API_VERSION
+from mltask_operator.api.v1alpha1.mltask import (
+    KIND,
+    STEP_ORDER,
+    MLTask,
+    StepName,
+    StepSpec,
+)
+
+WORKDIR = "/mltask"
+INPUT_DIR = f"{WORKDIR}/input"
+OUTPUT_DIR = f"{WORKDIR}/output"
+META_DIR = f"{WORKDIR}/meta"
+METRICS_FILE = f"{META_DIR}/metrics.json"
+RESULT_FILE = f"{META_DIR}/result.json"
+CONFIG_DIR = "/etc/mltask/config"
+WORK_VOLUME = "work"
+CONFIG_VOLUME = "config"
+METRICS_PARAM = "metrics"
+RESULT_PARAM = "result"
+
+
+def workflow_name(task_name: str, attempt: int) -> str:
+    """Deterministic per attempt: a restarted operator can never create a duplicate."""
+    return f"{task_name}-{attempt}"
+
+
+def work_pvc_name(task_name: str) -> str:
+    return f"{task_name}-work"
+
+
+@dataclass(frozen=True)
+class ResolvedInputs:
+    """Input URIs after `fromTask` references were resolved to upstream outputs."""
+
+    dataset_uri: str
+    model_uri: str | None = None
+
+
+def owner_reference(task: MLTask) -> dict[str, Any]:
+    return {
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "name": task.name,
+        "uid": task.metadata["uid"],
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def task_labels(task: MLTask, attempt: int | None = None) -> dict[str, str]:
+    """Labels tying children to the task. Never copies the task's own labels: Argo CD's
+    tracking label (app.kubernetes.io/instance) on a child would get it pruned."""
+    out = {
+        labels.TASK: task.name,
+        labels.TYPE: str(task.spec.type),
+        labels.MANAGED_BY: labels.MANAGER,
+    }
+    if attempt is not None:
+        out[labels.ATTEMPT] = str(attempt)
+    if task.spec.pipeline_ref:
+        out[labels.PIPELINE] = task.spec.pipeline_ref.name
+    return out
+
+
+def build_work_pvc(task: MLTask) -> dict[str, Any]:
+    """The working volume, owned by the task (not a Workflow) so it outlives each attempt."""
+    wv = task.spec.runtime.work_volume
+    spec: dict[str, Any] = {
+        "accessModes": ["ReadWriteOnce"],
+        "resources": {"requests": {"storage": str(wv.size)}},
+    }
+    if wv.storage_class_name:
+        spec["storageClassName"] = wv.storage_class_name
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {
+            "name": work_pvc_name(task.name),
+            "namespace": task.namespace,
+            "labels": task_labels(task),
+            "ownerReferences": [owner_reference(task)],
+        },
+        "spec": spec,
+    }
+
+
+def contract_env(task: MLTask, step: StepName, attempt: int,
+                 inputs: ResolvedInputs) -> list[dict[str, Any]]:
+    """The MLTASK_* variables every step sees (see README, "Step image contract")."""
+    spec = task.spec
+    env: dict[str, str | None] = {
+        "MLTASK_NAME": task.name,
+        "MLTASK_NAMESPACE": task.namespace,
+        "MLTASK_TYPE": str(spec.type),
+        "MLTASK_STEP": str(step),
+        "MLTASK_ATTEMPT": str(attempt),
+        "MLTASK_WORKDIR": WORKDIR,
+        "MLTASK_INPUT_DIR": INPUT_DIR,
+        "MLTASK_OUTPUT_DIR": OUTPUT_DIR,
+        "MLTASK_METRICS_FILE": METRICS_FILE,
+        "MLTASK_RESULT_FILE": RESULT_FILE,
+        "MLTASK_INPUT_DATASET_URI": inputs.dataset_uri,
+        "MLTASK_INPUT_DATASET_KIND": (str(spec.input.dataset.kind)
+                                      if spec.input.dataset.kind else None),
+        "MLTASK_INPUT_MODEL_URI": inputs.model_uri,
+        "MLTASK_OUTPUT_URI": spec.output.uri,
+        "MLTASK_PARAMETERS": json.dumps((spec.config.parameters if spec.config else None) or {},
+                                        sort_keys=True),
+    }
+    if spec.config and spec.config.config_map_ref:
+        env["MLTASK_CONFIG_DIR"] = CONFIG_DIR
+    if spec.output.dataset:
+        ds = spec.output.dataset
+        env.update({
+            "MLTASK_OUTPUT_KIND": "dataset",
+            "MLTASK_OUTPUT_NAME": ds.name,
+            "MLTASK_OUTPUT_TYPE": str(ds.type),
+            "MLTASK_OUTPUT_FILE_EXTENSION": ds.file_extension,
+        })
+    if spec.output.model:
+        m = spec.output.model
+        env.update({
+            "MLTASK_OUTPUT_KIND": "model",
+            "MLTASK_OUTPUT_NAME": m.name,
+            "MLTASK_OUTPUT_TYPE": m.type,
+            "MLTASK_OUTPUT_INPUT_FORMAT": m.input_format,
+            "MLTASK_OUTPUT_FORMAT": m.output_format,
+            "MLTASK_OUTPUT_FILE_EXTENSION": m.file_extension,
+        })
+    if spec.storage and spec.storage.endpoint and step != StepName.RUN:
+        env["MLTASK_STORAGE_ENDPOINT"] = spec.storage.endpoint
+    return [{"name": k, "value": v} for k, v in env.items() if v is not None]
+
+
+def _container(task: MLTask, step: StepName, step_spec: StepSpec, attempt: int,
+               inputs: ResolvedInputs) -> dict[str, Any]:
+    container: dict[str, Any] = {"image": step_spec.image}
+    if step_spec.command:
+        container["command"] = list(step_spec.command)
+    if step_spec.args:
+        container["args"] = list(step_spec.args)
+    if step_spec.image_pull_policy:
+        container["imagePullPolicy"] = step_spec.image_pull_policy
+    env = contract_env(task, step, attempt, inputs)
+    env += [e.to_k8s() for e in step_spec.env or []]
+    container["env"] = env
+    # Credentials reach only the steps that move data, never the user's run step.
+    if task.spec.storage and step != StepName.RUN:
+        container["envFrom"] = [{"secretRef": {"name": task.spec.storage.secret_ref.name}}]
+    if step_spec.resources:
+        res = step_spec.resources.to_k8s()
+        container["resources"] = {k: {rk: str(rv) for rk, rv in v.items()}
+                                   for k, v in res.items()}
+    mounts = [{"name": WORK_VOLUME, "mountPath": WORKDIR}]
+    if task.spec.config and task.spec.config.config_map_ref:
+        mounts.append({"name": CONFIG_VOLUME, "mountPath": CONFIG_DIR, "readOnly": True})
+    container["volumeMounts"] = mounts
+    return container
+
+
+def _retry_strategy(task: MLTask) -> dict[str, Any] | None:
+    policy = task.spec.runtime.retry_policy
+    if policy.limit == 0:
+        return None
+    return {
+        "limit": policy.limit,
+        "retryPolicy": str(policy.retry_on),
+        "backoff": {
+            "duration": policy.backoff.duration,
+            "factor": policy.backoff.factor,
+            "maxDuration": policy.backoff.max_duration,
+        },
+    }
+
+
+def build_workflow(task: MLTask, *, attempt: int, start_at: StepName,
+                   inputs: ResolvedInputs) -> dict[str, Any]:
+    """The Argo Workflow for `attempt`, running the steps from `start_at` on.
+
+    A DAG (not a `steps` template): every field is validated by Argo's full CRD schema.
+    """
+    steps = STEP_ORDER[STEP_ORDER.index(start_at):]
+    step_specs = {
+        StepName.DOWNLOAD: task.spec.steps.download,
+        StepName.RUN: task.spec.steps.run,
+        StepName.UPLOAD: task.spec.steps.upload,
+    }
+    retry = _retry_strategy(task)
+    dag_tasks: list[dict[str, Any]] = []
+    templates: list[dict[str, Any]] = [{"name": "main", "dag": {"tasks": dag_tasks}}]
+    previous: StepName | None = None
+    for step in steps:
+        dag_task: dict[str, Any] = {"name": str(step), "template": str(step)}
+        if previous is not None:
+            dag_task["depends"] = f"{previous}.Succeeded"
+        dag_tasks.append(dag_task)
+        previous = step
+        template: dict[str, Any] = {
+            "name": str(step),
+            "container": _container(task, step, step_specs[step], attempt, inputs),
+        }
+        if retry:
+            template["retryStrategy"] = retry
+        if step == StepName.RUN:
+            template["outputs"] = {"parameters": [{
+                "name": METRICS_PARAM,
+                "valueFrom": {"path": METRICS_FILE, "default": "{}"},
+            }]}
+        if step == StepName.UPLOAD:
+            template["outputs"] = {"parameters": [{
+                "name": RESULT_PARAM, "valueFrom": {"path": RESULT_FILE},
+            }]}
+        templates.append(template)
+
+    volumes: list[dict[str, Any]] = [
+        {"name": WORK_VOLUME, "persistentVolumeClaim": {"claimName": work_pvc_name(task.name)}}
+    ]
+    if task.spec.config and task.spec.config.config_map_ref:
+        volumes.append({"name": CONFIG_VOLUME,
+                        "configMap": {"name": task.spec.config.config_map_ref.name}})
+
+    runtime = task.spec.runtime
+    child_labels = task_labels(task, attempt)
+    spec: dict[str, Any] = {
+        "entrypoint": "main",
+        "templates": templates,
+        "volumes": volumes,
+        "podMetadata": {"labels": dict(child_labels)},
+    }
+    if runtime.service_account_name:
+        spec["serviceAccountName"] = runtime.service_account_name
+    if runtime.node_selector:
+        spec["nodeSelector"] = dict(runtime.node_selector)
+    if runtime.tolerations:
+        spec["tolerations"] = [t.to_k8s() for t in runtime.tolerations]
+    if runtime.affinity:
+        spec["affinity"] = runtime.affinity
+    if runtime.priority_class_name:
+        spec["podPriorityClassName"] = runtime.priority_class_name
+    if runtime.active_deadline_seconds:
+        spec["activeDeadlineSeconds"] = runtime.active_deadline_seconds
+    return {
+        "apiVersion": "argoproj.io/v1alpha1",
+        "kind": "Workflow",
+        "metadata": {
+            "name": workflow_name(task.name, attempt),
+            "namespace": task.namespace,
+            "labels": child_labels,
+            "annotations": {labels.START_STEP: str(start_at)},
+            "ownerReferences": [owner_reference(task)],
+        },
+        "spec": spec,
+    }

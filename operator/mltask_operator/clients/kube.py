@@ -1,0 +1,165 @@
+"""Kubernetes API calls of the operator, each with explicit handling of conflicts and absence."""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import os
+import socket
+from typing import Any
+
+from kubernetes import client, config
+
+from mltask_operator.api.v1alpha1 import mltask as mltask_api
+from mltask_operator.api.v1alpha1.common import GROUP, VERSION
+
+log = logging.getLogger(__name__)
+
+ARGO_GROUP, ARGO_VERSION, WORKFLOWS = "argoproj.io", "v1alpha1", "workflows"
+COMPONENT = "mltask-operator"
+
+
+class Conflict(Exception):
+    """The object changed since it was read; read it again and recompute."""
+
+
+class OwnershipError(RuntimeError):
+    """An object with the deterministic name exists but belongs to someone else."""
+
+
+def load_config() -> client.ApiClient:
+    """In-cluster credentials when running in a pod, else the KUBECONFIG."""
+    try:
+        config.load_incluster_config()
+    except config.ConfigException:
+        config.load_kube_config()
+    return client.ApiClient()
+
+
+class Kube:
+    """Typed wrapper over the API calls the reconcilers need."""
+
+    def __init__(self, api: client.ApiClient) -> None:
+        self.api = api
+        self.objects = client.CustomObjectsApi(api)
+        self.core = client.CoreV1Api(api)
+        self.instance = os.environ.get("POD_NAME") or socket.gethostname()
+
+    # -- MLTask
+
+    def get_task(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            return self.objects.get_namespaced_custom_object(
+                GROUP, VERSION, namespace, mltask_api.PLURAL, name)
+        except client.ApiException as e:
+            if e.status == 404:
+                return None
+            raise
+
+    def replace_task_status(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Write status with the body's resourceVersion: a concurrent change raises Conflict."""
+        meta = body["metadata"]
+        try:
+            return self.objects.replace_namespaced_custom_object_status(
+                GROUP, VERSION, meta["namespace"], mltask_api.PLURAL, meta["name"], body)
+        except client.ApiException as e:
+            if e.status == 409:
+                raise Conflict(f"MLTask {meta['namespace']}/{meta['name']} changed") from e
+            raise
+
+    # -- Workflow
+
+    def get_workflow(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            return self.objects.get_namespaced_custom_object(
+                ARGO_GROUP, ARGO_VERSION, namespace, WORKFLOWS, name)
+        except client.ApiException as e:
+            if e.status == 404:
+                return None
+            raise
+
+    def create_workflow(self, body: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+        """Create, or return the existing one of the same name if it is ours (idempotent)."""
+        meta = body["metadata"]
+        try:
+            created = self.objects.create_namespaced_custom_object(
+                ARGO_GROUP, ARGO_VERSION, meta["namespace"], WORKFLOWS, body)
+            return created, True
+        except client.ApiException as e:
+            if e.status != 409:
+                raise RuntimeError(
+                    f"Failed to create Workflow {meta['namespace']}/{meta['name']}: "
+                    f"{e.status} {e.reason}: {e.body}") from e
+        existing = self.get_workflow(meta["namespace"], meta["name"])
+        if existing is None:
+            raise Conflict(f"Workflow {meta['namespace']}/{meta['name']} vanished")
+        _check_owner(existing, body)
+        return existing, False
+
+    def stop_workflow(self, namespace: str, name: str) -> None:
+        """Argo's graceful shutdown: running pods are stopped, exit handlers still run."""
+        try:
+            self.objects.patch_namespaced_custom_object(
+                ARGO_GROUP, ARGO_VERSION, namespace, WORKFLOWS, name,
+                {"spec": {"shutdown": "Stop"}})
+        except client.ApiException as e:
+            if e.status != 404:
+                raise
+
+    # -- PVC
+
+    def ensure_pvc(self, body: dict[str, Any]) -> bool:
+        meta = body["metadata"]
+        try:
+            self.core.create_namespaced_persistent_volume_claim(meta["namespace"], body)
+            return True
+        except client.ApiException as e:
+            if e.status != 409:
+                raise
+        existing = self.core.read_namespaced_persistent_volume_claim(meta["name"],
+                                                                     meta["namespace"])
+        _check_owner(self.api.sanitize_for_serialization(existing), body)
+        return False
+
+    # -- Events
+
+    def event(self, task: dict[str, Any], type_: str, reason: str, message: str) -> None:
+        """Record a Kubernetes Event on the task; never fails the reconcile."""
+        meta = task["metadata"]
+        now = datetime.datetime.now(datetime.UTC).isoformat().replace("+00:00", "Z")
+        body = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+            "involvedObject": {
+                "apiVersion": task.get("apiVersion", mltask_api.API_VERSION),
+                "kind": task.get("kind", mltask_api.KIND),
+                "name": meta["name"],
+                "namespace": meta["namespace"],
+                "uid": meta.get("uid"),
+            },
+            "type": type_,
+            "reason": reason,
+            "message": message[:1024],
+            "source": {"component": COMPONENT},
+            "reportingComponent": COMPONENT,
+            "reportingInstance": self.instance,
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        try:
+            self.core.create_namespaced_event(meta["namespace"], body)
+        except client.ApiException as e:
+            log.warning("Failed to record Event %s on MLTask %s/%s: %s", reason,
+                        meta["namespace"], meta["name"], e.reason)
+
+
+def _check_owner(existing: dict[str, Any], desired: dict[str, Any]) -> None:
+    want = desired["metadata"]["ownerReferences"][0]["uid"]
+    refs = (existing.get("metadata") or {}).get("ownerReferences") or []
+    if not any(r.get("uid") == want for r in refs):
+        meta = desired["metadata"]
+        raise OwnershipError(
+            f"{desired['kind']} {meta['namespace']}/{meta['name']} exists but is not owned by "
+            f"this MLTask (uid {want}); delete or rename it")

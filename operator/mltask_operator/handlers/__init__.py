@@ -1,0 +1,1 @@
+"""Reconcilers (the one place that does I/O for a kind) and the thin Kopf registrations."""

@@ -1,0 +1,198 @@
+"""Level-based reconcile of one MLTask: read the task and its Workflow, decide, write.
+
+Called for every change of the task and every event of its Workflows (Kopf handlers in
+`mltask_operator.main`). Safe to run any number of times, concurrently or after a crash:
+children have deterministic names, and status is written with the read resourceVersion.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import threading
+from collections import defaultdict
+from collections.abc import Callable
+from typing import Any
+
+from mltask_operator import metrics
+from mltask_operator.api.v1alpha1.mltask import MLTask, MLTaskStatus, Phase, StepName
+from mltask_operator.builders import workflow as wfb
+from mltask_operator.clients.kube import Conflict, Kube
+from mltask_operator.planner import Action, Plan, plan
+from mltask_operator.state_machine import begin_attempt
+from mltask_operator.status import compute_status, conditions_for
+
+log = logging.getLogger(__name__)
+Clock = Callable[[], datetime.datetime]
+
+_locks: defaultdict[tuple[str, str], threading.Lock] = defaultdict(threading.Lock)
+MAX_CONFLICT_RETRIES = 8
+
+
+def utcnow() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC).replace(microsecond=0)
+
+
+class InputsNotReady(Exception):
+    """An upstream task (fromTask) has not produced its output yet."""
+
+
+def resolve_inputs(kube: Kube, task: MLTask) -> wfb.ResolvedInputs:
+    def from_task(name: str, kind: str) -> str:
+        upstream = kube.get_task(task.namespace, name)
+        if upstream is None:
+            raise InputsNotReady(f"waiting for MLTask {name} (not found) to produce its {kind}")
+        st = upstream.get("status") or {}
+        out = st.get("outputs") or {}
+        if st.get("status") != Phase.COMPLETED or not out.get("uri"):
+            raise InputsNotReady(f"waiting for MLTask {name} ({st.get('status', 'init')}) "
+                                 f"to produce its {kind}")
+        if out.get("kind") != kind:
+            raise InputsNotReady(f"MLTask {name} produces a {out.get('kind')}, not a {kind}")
+        return str(out["uri"])
+
+    ds = task.spec.input.dataset
+    dataset = ds.uri if ds.uri else from_task(str(ds.from_task), "dataset")
+    model = None
+    if task.spec.input.model:
+        m = task.spec.input.model
+        model = m.uri if m.uri else from_task(str(m.from_task), "model")
+    return wfb.ResolvedInputs(dataset_uri=str(dataset), model_uri=model)
+
+
+def reconcile_task(kube: Kube, namespace: str, name: str, clock: Clock = utcnow) -> None:
+    """Bring one task's world in line with its spec; retry on write conflicts."""
+    with _locks[(namespace, name)]:
+        for _ in range(MAX_CONFLICT_RETRIES):
+            try:
+                _reconcile_once(kube, namespace, name, clock)
+                return
+            except Conflict as e:
+                log.debug("Retrying MLTask %s/%s after conflict: %s", namespace, name, e)
+        raise Conflict(f"MLTask {namespace}/{name}: too many write conflicts")
+
+
+def _reconcile_once(kube: Kube, namespace: str, name: str, clock: Clock) -> None:
+    body = kube.get_task(namespace, name)
+    if body is None or body["metadata"].get("deletionTimestamp"):
+        return
+    task = MLTask.model_validate(body)
+    prev = task.status or MLTaskStatus()
+    status = prev.model_copy(deep=True)
+    now = clock()
+    if status.observed_retry_generation is None:
+        # The retryGeneration a task is created with is its baseline, not a request.
+        status.observed_retry_generation = task.spec.retry_generation
+
+    wf_name = wfb.workflow_name(task.name, status.attempt) if status.attempt else None
+    wf = kube.get_workflow(namespace, wf_name) if wf_name else None
+    decision = plan(task, status, workflow_exists=wf is not None)
+
+    if decision.action in (Action.START, Action.RETRY, Action.CONTINUE, Action.ENSURE):
+        try:
+            inputs = resolve_inputs(kube, task)
+        except InputsNotReady as waiting:
+            _write(kube, body, task, prev, _waiting(task, status, str(waiting), now))
+            return
+        if decision.action != Action.ENSURE:
+            status = _begin_attempt(task, status, decision, now)
+            # Record the attempt before creating it: a crash in between is repaired by ENSURE.
+            body = _write(kube, body, task, prev, status)
+            task, prev = MLTask.model_validate(body), status
+        assert decision.start_at is not None
+        kube.ensure_pvc(wfb.build_work_pvc(task))
+        wf_body = wfb.build_workflow(task, attempt=status.attempt, start_at=decision.start_at,
+                                     inputs=inputs)
+        wf, created = kube.create_workflow(wf_body)
+        if created:
+            log.info("Created Workflow %s/%s for MLTask attempt %d from %s", namespace,
+                     wf_body["metadata"]["name"], status.attempt, decision.start_at)
+            metrics.WORKFLOWS_CREATED.labels(action=str(decision.action)).inc()
+    elif decision.action == Action.STOP:
+        assert wf_name is not None
+        if not (wf or {}).get("spec", {}).get("shutdown"):
+            kube.stop_workflow(namespace, wf_name)
+            log.info("Stopped Workflow %s/%s of MLTask", namespace, wf_name)
+            wf = kube.get_workflow(namespace, wf_name)
+    elif decision.action == Action.STOP_UNSTARTED:
+        status.status = Phase.STOPPED
+        status.message = "Stopped before any step ran"
+        status.completion_time = now
+        status.conditions = conditions_for(Phase.STOPPED, status.message, status.conditions,
+                                           task.metadata.get("generation"), now)
+        _write(kube, body, task, prev, status)
+        return
+    elif decision.action == Action.IGNORE_RETRY:
+        kube.event(body, "Warning", "RetryIgnored",
+                   f"retryGeneration {task.spec.retry_generation} ignored: the task is "
+                   f"{status.status}; retry applies to failed, stopped or completed tasks")
+        status.observed_retry_generation = task.spec.retry_generation
+
+    observed = compute_status(task.model_copy(update={"status": status}), wf, now)
+    _write(kube, body, task, prev, observed)
+
+
+def _begin_attempt(task: MLTask, status: MLTaskStatus, decision: Plan,
+                   now: datetime.datetime) -> MLTaskStatus:
+    if decision.action == Action.START:
+        phase = Phase.INIT
+    else:
+        phase = begin_attempt(status.status, decision.cause)
+    new = status.model_copy(deep=True)
+    new.attempt = decision.attempt
+    new.workflow_name = wfb.workflow_name(task.name, decision.attempt)
+    new.status = phase
+    new.completion_time = None
+    new.start_time = status.start_time or now
+    new.observed_retry_generation = task.spec.retry_generation
+    if decision.action in (Action.START, Action.RETRY):
+        new.steps = None
+        new.outputs = None
+        new.metrics = None
+    kept = ", ".join(s.name for s in new.steps or [] if s.name != decision.start_at)
+    new.message = {
+        Action.START: "Preparing the working volume and Workflow",
+        Action.RETRY: f"Retry: attempt {decision.attempt} starts from download",
+        Action.CONTINUE: f"Continue: attempt {decision.attempt} resumes at {decision.start_at}"
+        + (f" (kept {kept})" if kept else ""),
+    }[decision.action]
+    new.conditions = conditions_for(phase, new.message, status.conditions,
+                                    task.metadata.get("generation"), now)
+    return new
+
+
+def _waiting(task: MLTask, status: MLTaskStatus, message: str,
+             now: datetime.datetime) -> MLTaskStatus:
+    new = status.model_copy(deep=True)
+    new.message = message[0].upper() + message[1:]
+    new.conditions = conditions_for(new.status, new.message, status.conditions,
+                                    task.metadata.get("generation"), now,
+                                    reason="WaitingForInputs")
+    return new
+
+
+def _write(kube: Kube, body: dict[str, Any], task: MLTask, prev: MLTaskStatus,
+           new: MLTaskStatus) -> dict[str, Any]:
+    """Replace the status if it changed, and record an Event for every transition."""
+    if new == prev and body.get("status"):
+        return body
+    out = dict(body)
+    out["status"] = new.to_k8s()
+    written = kube.replace_task_status(out)
+    ns, name = task.namespace, task.name
+    if (new.status, new.execute_step, new.attempt) != (prev.status, prev.execute_step,
+                                                       prev.attempt) or not body.get("status"):
+        warn = new.status in (Phase.FAILED,) or (new.status == Phase.RETRY
+                                                  and prev.status != Phase.RETRY)
+        reason = {Phase.FAILED: "Failed", Phase.COMPLETED: "Completed", Phase.STOPPED: "Stopped",
+                  Phase.RETRY: "Retrying", Phase.STOPPING: "Stopping"}.get(new.status,
+                                                                           "StatusChanged")
+        msg = (f"{prev.status}/{prev.execute_step} -> {new.status}/{new.execute_step}"
+               f" (attempt {new.attempt}): {new.message or ''}")
+        kube.event(body, "Warning" if warn else "Normal", reason, msg)
+        log.info("MLTask %s/%s: %s", ns, name, msg)
+        metrics.TRANSITIONS.labels(status=str(new.status)).inc()
+    return written
+
+
+__all__ = ["StepName", "reconcile_task", "resolve_inputs"]

@@ -1,0 +1,11 @@
+"""Label and annotation keys the operator puts on the objects it creates."""
+
+from mltask_operator.api.v1alpha1.common import GROUP
+
+TASK = f"{GROUP}/task"
+ATTEMPT = f"{GROUP}/attempt"
+TYPE = f"{GROUP}/type"
+PIPELINE = f"{GROUP}/pipeline"
+START_STEP = f"{GROUP}/start-step"
+MANAGED_BY = "app.kubernetes.io/managed-by"
+MANAGER = "mltask-operator"

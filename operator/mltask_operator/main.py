@@ -1,0 +1,85 @@
+"""Kopf registrations: thin wrappers that hand every MLTask and Workflow event to the reconciler."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import kopf
+from prometheus_client import start_http_server
+
+from mltask_operator import labels as keys
+from mltask_operator import metrics
+from mltask_operator.api.v1alpha1 import mltask as mltask_api
+from mltask_operator.api.v1alpha1.common import GROUP, VERSION
+from mltask_operator.clients.kube import ARGO_GROUP, ARGO_VERSION, WORKFLOWS, Kube, load_config
+from mltask_operator.handlers.mltask import reconcile_task
+from mltask_operator.settings import Settings
+
+log = logging.getLogger(__name__)
+SETTINGS = Settings.from_env()
+_kube: Kube | None = None
+
+
+def kube() -> Kube:
+    global _kube
+    if _kube is None:
+        _kube = Kube(load_config())
+    return _kube
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+    # Progress and diff-base live in annotations under our own prefix: never in spec, and
+    # never in an unschematized status field the API server would prune.
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=GROUP, key="last-handled-configuration")
+    settings.persistence.finalizer = f"{GROUP}/finalizer"
+    # Without these a watch can hang silently on a half-dead connection.
+    settings.watching.server_timeout = SETTINGS.watch_server_timeout
+    settings.watching.client_timeout = SETTINGS.watch_client_timeout
+    settings.watching.connect_timeout = 30
+    settings.posting.level = logging.WARNING
+    settings.execution.max_workers = SETTINGS.workers
+    if SETTINGS.metrics_port:
+        start_http_server(SETTINGS.metrics_port)
+    kube()
+    log.info("Started mltask-operator (namespaces: %s)", SETTINGS.namespaces or "all")
+
+
+def _reconcile(namespace: str, name: str) -> None:
+    try:
+        reconcile_task(kube(), namespace, name)
+    except Exception as e:
+        metrics.RECONCILE_ERRORS.labels(kind=mltask_api.KIND).inc()
+        raise kopf.TemporaryError(f"Reconcile of MLTask {namespace}/{name} failed: {e}",
+                                  delay=5) from e
+
+
+@kopf.on.resume(GROUP, VERSION, mltask_api.PLURAL)
+@kopf.on.create(GROUP, VERSION, mltask_api.PLURAL)
+@kopf.on.update(GROUP, VERSION, mltask_api.PLURAL, field="spec")
+def task_changed(namespace: str, name: str, **_: Any) -> None:
+    _reconcile(namespace, name)
+
+
+@kopf.timer(GROUP, VERSION, mltask_api.PLURAL, interval=SETTINGS.resync_seconds,
+            initial_delay=SETTINGS.resync_seconds)
+def task_resync(namespace: str, name: str, **_: Any) -> None:
+    _reconcile(namespace, name)
+
+
+@kopf.on.event(ARGO_GROUP, ARGO_VERSION, WORKFLOWS, labels={keys.TASK: kopf.PRESENT})
+def workflow_event(namespace: str, labels: dict[str, str], type: str | None,
+                   **_: Any) -> None:
+    task = labels.get(keys.TASK)
+    if not task:
+        return
+    try:
+        reconcile_task(kube(), namespace, task)
+    except Exception:
+        metrics.RECONCILE_ERRORS.labels(kind="Workflow").inc()
+        log.exception("Reconcile of MLTask %s/%s after a Workflow %s event failed",
+                      namespace, task, type)
+

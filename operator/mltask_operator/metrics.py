@@ -1,0 +1,11 @@
+"""Prometheus metrics of the operator (served on the metrics port, see settings)."""
+
+from prometheus_client import Counter
+
+TRANSITIONS = Counter("mltask_status_transitions_total",
+                      "MLTask status transitions, by the status entered", ["status"])
+WORKFLOWS_CREATED = Counter("mltask_workflows_created_total",
+                            "Argo Workflows created, by the action that created them",
+                            ["action"])
+RECONCILE_ERRORS = Counter("mltask_reconcile_errors_total",
+                           "Reconciles that raised, by kind", ["kind"])

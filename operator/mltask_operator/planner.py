@@ -1,0 +1,69 @@
+"""Pure: decide the next action for a task from its spec and status (stop, continue, retry...).
+
+Actions are declarative: `spec.suspend` stops (true) and continues (back to false) a task,
+and increasing `spec.retryGeneration` retries it. They work the same from Git or kubectl patch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from mltask_operator.api.v1alpha1.mltask import MLTask, MLTaskStatus, Phase, StepName
+from mltask_operator.state_machine import TERMINAL, Cause
+from mltask_operator.status import ACTIVE, first_unfinished
+
+
+class Action(StrEnum):
+    START = "start"                # first attempt
+    RETRY = "retry"                # new attempt from the first step
+    CONTINUE = "continue"          # new attempt from the step that did not finish
+    ENSURE = "ensure"              # make sure the current attempt's Workflow exists
+    STOP = "stop"                  # ask Argo to shut the Workflow down
+    STOP_UNSTARTED = "stop-unstarted"  # stop before any Workflow exists
+    IGNORE_RETRY = "ignore-retry"  # a retry was requested while the task is active
+    OBSERVE = "observe"            # nothing to change; mirror the Workflow
+
+
+@dataclass(frozen=True)
+class Plan:
+    action: Action
+    attempt: int = 0
+    start_at: StepName | None = None
+
+    @property
+    def cause(self) -> Cause:
+        return Cause.CONTINUE if self.action == Action.CONTINUE else Cause.RETRY
+
+
+def retry_requested(task: MLTask, status: MLTaskStatus) -> bool:
+    baseline = status.observed_retry_generation
+    return baseline is not None and task.spec.retry_generation > baseline
+
+
+def plan(task: MLTask, status: MLTaskStatus, workflow_exists: bool) -> Plan:
+    spec = task.spec
+    if status.attempt == 0:
+        if spec.suspend:
+            if status.status == Phase.STOPPED:
+                return Plan(Action.OBSERVE)
+            return Plan(Action.STOP_UNSTARTED)
+        if status.status == Phase.STOPPED:  # created suspended, now continued
+            return Plan(Action.CONTINUE, attempt=1, start_at=StepName.DOWNLOAD)
+        return Plan(Action.START, attempt=1, start_at=StepName.DOWNLOAD)
+    if retry_requested(task, status):
+        if status.status in TERMINAL and not spec.suspend:
+            return Plan(Action.RETRY, attempt=status.attempt + 1, start_at=StepName.DOWNLOAD)
+        if status.status in ACTIVE:
+            return Plan(Action.IGNORE_RETRY)
+    if spec.suspend:
+        if status.status in (Phase.INIT, Phase.RUNNING, Phase.RETRY):
+            return Plan(Action.STOP if workflow_exists else Action.STOP_UNSTARTED)
+        return Plan(Action.OBSERVE)
+    if status.status == Phase.STOPPED:
+        start = first_unfinished(status.steps or []) or StepName.UPLOAD
+        return Plan(Action.CONTINUE, attempt=status.attempt + 1, start_at=start)
+    if status.status in ACTIVE and not workflow_exists:
+        return Plan(Action.ENSURE, attempt=status.attempt,
+                    start_at=first_unfinished(status.steps or []) or StepName.DOWNLOAD)
+    return Plan(Action.OBSERVE)

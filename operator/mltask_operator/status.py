@@ -1,0 +1,379 @@
+"""Pure: (MLTask, its current attempt's Workflow) -> MLTask status, with conditions and outputs.
+
+Argo's Workflow status is read the way Argo writes it: `status.phase`, and `status.nodes` with
+one Pod node per step (under a Retry node when the template has a retryStrategy).
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from mltask_operator.api.v1alpha1.common import Condition
+from mltask_operator.api.v1alpha1.mltask import (
+    EXECUTE_STEP_OF,
+    STEP_ORDER,
+    ExecuteStep,
+    MLTask,
+    MLTaskStatus,
+    OutputStatus,
+    Phase,
+    StepName,
+    StepStatus,
+)
+from mltask_operator.builders.workflow import METRICS_PARAM, RESULT_PARAM
+from mltask_operator.state_machine import TERMINAL, advance
+
+SUCCEEDED, FAILED, ERROR, RUNNING, PENDING = "Succeeded", "Failed", "Error", "Running", "Pending"
+DONE_PHASES = {SUCCEEDED, "Skipped", "Omitted"}
+FINISHED_NODE_PHASES = {SUCCEEDED, FAILED, ERROR, "Skipped", "Omitted"}
+ACTIVE = {Phase.INIT, Phase.RUNNING, Phase.RETRY, Phase.STOPPING}
+
+
+def fnv32a(data: str) -> int:
+    h = 0x811C9DC5
+    for byte in data.encode():
+        h ^= byte
+        h = (h * 0x01000193) & 0xFFFFFFFF
+    return h
+
+
+def pod_name(workflow: str, node_name: str, template: str) -> str:
+    """Argo's pod name for a node (POD_NAMES=v2, Argo's default since v3.4)."""
+    prefix = f"{workflow}-{template}"
+    if len(prefix) > 253 - 10 - 1:
+        prefix = prefix[: 253 - 10 - 1]
+    return f"{prefix}-{fnv32a(node_name)}"
+
+
+def parse_time(value: str | None) -> datetime.datetime | None:
+    if not value:
+        return None
+    return datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+@dataclass
+class StepObservation:
+    name: StepName
+    phase: str
+    pod: str | None = None
+    node_id: str | None = None
+    retries: int = 0
+    latest_pod_phase: str | None = None
+    started_at: datetime.datetime | None = None
+    finished_at: datetime.datetime | None = None
+    message: str | None = None
+    exit_code: int | None = None
+    outputs: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class WorkflowObservation:
+    name: str
+    phase: str
+    message: str | None
+    shutdown: str | None
+    started_at: datetime.datetime | None
+    finished_at: datetime.datetime | None
+    steps: dict[StepName, StepObservation]
+
+
+def _params(node: dict[str, Any]) -> dict[str, str]:
+    params = (node.get("outputs") or {}).get("parameters") or []
+    return {p["name"]: p.get("value", "") for p in params if "name" in p}
+
+
+def _exit_code(node: dict[str, Any]) -> int | None:
+    code = (node.get("outputs") or {}).get("exitCode")
+    try:
+        return int(code) if code is not None else None
+    except ValueError:
+        return None
+
+
+def observe_workflow(wf: dict[str, Any]) -> WorkflowObservation:
+    """Reduce a Workflow to what the task status needs: its phase and each step's latest pod."""
+    name = wf["metadata"]["name"]
+    status = wf.get("status") or {}
+    nodes: dict[str, dict[str, Any]] = status.get("nodes") or {}
+    steps: dict[StepName, StepObservation] = {}
+    for step in STEP_ORDER:
+        retry_node = next((n for n in nodes.values()
+                           if n.get("type") == "Retry" and n.get("templateName") == step), None)
+        pods = [n for n in nodes.values()
+                if n.get("type") == "Pod" and n.get("templateName") == step]
+        if retry_node is None and not pods:
+            continue
+        pods.sort(key=lambda n: (n.get("startedAt") or "", n.get("name", "")))
+        latest = pods[-1] if pods else None
+        main = retry_node or latest
+        assert main is not None
+        obs = StepObservation(
+            name=step,
+            phase=main.get("phase") or PENDING,
+            node_id=main.get("id"),
+            retries=max(len(pods) - 1, 0),
+            latest_pod_phase=latest.get("phase") if latest else None,
+            started_at=parse_time(main.get("startedAt")),
+            finished_at=parse_time(main.get("finishedAt")),
+            message=(latest or main).get("message") or main.get("message"),
+            outputs=_params(main) or (_params(latest) if latest else {}),
+        )
+        if latest is not None:
+            obs.pod = pod_name(name, latest["name"], step)
+            obs.exit_code = _exit_code(latest)
+        steps[step] = obs
+    return WorkflowObservation(
+        name=name,
+        phase=status.get("phase") or "",
+        message=status.get("message"),
+        shutdown=(wf.get("spec") or {}).get("shutdown"),
+        started_at=parse_time(status.get("startedAt")),
+        finished_at=parse_time(status.get("finishedAt")),
+        steps=steps,
+    )
+
+
+# ----------------------------------------------------------------------------- conditions
+
+CONDITION_TYPES = ("Succeeded", "Running", "Stopped", "Failed", "Ready")
+
+
+def set_condition(conditions: list[Condition], type_: str, status: str, reason: str,
+                  message: str, generation: int | None,
+                  now: datetime.datetime) -> list[Condition]:
+    """Upsert a condition; lastTransitionTime moves only when its status changes."""
+    out: list[Condition] = []
+    found = False
+    for c in conditions:
+        if c.type == type_:
+            found = True
+            changed = c.status != status
+            out.append(Condition(
+                type=type_, status=status, reason=reason, message=message,
+                last_transition_time=now if changed else c.last_transition_time,
+                observed_generation=generation,
+            ))
+        else:
+            out.append(c)
+    if not found:
+        out.append(Condition(type=type_, status=status, reason=reason, message=message,
+                             last_transition_time=now, observed_generation=generation))
+    return out
+
+
+_REASONS = {
+    Phase.INIT: "Initializing",
+    Phase.RUNNING: "Running",
+    Phase.RETRY: "Retrying",
+    Phase.STOPPING: "Stopping",
+    Phase.STOPPED: "Stopped",
+    Phase.COMPLETED: "Completed",
+    Phase.FAILED: "Failed",
+}
+
+
+def conditions_for(phase: Phase, message: str, prev: list[Condition] | None,
+                   generation: int | None, now: datetime.datetime,
+                   reason: str | None = None) -> list[Condition]:
+    reason = reason or _REASONS[phase]
+    conds = list(prev or [])
+
+    def put(type_: str, status: str) -> None:
+        nonlocal conds
+        conds = set_condition(conds, type_, status, reason, message, generation, now)
+
+    put("Succeeded", "True" if phase == Phase.COMPLETED
+        else "False" if phase in (Phase.FAILED, Phase.STOPPED) else "Unknown")
+    put("Running", "True" if phase in (Phase.RUNNING, Phase.RETRY, Phase.STOPPING) else "False")
+    put("Stopped", "True" if phase == Phase.STOPPED else "False")
+    put("Failed", "True" if phase == Phase.FAILED else "False")
+    put("Ready", "True" if phase == Phase.COMPLETED else "False")
+    return conds
+
+
+# ---------------------------------------------------------------------------------- status
+
+
+def format_duration(seconds: float) -> str:
+    seconds = int(max(seconds, 0))
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    if h:
+        return f"{h}h{m}m{s}s"
+    if m:
+        return f"{m}m{s}s"
+    return f"{s}s"
+
+
+def _step_status(obs: StepObservation, attempt: int) -> StepStatus:
+    return StepStatus(
+        name=obs.name, phase=obs.phase, attempt=attempt, pod=obs.pod, node_id=obs.node_id,
+        retries=obs.retries, started_at=obs.started_at, finished_at=obs.finished_at,
+        message=obs.message or None, exit_code=obs.exit_code,
+    )
+
+
+def merged_steps(prev: list[StepStatus] | None, obs: WorkflowObservation | None,
+                 attempt: int) -> list[StepStatus]:
+    """Steps of the current attempt, plus steps an earlier attempt finished (continue)."""
+    current = {s: _step_status(o, attempt) for s, o in (obs.steps if obs else {}).items()}
+    out: list[StepStatus] = []
+    for step in STEP_ORDER:
+        if step in current:
+            out.append(current[step])
+            continue
+        earlier = next((s for s in prev or [] if s.name == step), None)
+        if earlier is not None and (earlier.phase in DONE_PHASES or earlier.attempt == attempt):
+            out.append(earlier)
+    return out
+
+
+def first_unfinished(steps: list[StepStatus]) -> StepName | None:
+    done = {s.name for s in steps if s.phase in DONE_PHASES}
+    return next((s for s in STEP_ORDER if s not in done), None)
+
+
+def parse_metrics(raw: str | None) -> dict[str, float] | None:
+    if not raw:
+        return None
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return None
+    if not isinstance(data, dict):
+        return None
+    out = {str(k): float(v) for k, v in data.items()
+           if isinstance(v, int | float) and not isinstance(v, bool)}
+    return out or None
+
+
+def parse_result(raw: str | None, task: MLTask) -> OutputStatus | None:
+    out = task.spec.output
+    kind, name = ("dataset", out.dataset.name) if out.dataset else (
+        "model", out.model.name if out.model else "")
+    if raw is None:
+        return None
+    try:
+        data = json.loads(raw) if raw else {}
+    except ValueError:
+        data = {}
+    if not isinstance(data, dict):
+        data = {}
+    size = data.get("size")
+    uri = data.get("uri")
+    return OutputStatus(
+        kind=kind, name=name, uri=uri,
+        id=str(data.get("id") or uri) if (data.get("id") or uri) else None,
+        size=int(size) if isinstance(size, int | float) and not isinstance(size, bool) else None,
+        sha256=data.get("sha256") if isinstance(data.get("sha256"), str) else None,
+    )
+
+
+def _step_message(step: StepObservation | StepStatus | None) -> str:
+    if step is None:
+        return ""
+    parts = [f"{step.name} step {str(step.phase).lower()}"]
+    if step.message:
+        parts.append(f": {step.message}")
+    if step.exit_code is not None:
+        parts.append(f" (exit code {step.exit_code})")
+    return "".join(parts)
+
+
+def _retrying(step: StepObservation) -> bool:
+    """Argo is retrying the step: its last pod failed and the next one is not running yet."""
+    if step.phase != RUNNING:
+        return False
+    if step.latest_pod_phase in (FAILED, ERROR):
+        return True  # in backoff, the next pod not created yet
+    return step.retries > 0 and step.latest_pod_phase == PENDING
+
+
+def compute_status(task: MLTask, wf: dict[str, Any] | None,
+                   now: datetime.datetime) -> MLTaskStatus:
+    """The task's status given its current attempt's Workflow (None: not created yet)."""
+    prev = task.status or MLTaskStatus()
+    attempt = prev.attempt
+    generation = task.metadata.get("generation")
+    obs = observe_workflow(wf) if wf is not None else None
+    steps = merged_steps(prev.steps, obs, attempt)
+    current = first_unfinished(steps)
+    current_obs = obs.steps.get(current) if (obs and current) else None
+
+    started = bool(obs and obs.steps)
+    execute_step = EXECUTE_STEP_OF[current] if current else ExecuteStep.DONE
+    message: str
+    if obs is None:
+        proposed = prev.status
+        execute_step = ExecuteStep.PREPARE_FILE
+        message = prev.message or "Preparing the working volume and Workflow"
+    elif obs.phase == SUCCEEDED:
+        proposed, execute_step, message = Phase.COMPLETED, ExecuteStep.DONE, "Completed"
+    elif obs.phase in (FAILED, ERROR):
+        if obs.shutdown or task.spec.suspend:
+            proposed = Phase.STOPPED
+            message = f"Stopped at {execute_step}"
+        else:
+            proposed = Phase.FAILED
+            failed = next((s for s in obs.steps.values() if s.phase in (FAILED, ERROR)), None)
+            message = _step_message(failed) or obs.message or "Workflow failed"
+    elif obs.shutdown:
+        proposed, message = Phase.STOPPING, f"Stopping at {execute_step}"
+    elif not started or current_obs is None:
+        proposed = prev.status if prev.status in ACTIVE else Phase.RUNNING
+        if not started:
+            execute_step = ExecuteStep.PREPARE_FILE
+        message = f"Starting {execute_step}" if started else "Workflow created, waiting for pods"
+    elif _retrying(current_obs):
+        proposed = Phase.RETRY
+        waiting = current_obs.latest_pod_phase in (FAILED, ERROR)
+        n = current_obs.retries + (1 if waiting else 0)
+        message = (f"Retrying {current} step (retry {n} of "
+                   f"{task.spec.runtime.retry_policy.limit})"
+                   + (f" after: {current_obs.message}" if current_obs.message else ""))
+    elif current_obs.latest_pod_phase == RUNNING or current_obs.phase == RUNNING:
+        proposed, message = Phase.RUNNING, f"Running {execute_step}"
+    else:
+        proposed = prev.status if prev.status in ACTIVE else Phase.RUNNING
+        message = f"Waiting for the {current} pod"
+
+    phase = advance(prev.status, proposed)
+    if phase != proposed:  # a stale observation: keep what we had
+        return prev.model_copy(update={"observed_generation": generation})
+
+    outputs = prev.outputs
+    metrics = prev.metrics
+    if obs is not None:
+        run = obs.steps.get(StepName.RUN)
+        if run is not None and METRICS_PARAM in run.outputs:
+            metrics = parse_metrics(run.outputs[METRICS_PARAM]) or metrics
+        upload = obs.steps.get(StepName.UPLOAD)
+        if upload is not None and upload.phase == SUCCEEDED:
+            outputs = parse_result(upload.outputs.get(RESULT_PARAM, ""), task) or outputs
+
+    start_time = prev.start_time or (obs.started_at if obs else None) or now
+    completion = None
+    if phase in TERMINAL:
+        completion = (prev.completion_time if prev.status == phase and prev.completion_time
+                      else (obs.finished_at if obs and obs.finished_at else now))
+    duration = format_duration(((completion or now) - start_time).total_seconds())
+
+    return MLTaskStatus(
+        status=phase,
+        execute_step=execute_step,
+        message=message,
+        attempt=attempt,
+        workflow_name=prev.workflow_name,
+        start_time=start_time,
+        completion_time=completion,
+        duration=duration,
+        steps=steps or None,
+        outputs=outputs,
+        metrics=metrics,
+        conditions=conditions_for(phase, message, prev.conditions, generation, now),
+        observed_generation=generation,
+        observed_retry_generation=prev.observed_retry_generation,
+    )

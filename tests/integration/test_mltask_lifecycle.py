@@ -1,0 +1,331 @@
+"""MLTask end to end on the real API server: the operator process creates Workflows that Argo's
+full CRD accepts, and mirrors their progress (driven by the Argo stand-in) into the task status.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes import client
+
+from harness import argo_standin as argo_fn
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+G, V, P = "mltask.dev", "v1alpha1", "mltasks"
+RESULT = {"uri": "s3://ml-models/resnet18/resnet18-cifar10.pt", "size": 44_700_000,
+          "sha256": "ab" * 32, "id": "model-42"}
+
+
+def example(name: str) -> dict[str, Any]:
+    return yaml.safe_load((REPO / "examples" / f"mltask-{name}.yaml").read_text())
+
+
+class Tasks:
+    """Small helper over the MLTask API for one namespace."""
+
+    def __init__(self, api: client.ApiClient, namespace: str) -> None:
+        self.objects = client.CustomObjectsApi(api)
+        self.core = client.CoreV1Api(api)
+        self.ns = namespace
+
+    def create(self, body: dict[str, Any]) -> dict[str, Any]:
+        return self.objects.create_namespaced_custom_object(G, V, self.ns, P, body)
+
+    def get(self, name: str) -> dict[str, Any]:
+        return self.objects.get_namespaced_custom_object(G, V, self.ns, P, name)
+
+    def patch(self, name: str, spec: dict[str, Any]) -> None:
+        self.objects.patch_namespaced_custom_object(G, V, self.ns, P, name, {"spec": spec})
+
+    def wait(self, name: str, predicate: Callable[[dict[str, Any]], bool], what: str,
+             timeout: float = 30) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        last: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            last = self.get(name)
+            if predicate(last.get("status") or {}):
+                return last
+            time.sleep(0.1)
+        raise AssertionError(f"timed out waiting for {what}; status: "
+                             f"{json.dumps(last.get('status'), indent=1, default=str)}")
+
+    def wait_state(self, name: str, status: str, step: str | None = None,
+                   timeout: float = 30) -> dict[str, Any]:
+        return self.wait(
+            name,
+            lambda s: s.get("status") == status and (step is None or s.get("executeStep") == step),
+            f"{name} to be {status}/{step}", timeout)
+
+    def workflows(self) -> list[dict[str, Any]]:
+        return self.objects.list_namespaced_custom_object(
+            "argoproj.io", "v1alpha1", self.ns, "workflows")["items"]
+
+    def wait_event(self, name: str, reason: str, type_: str = "Normal",
+                   timeout: float = 10) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + timeout
+        while True:
+            events = self.events(name)
+            if any(e["reason"] == reason and e["type"] == type_ for e in events):
+                return events
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no {type_} event {reason} on {name}: {events}")
+            time.sleep(0.1)
+
+    def events(self, name: str) -> list[dict[str, Any]]:
+        items = self.core.list_namespaced_event(
+            self.ns, field_selector=f"involvedObject.name={name}").items
+        return [{"reason": e.reason, "message": e.message, "type": e.type} for e in items]
+
+
+@pytest.fixture
+def tasks(api: client.ApiClient, namespace: str, operator) -> Tasks:
+    return Tasks(api, namespace)
+
+
+def step(status: dict[str, Any], name: str) -> dict[str, Any]:
+    return next((s for s in status.get("steps") or [] if s["name"] == name), {})
+
+
+def cond(status: dict[str, Any], type_: str) -> dict[str, Any]:
+    return next(c for c in status["conditions"] if c["type"] == type_)
+
+
+def test_training_task_runs_to_completion(tasks: Tasks, argo, namespace: str) -> None:
+    task = tasks.create(example("training"))
+    name = task["metadata"]["name"]
+    wf_name = f"{name}-1"
+
+    st = tasks.wait(name, lambda s: s.get("workflowName") == wf_name, "Workflow name")["status"]
+    assert st["status"] == "init" and st["executeStep"] == "prepare_file"
+    assert {c["type"] for c in st["conditions"]} == {"Succeeded", "Running", "Stopped", "Failed",
+                                                     "Ready"}
+    assert cond(st, "Succeeded")["status"] == "Unknown"
+
+    wf = argo.wait_for(namespace, wf_name)
+    assert wf["metadata"]["labels"]["mltask.dev/task"] == name
+    assert "app.kubernetes.io/instance" not in wf["metadata"]["labels"]
+    owner = wf["metadata"]["ownerReferences"][0]
+    assert (owner["kind"], owner["name"], owner["uid"], owner["controller"]) == (
+        "MLTask", name, task["metadata"]["uid"], True)
+    assert [t["name"] for t in wf["spec"]["templates"][0]["dag"]["tasks"]] == [
+        "download", "run", "upload"]
+    run_tpl = next(t for t in wf["spec"]["templates"] if t["name"] == "run")
+    assert run_tpl["container"]["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert "envFrom" not in run_tpl["container"], "the run step must not see storage credentials"
+    assert wf["spec"]["tolerations"][0]["key"] == "nvidia.com/gpu"
+    pvc = tasks.core.read_namespaced_persistent_volume_claim(f"{name}-work", namespace)
+    assert pvc.metadata.owner_references[0].uid == task["metadata"]["uid"]
+
+    argo.update(namespace, wf_name, argo_fn.run_pod, "download")
+    tasks.wait_state(name, "running", "download")
+    argo.update(namespace, wf_name, argo_fn.finish_pod, "download")
+    argo.update(namespace, wf_name, argo_fn.run_pod, "run")
+    st = tasks.wait(name, lambda s: any(x["name"] == "run" for x in s.get("steps") or []),
+                    "the run pod")["status"]
+    assert (st["status"], st["executeStep"]) == ("running", "run_task")
+    assert step(st, "download")["phase"] == "Succeeded"
+    assert step(st, "run")["pod"].startswith(f"{wf_name}-run-")
+    argo.update(namespace, wf_name, argo_fn.finish_pod, "run",
+                outputs={"metrics": json.dumps({"accuracy": 0.93, "loss": 0.21})})
+    argo.update(namespace, wf_name, argo_fn.run_pod, "upload")
+    tasks.wait_state(name, "running", "upload")
+    argo.update(namespace, wf_name, argo_fn.finish_pod, "upload",
+                outputs={"result": json.dumps(RESULT)})
+    st = tasks.wait_state(name, "completed", "done")["status"]
+
+    assert st["outputs"] == {"kind": "model", "name": "resnet18-cifar10", "id": "model-42",
+                             "uri": RESULT["uri"], "size": RESULT["size"],
+                             "sha256": RESULT["sha256"]}
+    assert st["metrics"] == {"accuracy": 0.93, "loss": 0.21}
+    assert cond(st, "Succeeded")["status"] == "True"
+    assert cond(st, "Ready")["status"] == "True"
+    assert cond(st, "Running")["status"] == "False"
+    assert all(c["observedGeneration"] == 1 for c in st["conditions"])
+    assert st["observedGeneration"] == 1
+    assert st["completionTime"] and st["startTime"] and st["duration"]
+    assert [s["phase"] for s in st["steps"]] == ["Succeeded"] * 3
+    reasons = [e["reason"] for e in tasks.wait_event(name, "Completed")]
+    assert "Completed" in reasons and reasons.count("StatusChanged") >= 3, reasons
+
+
+def test_failed_run_step_then_retry_creates_exactly_one_new_workflow(
+        tasks: Tasks, argo, namespace: str) -> None:
+    body = example("training")
+    body["spec"]["runtime"]["retryPolicy"] = {"limit": 0}
+    name = tasks.create(body)["metadata"]["name"]
+    wf1 = f"{name}-1"
+    argo.wait_for(namespace, wf1)
+    for s in ("download",):
+        argo.update(namespace, wf1, argo_fn.run_pod, s)
+        argo.update(namespace, wf1, argo_fn.finish_pod, s)
+    argo.update(namespace, wf1, argo_fn.run_pod, "run")
+    argo.update(namespace, wf1, argo_fn.finish_pod, "run", "Failed", exit_code=2,
+                message="CUDA out of memory")
+    st = tasks.wait_state(name, "failed", "run_task")["status"]
+    assert "CUDA out of memory" in st["message"] and "exit code 2" in st["message"]
+    assert step(st, "run")["exitCode"] == 2
+    assert cond(st, "Failed")["status"] == "True"
+    assert cond(st, "Succeeded")["status"] == "False"
+    tasks.wait_event(name, "Failed", "Warning")
+
+    tasks.patch(name, {"retryGeneration": 1})
+    st = tasks.wait(name, lambda s: s.get("attempt") == 2, "attempt 2")["status"]
+    assert st["status"] == "retry"
+    wf2 = argo.wait_for(namespace, f"{name}-2")
+    assert [t["name"] for t in wf2["spec"]["templates"][0]["dag"]["tasks"]] == [
+        "download", "run", "upload"]
+    time.sleep(1)  # let any stray duplicate appear
+    assert sorted(w["metadata"]["name"] for w in tasks.workflows()) == [wf1, f"{name}-2"]
+
+    argo.update(namespace, f"{name}-2", argo_fn.run_pod, "download")
+    tasks.wait_state(name, "running", "download")
+    argo.update(namespace, f"{name}-2", argo_fn.succeed_all, result=RESULT)
+    st = tasks.wait_state(name, "completed", "done")["status"]
+    assert st["attempt"] == 2
+
+
+def test_automatic_retry_of_lost_pod_shows_retry(tasks: Tasks, argo, namespace: str) -> None:
+    name = tasks.create(example("training"))["metadata"]["name"]  # retryOn OnError, limit 3
+    wf = f"{name}-1"
+    argo.wait_for(namespace, wf)
+    argo.update(namespace, wf, argo_fn.run_pod, "download")
+    argo.update(namespace, wf, argo_fn.finish_pod, "download")
+    argo.update(namespace, wf, argo_fn.run_pod, "run")
+    tasks.wait_state(name, "running", "run_task")
+    # the GPU spot node went away: Argo marks the pod Error and retries it
+    argo.update(namespace, wf, argo_fn.finish_pod, "run", "Error", message="pod deleted")
+    st = tasks.wait_state(name, "retry", "run_task")["status"]
+    assert step(st, "run")["retries"] == 0 or "pod deleted" in st["message"]
+    argo.update(namespace, wf, argo_fn.run_pod, "run")
+    st = tasks.wait(name, lambda s: s.get("status") == "running"
+                    and step(s, "run").get("retries") == 1, "the retried run pod")["status"]
+    assert st["executeStep"] == "run_task"
+    argo.update(namespace, wf, argo_fn.finish_pod, "run")
+    argo.update(namespace, wf, argo_fn.run_pod, "upload")
+    argo.update(namespace, wf, argo_fn.finish_pod, "upload", outputs={"result": json.dumps(RESULT)})
+    tasks.wait_state(name, "completed", "done")
+
+
+def test_user_code_failure_is_not_retried_under_on_error(tasks: Tasks, argo, namespace) -> None:
+    name = tasks.create(example("training"))["metadata"]["name"]
+    wf = f"{name}-1"
+    argo.wait_for(namespace, wf)
+    argo.update(namespace, wf, argo_fn.run_pod, "download")
+    argo.update(namespace, wf, argo_fn.finish_pod, "download", "Failed", exit_code=1)
+    st = tasks.wait_state(name, "failed", "download")["status"]
+    assert step(st, "download")["retries"] == 0
+
+
+def test_stop_then_continue_resumes_at_the_unfinished_step(tasks: Tasks, argo, namespace) -> None:
+    name = tasks.create(example("optimization"))["metadata"]["name"]
+    wf1 = f"{name}-1"
+    argo.wait_for(namespace, wf1)
+    argo.update(namespace, wf1, argo_fn.run_pod, "download")
+    argo.update(namespace, wf1, argo_fn.finish_pod, "download")
+    argo.update(namespace, wf1, argo_fn.run_pod, "run")
+    tasks.wait_state(name, "running", "run_task")
+
+    tasks.patch(name, {"suspend": True})
+    tasks.wait_state(name, "stopping", "run_task")
+    assert argo.get(namespace, wf1)["spec"]["shutdown"] == "Stop"
+    argo.update(namespace, wf1, argo_fn.stop)
+    st = tasks.wait_state(name, "stopped", "run_task")["status"]
+    assert cond(st, "Stopped")["status"] == "True"
+    assert st["completionTime"]
+
+    tasks.patch(name, {"suspend": False})
+    st = tasks.wait(name, lambda s: s.get("attempt") == 2, "attempt 2")["status"]
+    wf2 = argo.wait_for(namespace, f"{name}-2")
+    assert [t["name"] for t in wf2["spec"]["templates"][0]["dag"]["tasks"]] == ["run", "upload"]
+    assert wf2["metadata"]["annotations"]["mltask.dev/start-step"] == "run"
+    assert step(st, "download")["attempt"] == 1 and step(st, "download")["phase"] == "Succeeded"
+    argo.update(namespace, f"{name}-2", argo_fn.run_pod, "run")
+    st = tasks.wait(name, lambda s: s.get("status") == "running"
+                    and step(s, "run").get("attempt") == 2, "attempt 2's run pod")["status"]
+    assert step(st, "run")["phase"] == "Running"
+    argo.update(namespace, f"{name}-2", argo_fn.finish_pod, "run")
+    argo.update(namespace, f"{name}-2", argo_fn.run_pod, "upload")
+    argo.update(namespace, f"{name}-2", argo_fn.finish_pod, "upload",
+                outputs={"result": json.dumps(RESULT)})
+    st = tasks.wait_state(name, "completed", "done")["status"]
+    assert [(s["name"], s["attempt"]) for s in st["steps"]] == [
+        ("download", 1), ("run", 2), ("upload", 2)]
+
+
+def test_completed_task_ignores_stale_workflow_and_stop(tasks: Tasks, argo, namespace) -> None:
+    name = tasks.create(example("preprocessing"))["metadata"]["name"]
+    wf = f"{name}-1"
+    argo.wait_for(namespace, wf)
+    argo.update(namespace, wf, argo_fn.succeed_all,
+                result={"uri": "s3://ml-datasets/processed/cifar10-train.zip", "size": 1,
+                        "sha256": "cd" * 32})
+    st = tasks.wait_state(name, "completed", "done")["status"]
+    assert st["outputs"]["kind"] == "dataset"
+    tasks.patch(name, {"suspend": True})
+    time.sleep(1.5)
+    assert tasks.get(name)["status"]["status"] == "completed"
+    assert "shutdown" not in argo.get(namespace, wf)["spec"]
+
+
+def test_from_task_input_waits_for_upstream_then_uses_its_output(
+        tasks: Tasks, argo, namespace: str) -> None:
+    train = example("training")
+    train["metadata"]["name"] = "train-from-upstream"
+    train["spec"]["input"]["dataset"] = {"fromTask": "preprocess-cifar10", "kind": "project"}
+    tasks.create(train)
+    st = tasks.wait(train["metadata"]["name"],
+                    lambda s: "preprocess-cifar10" in (s.get("message") or ""),
+                    "waiting message")["status"]
+    assert st["status"] == "init" and st["executeStep"] == "prepare_file"
+    assert cond(st, "Running")["reason"] == "WaitingForInputs"
+    assert not tasks.workflows()
+
+    tasks.create(example("preprocessing"))
+    argo.wait_for(namespace, "preprocess-cifar10-1")
+    uri = "s3://ml-datasets/processed/cifar10-train-abc.zip"
+    argo.update(namespace, "preprocess-cifar10-1", argo_fn.succeed_all,
+                result={"uri": uri, "size": 10, "sha256": "ef" * 32})
+    wf = argo.wait_for(namespace, "train-from-upstream-1", timeout=30)
+    env = {e["name"]: e.get("value") for e in wf["spec"]["templates"][1]["container"]["env"]}
+    assert env["MLTASK_INPUT_DATASET_URI"] == uri
+
+
+def test_operator_killed_mid_task_restarts_without_duplicates(
+        tasks: Tasks, argo, namespace: str, operator) -> None:
+    name = tasks.create(example("training"))["metadata"]["name"]
+    wf = f"{name}-1"
+    argo.wait_for(namespace, wf)
+    argo.update(namespace, wf, argo_fn.run_pod, "download")
+    tasks.wait_state(name, "running", "download")
+
+    operator.kill()
+    argo.update(namespace, wf, argo_fn.finish_pod, "download")
+    argo.update(namespace, wf, argo_fn.run_pod, "run")
+    assert tasks.get(name)["status"]["executeStep"] == "download"  # nobody is watching
+    operator.start()
+    st = tasks.wait_state(name, "running", "run_task")["status"]
+    assert st["attempt"] == 1
+    assert [w["metadata"]["name"] for w in tasks.workflows()] == [wf]
+
+
+def test_deleting_the_task_deletes_its_workflow_and_volume(
+        tasks: Tasks, argo, namespace: str) -> None:
+    name = tasks.create(copy.deepcopy(example("training")))["metadata"]["name"]
+    argo.wait_for(namespace, f"{name}-1")
+    tasks.objects.delete_namespaced_custom_object(G, V, namespace, P, name)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        pvcs = tasks.core.list_namespaced_persistent_volume_claim(namespace).items
+        if not tasks.workflows() and not [p for p in pvcs if not p.metadata.deletion_timestamp]:
+            return
+        time.sleep(0.3)
+    raise AssertionError("Workflow or PVC not garbage-collected")
