@@ -49,5 +49,8 @@ cluster-down: venv ## Stop the local control plane
 cluster-status: venv ## Show whether the local control plane runs
 	@$(PY) -m harness.controlplane status --dir $(CLUSTER_DIR)
 
+demo: venv tools ## Local control plane + operator + an example MLTask, its states shown as they change
+	@$(PY) -m harness.demo $(if $(KEEP),--keep)
+
 clean: cluster-down ## Remove the venv and local cluster data (keeps the Go binary cache)
 	rm -rf $(VENV) $(CLUSTER_DIR)

@@ -257,8 +257,23 @@ class ControlPlane:
 
     # -- lifecycle
 
-    def start(self, *, detach: bool = False) -> None:
-        """Start everything and wait until it serves; on any failure stop what started."""
+    def start(self, *, detach: bool = False, tries: int = 3) -> None:
+        """Start everything and wait until it serves; on any failure stop what started.
+
+        A free port can be taken by another process between picking and binding it; such a
+        start is retried on new ports.
+        """
+        for attempt in range(1, tries + 1):
+            try:
+                self._start(detach)
+                return
+            except ControlPlaneError as e:
+                if "address already in use" not in str(e) or attempt == tries:
+                    raise
+                for sub in ("etcd", "logs"):
+                    shutil.rmtree(self.workdir / sub, ignore_errors=True)
+
+    def _start(self, detach: bool) -> None:
         bins = find_binaries(self.bin_dir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         (self.workdir / "logs").mkdir(exist_ok=True)

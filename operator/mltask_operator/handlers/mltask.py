@@ -187,8 +187,9 @@ def _write(kube: Kube, body: dict[str, Any], task: MLTask, prev: MLTaskStatus,
         reason = {Phase.FAILED: "Failed", Phase.COMPLETED: "Completed", Phase.STOPPED: "Stopped",
                   Phase.RETRY: "Retrying", Phase.STOPPING: "Stopping"}.get(new.status,
                                                                            "StatusChanged")
-        msg = (f"{prev.status}/{prev.execute_step} -> {new.status}/{new.execute_step}"
-               f" (attempt {new.attempt}): {new.message or ''}")
+        before, after = f"{prev.status}/{prev.execute_step}", f"{new.status}/{new.execute_step}"
+        msg = (f"{before} -> {after}" if before != after else after) + (
+            f" (attempt {new.attempt}): {new.message or ''}")
         kube.event(body, "Warning" if warn else "Normal", reason, msg)
         log.info("MLTask %s/%s: %s", ns, name, msg)
         metrics.TRANSITIONS.labels(status=str(new.status)).inc()
