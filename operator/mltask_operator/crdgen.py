@@ -41,6 +41,7 @@ class CRDSpec:
     short_names: list[str]
     printer_columns: list[dict[str, Any]]
     root_rules: list[dict[str, str]] = field(default_factory=list)
+    selectable_fields: list[str] = field(default_factory=list)
 
     @property
     def name(self) -> str:
@@ -49,7 +50,8 @@ class CRDSpec:
 
 CRDS = [
     CRDSpec(mltask_api.MLTask, mltask_api.KIND, mltask_api.PLURAL, mltask_api.SINGULAR,
-            mltask_api.SHORT_NAMES, mltask_api.PRINTER_COLUMNS, mltask_api.ROOT_RULES),
+            mltask_api.SHORT_NAMES, mltask_api.PRINTER_COLUMNS, mltask_api.ROOT_RULES,
+            mltask_api.SELECTABLE_FIELDS),
 ]
 
 
@@ -182,6 +184,7 @@ def crd(spec: CRDSpec) -> dict[str, Any]:
                     "storage": True,
                     "subresources": {"status": {}},
                     "additionalPrinterColumns": spec.printer_columns,
+                    "selectableFields": [{"jsonPath": p} for p in spec.selectable_fields],
                     "schema": {"openAPIV3Schema": openapi_schema(spec)},
                 }
             ],

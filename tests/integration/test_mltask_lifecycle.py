@@ -329,3 +329,22 @@ def test_deleting_the_task_deletes_its_workflow_and_volume(
             return
         time.sleep(0.3)
     raise AssertionError("Workflow or PVC not garbage-collected")
+
+
+def test_list_with_field_selectors(tasks: Tasks, argo, namespace: str) -> None:
+    for kind in ("training", "preprocessing", "optimization"):
+        tasks.create(example(kind))
+    argo.wait_for(namespace, "preprocess-cifar10-1")
+    argo.update(namespace, "preprocess-cifar10-1", argo_fn.run_pod, "download")
+    argo.update(namespace, "preprocess-cifar10-1", argo_fn.finish_pod, "download", "Failed")
+    tasks.wait_state("preprocess-cifar10", "failed")
+
+    def names(selector: str) -> list[str]:
+        items = tasks.objects.list_namespaced_custom_object(
+            G, V, namespace, P, field_selector=selector)["items"]
+        return sorted(i["metadata"]["name"] for i in items)
+
+    assert names("spec.type=training") == ["train-resnet18"]
+    assert names("status.status=failed") == ["preprocess-cifar10"]
+    assert names("spec.pipelineRef.name=cifar10-pipeline") == ["preprocess-cifar10"]
+    assert names("status.status!=failed") == ["optimize-resnet18", "train-resnet18"]

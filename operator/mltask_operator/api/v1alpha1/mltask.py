@@ -457,3 +457,7 @@ PRINTER_COLUMNS = [
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
     {"name": "Duration", "type": "string", "jsonPath": ".status.duration"},
 ]
+
+#: `kubectl get mlt --field-selector spec.type=training,status.status=failed`
+SELECTABLE_FIELDS = [".spec.type", ".spec.pipelineRef.name", ".status.status",
+                     ".status.executeStep"]
