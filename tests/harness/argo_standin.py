@@ -129,8 +129,6 @@ def finish_pod(wf: dict[str, Any], task: str, phase: str = "Succeeded", *,
                message: str | None = None) -> dict[str, Any]:
     """The step's latest pod ended in `phase` (Succeeded, Failed or Error)."""
     wf = copy.deepcopy(wf)
-    wf_name = wf["metadata"]["name"]
-    nodes = wf["status"]["nodes"]
     task_node = _task_node(wf, task)
     if task_node is None:
         raise ValueError(f"step {task} has no running pod")

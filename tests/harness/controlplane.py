@@ -214,10 +214,12 @@ def write_kubeconfig(path: Path, server: str, ca: Path, cert: Path, key: Path, u
         "apiVersion": "v1",
         "kind": "Config",
         "clusters": [
-            {"name": "mltask-test", "cluster": {"server": server, "certificate-authority-data": b64(ca)}}
+            {"name": "mltask-test",
+             "cluster": {"server": server, "certificate-authority-data": b64(ca)}}
         ],
         "users": [
-            {"name": user, "user": {"client-certificate-data": b64(cert), "client-key-data": b64(key)}}
+            {"name": user,
+             "user": {"client-certificate-data": b64(cert), "client-key-data": b64(key)}}
         ],
         "contexts": [{"name": "mltask-test", "context": {"cluster": "mltask-test", "user": user}}],
         "current-context": "mltask-test",
@@ -473,7 +475,8 @@ class ControlPlane:
         deadline = time.monotonic() + timeout
         pending = list(crds)
         while pending and time.monotonic() < deadline:
-            status, body = self.get(f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{pending[0]}")
+            path = f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{pending[0]}"
+            status, body = self.get(path)
             crd = json.loads(body) if status == 200 else {}
             conditions = (crd.get("status") or {}).get("conditions") or []
             if any(c["type"] == "Established" and c["status"] == "True" for c in conditions):

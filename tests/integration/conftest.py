@@ -1,4 +1,4 @@
-"""Fixtures that start the real control plane (etcd + kube-apiserver + controller manager) once per session."""
+"""Fixtures: the real control plane (etcd, kube-apiserver, controller manager), once a session."""
 
 from __future__ import annotations
 

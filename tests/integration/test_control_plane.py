@@ -152,7 +152,8 @@ def test_watch_sees_create_and_status_subresource_update(
     objs.patch_namespaced_custom_object(
         GROUP, VERSION, namespace, PLURAL, "w1", {"status": {"phase": "ignored"}}
     )
-    assert "status" not in objs.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "w1")
+    got = objs.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "w1")
+    assert "status" not in got
     # ...and written through the status subresource
     objs.patch_namespaced_custom_object_status(
         GROUP, VERSION, namespace, PLURAL, "w1", {"status": {"phase": "Ready"}}
@@ -167,7 +168,9 @@ def test_watch_sees_create_and_status_subresource_update(
 def _workflow(name: str, **spec_overrides) -> dict:
     spec = {
         "entrypoint": "main",
-        "templates": [{"name": "main", "container": {"image": "busybox:1.36", "command": ["true"]}}],
+        "templates": [
+            {"name": "main", "container": {"image": "busybox:1.36", "command": ["true"]}}
+        ],
     }
     spec.update(spec_overrides)
     return {"apiVersion": "argoproj.io/v1alpha1", "kind": "Workflow",
@@ -192,7 +195,8 @@ def test_argo_full_crd_accepts_valid_and_rejects_invalid_workflow(
     with pytest.raises(client.ApiException) as err:
         objs.create_namespaced_custom_object("argoproj.io", "v1alpha1", namespace, "workflows", bad)
     assert err.value.status == 422
-    assert "spec.templates[0].container.resources.limits.cpu" in json.loads(err.value.body)["message"]
+    message = json.loads(err.value.body)["message"]
+    assert "spec.templates[0].container.resources.limits.cpu" in message
 
 
 def test_argo_workflow_crd_is_the_full_schema(control_plane: ControlPlane) -> None:
@@ -200,7 +204,8 @@ def test_argo_workflow_crd_is_the_full_schema(control_plane: ControlPlane) -> No
         "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/workflows.argoproj.io"
     )
     assert status == 200
-    spec = json.loads(body)["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    schema = json.loads(body)["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    spec = schema["properties"]["spec"]
     # Argo's "minimal" CRDs only carry x-kubernetes-preserve-unknown-fields
     assert "x-kubernetes-preserve-unknown-fields" not in spec
     template = spec["properties"]["templates"]["items"]["properties"]

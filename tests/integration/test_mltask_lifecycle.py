@@ -100,7 +100,9 @@ def cond(status: dict[str, Any], type_: str) -> dict[str, Any]:
 
 
 def test_training_task_runs_to_completion(tasks: Tasks, argo, namespace: str) -> None:
-    task = tasks.create(example("training"))
+    body = example("training")
+    body["metadata"]["labels"] = {"app.kubernetes.io/instance": "ml-team-apps", "team": "vision"}
+    task = tasks.create(body)
     name = task["metadata"]["name"]
     wf_name = f"{name}-1"
 
@@ -112,7 +114,8 @@ def test_training_task_runs_to_completion(tasks: Tasks, argo, namespace: str) ->
 
     wf = argo.wait_for(namespace, wf_name)
     assert wf["metadata"]["labels"]["mltask.dev/task"] == name
-    assert "app.kubernetes.io/instance" not in wf["metadata"]["labels"]
+    for labels in (wf["metadata"]["labels"], wf["spec"]["podMetadata"]["labels"]):
+        assert "app.kubernetes.io/instance" not in labels and "team" not in labels
     owner = wf["metadata"]["ownerReferences"][0]
     assert (owner["kind"], owner["name"], owner["uid"], owner["controller"]) == (
         "MLTask", name, task["metadata"]["uid"], True)

@@ -13,6 +13,11 @@ VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
 CATEGORY = "ml"
 
+QUANTITY_PATTERN = (
+    r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))"
+    r"(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
+)
+
 #: A Kubernetes resource quantity: "4", 4, "16Gi", "500m".
 Quantity = Annotated[
     int | str,
@@ -20,7 +25,7 @@ Quantity = Annotated[
         {
             "x-kubernetes-int-or-string": True,
             "anyOf": [{"type": "integer"}, {"type": "string"}],
-            "pattern": r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$",
+            "pattern": QUANTITY_PATTERN,
         }
     ),
 ]
@@ -148,8 +153,8 @@ class EnvVar(Model):
     name: str = Field(description="Variable name.", min_length=1, max_length=256)
     value: str | None = Field(default=None, description="Literal value. Variables whose name "
                               "looks like a credential must use valueFrom.", max_length=32768)
-    value_from: EnvVarSource | None = Field(default=None,
-                                            description="Take the value from a Secret or ConfigMap.")
+    value_from: EnvVarSource | None = Field(
+        default=None, description="Take the value from a Secret or ConfigMap.")
 
 
 class ResourceRequirements(Model):
