@@ -278,7 +278,7 @@ def _step_message(step: StepObservation | StepStatus | None) -> str:
     parts = [f"{step.name} step {str(step.phase).lower()}"]
     if step.message:
         parts.append(f": {step.message}")
-    if step.exit_code is not None:
+    if step.exit_code is not None and "exit code" not in (step.message or ""):
         parts.append(f" (exit code {step.exit_code})")
     return "".join(parts)
 

@@ -180,12 +180,14 @@ def stop(wf: dict[str, Any]) -> dict[str, Any]:
     if not (wf.get("spec") or {}).get("shutdown"):
         return wf
     wf = start(wf)
-    message = f"Stopped with strategy '{wf['spec']['shutdown']}'"
+    strategy = wf["spec"]["shutdown"]
     now = _now()
     for node in wf["status"]["nodes"].values():
         if node["phase"] in ("Running", "Pending"):
-            node.update({"phase": "Failed", "finishedAt": now, "message": message})
-    _finish_workflow(wf, "Failed", message)
+            # Argo v3.6's words, checked against the real controller in tests/e2e
+            node.update({"phase": "Failed", "finishedAt": now,
+                         "message": f"workflow shutdown with strategy:  {strategy}"})
+    _finish_workflow(wf, "Failed", f"Stopped with strategy '{strategy}'")
     return wf
 
 

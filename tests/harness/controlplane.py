@@ -298,7 +298,8 @@ class ControlPlane:
 
     def stop(self) -> None:
         """Stop the controller manager, the API server, then etcd; never raises."""
-        order = ["kube-controller-manager", "kube-apiserver", "etcd"]
+        order = ["executor-standin", "workflow-controller", "kwok", "kube-scheduler",
+                 "kube-controller-manager", "kube-apiserver", "etcd"]
         names = [n for n in order if n in self.pids] + [n for n in self.pids if n not in order]
         for name in names:
             _terminate(self.pids[name], self.procs.get(name))
@@ -309,11 +310,12 @@ class ControlPlane:
 
     # -- components
 
-    def _spawn(self, name: str, argv: list[str], detach: bool) -> None:
+    def _spawn(self, name: str, argv: list[str], detach: bool,
+               env: dict[str, str] | None = None) -> None:
         logf = open(self.log(name), "ab")  # noqa: SIM115 - handed to the child process
         proc = subprocess.Popen(
             argv, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True,
+            start_new_session=True, env={**os.environ, **(env or {})},
         )
         logf.close()
         self.pids[name] = proc.pid
@@ -394,7 +396,9 @@ class ControlPlane:
                 f"--service-account-private-key-file={certs['sa.key']}",
                 f"--root-ca-file={certs['ca.crt']}",
                 "--service-cluster-ip-range=10.0.0.0/24",
-                "--controllers=*,-nodeipam,-nodelifecycle,-cloud-node-lifecycle,-service-lb-controller,-node-route-controller",
+                # a real dynamic provisioner (hostPath, for test clusters): PVCs get bound
+                "--enable-hostpath-provisioner=true",
+                "--controllers=*,-nodeipam,-cloud-node-lifecycle,-service-lb-controller,-node-route-controller",
                 "-v=1",
             ],
             detach,

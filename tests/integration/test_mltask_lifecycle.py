@@ -7,96 +7,19 @@ from __future__ import annotations
 import copy
 import json
 import time
-from collections.abc import Callable
-from pathlib import Path
-from typing import Any
 
 import pytest
-import yaml
 from kubernetes import client
 
 from harness import argo_standin as argo_fn
+from harness.tasks import RESULT, G, P, Tasks, V, cond, example, step
 
 pytestmark = pytest.mark.integration
-
-REPO = Path(__file__).resolve().parents[2]
-G, V, P = "mltask.dev", "v1alpha1", "mltasks"
-RESULT = {"uri": "s3://ml-models/resnet18/resnet18-cifar10.pt", "size": 44_700_000,
-          "sha256": "ab" * 32, "id": "model-42"}
-
-
-def example(name: str) -> dict[str, Any]:
-    return yaml.safe_load((REPO / "examples" / f"mltask-{name}.yaml").read_text())
-
-
-class Tasks:
-    """Small helper over the MLTask API for one namespace."""
-
-    def __init__(self, api: client.ApiClient, namespace: str) -> None:
-        self.objects = client.CustomObjectsApi(api)
-        self.core = client.CoreV1Api(api)
-        self.ns = namespace
-
-    def create(self, body: dict[str, Any]) -> dict[str, Any]:
-        return self.objects.create_namespaced_custom_object(G, V, self.ns, P, body)
-
-    def get(self, name: str) -> dict[str, Any]:
-        return self.objects.get_namespaced_custom_object(G, V, self.ns, P, name)
-
-    def patch(self, name: str, spec: dict[str, Any]) -> None:
-        self.objects.patch_namespaced_custom_object(G, V, self.ns, P, name, {"spec": spec})
-
-    def wait(self, name: str, predicate: Callable[[dict[str, Any]], bool], what: str,
-             timeout: float = 30) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        last: dict[str, Any] = {}
-        while time.monotonic() < deadline:
-            last = self.get(name)
-            if predicate(last.get("status") or {}):
-                return last
-            time.sleep(0.1)
-        raise AssertionError(f"timed out waiting for {what}; status: "
-                             f"{json.dumps(last.get('status'), indent=1, default=str)}")
-
-    def wait_state(self, name: str, status: str, step: str | None = None,
-                   timeout: float = 30) -> dict[str, Any]:
-        return self.wait(
-            name,
-            lambda s: s.get("status") == status and (step is None or s.get("executeStep") == step),
-            f"{name} to be {status}/{step}", timeout)
-
-    def workflows(self) -> list[dict[str, Any]]:
-        return self.objects.list_namespaced_custom_object(
-            "argoproj.io", "v1alpha1", self.ns, "workflows")["items"]
-
-    def wait_event(self, name: str, reason: str, type_: str = "Normal",
-                   timeout: float = 10) -> list[dict[str, Any]]:
-        deadline = time.monotonic() + timeout
-        while True:
-            events = self.events(name)
-            if any(e["reason"] == reason and e["type"] == type_ for e in events):
-                return events
-            if time.monotonic() > deadline:
-                raise AssertionError(f"no {type_} event {reason} on {name}: {events}")
-            time.sleep(0.1)
-
-    def events(self, name: str) -> list[dict[str, Any]]:
-        items = self.core.list_namespaced_event(
-            self.ns, field_selector=f"involvedObject.name={name}").items
-        return [{"reason": e.reason, "message": e.message, "type": e.type} for e in items]
 
 
 @pytest.fixture
 def tasks(api: client.ApiClient, namespace: str, operator) -> Tasks:
     return Tasks(api, namespace)
-
-
-def step(status: dict[str, Any], name: str) -> dict[str, Any]:
-    return next((s for s in status.get("steps") or [] if s["name"] == name), {})
-
-
-def cond(status: dict[str, Any], type_: str) -> dict[str, Any]:
-    return next(c for c in status["conditions"] if c["type"] == type_)
 
 
 def test_training_task_runs_to_completion(tasks: Tasks, argo, namespace: str) -> None:

@@ -54,8 +54,10 @@ k8s_ldflags() {
 check_pin kube k8s.io/kubernetes "$K8S_VERSION"
 check_pin etcd go.etcd.io/etcd/server/v3 "$ETCD_VERSION"
 check_pin helm helm.sh/helm/v3 "$HELM_VERSION"
+check_pin argo github.com/argoproj/argo-workflows/v3 "$ARGO_VERSION"
+check_pin kwok sigs.k8s.io/kwok "$KWOK_VERSION"
 
-only=${*:-kube-apiserver kube-controller-manager kube-scheduler kubectl etcd helm argo-crds}
+only=${*:-kube-apiserver kube-controller-manager kube-scheduler kubectl etcd helm argo-crds workflow-controller kwok}
 for what in $only; do
   case $what in
     kube-apiserver|kube-controller-manager|kube-scheduler|kubectl)
@@ -66,6 +68,13 @@ for what in $only; do
     helm)
       build helm "$CACHE/helm-$HELM_VERSION" helm helm.sh/helm/v3/cmd/helm \
         "-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION -X helm.sh/helm/v3/internal/version.gitTreeState=clean" ;;
+    workflow-controller)
+      build argo "$CACHE/argo-$ARGO_VERSION" workflow-controller \
+        github.com/argoproj/argo-workflows/v3/cmd/workflow-controller \
+        "-X github.com/argoproj/argo-workflows/v3.version=$ARGO_VERSION -X github.com/argoproj/argo-workflows/v3.gitTreeState=clean" ;;
+    kwok)
+      build kwok "$CACHE/kwok-$KWOK_VERSION" kwok sigs.k8s.io/kwok/cmd/kwok \
+        "-X sigs.k8s.io/kwok/pkg/consts.Version=$KWOK_VERSION" ;;
     argo-crds)
       out="$CACHE/argo-$ARGO_VERSION/crds"
       if [[ ! -f "$out/argoproj.io_workflows.yaml" ]]; then

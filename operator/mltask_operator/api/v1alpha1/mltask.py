@@ -113,8 +113,10 @@ class StepSpec(Model):
     """A container that performs one step."""
 
     image: str = Field(min_length=1, max_length=1024, description="Container image.")
-    command: list[str] | None = Field(default=None, max_length=64,
-                                      description="Entrypoint; the image's if unset.")
+    command: list[str] | None = Field(
+        default=None, max_length=64,
+        description="Entrypoint. Set it: without it Argo's executor must look the image's "
+        "entrypoint up in the registry, which fails for private or unreachable registries.")
     args: list[str] | None = Field(default=None, max_length=256,
                                    description="Arguments to the entrypoint.")
     env: list[EnvVar] | None = Field(default=None, max_length=128,

@@ -1,0 +1,145 @@
+"""MLTasks under Argo's real workflow-controller, with pods scheduled by kube-scheduler onto kwok
+nodes. Step images are simulated by kwok stages and the executor stand-in; everything between
+(the operator, Argo's DAG, retries, shutdown, task results) is the real thing.
+
+Step env knobs read by the simulation only: E2E_DURATION (how long a pod runs), E2E_EXIT_CODE
+(the main container fails with it), E2E_METRICS (what the run step "writes" as metrics).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from harness.tasks import Tasks, cond, example, step
+
+pytestmark = pytest.mark.e2e
+
+METRICS = {"accuracy": 0.91, "f1": 0.88}
+
+
+@pytest.fixture
+def tasks(e2e_api: client.ApiClient, e2e_namespace: str, e2e_operator) -> Iterator[Tasks]:
+    t = Tasks(e2e_api, e2e_namespace)
+    deadline = time.monotonic() + 30
+    while True:  # Argo's pods need the namespace's default ServiceAccount
+        try:
+            t.core.read_namespaced_service_account("default", e2e_namespace)
+            break
+        except client.ApiException:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+    yield t
+
+
+def with_env(body: dict[str, Any], step_name: str, **env: str) -> dict[str, Any]:
+    step_spec = body["spec"]["steps"][step_name]
+    step_spec["env"] = [e for e in step_spec.get("env", []) if e["name"] not in env]
+    step_spec["env"] += [{"name": k, "value": v} for k, v in env.items()]
+    return body
+
+
+def pods(tasks: Tasks, task: str) -> list[client.V1Pod]:
+    return tasks.core.list_namespaced_pod(tasks.ns, label_selector=f"mltask.dev/task={task}").items
+
+
+def wait_pod_running(tasks: Tasks, task: str, template: str, timeout: float = 30) -> client.V1Pod:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for p in pods(tasks, task):
+            ours = p.metadata.name.startswith(f"{task}-") and f"-{template}-" in p.metadata.name
+            if ours and p.status.phase == "Running" and not p.metadata.deletion_timestamp:
+                return p
+        time.sleep(0.2)
+    raise AssertionError(f"no running {template} pod for {task}")
+
+
+@pytest.mark.parametrize("kind", ["preprocessing", "training", "optimization"])
+def test_example_runs_to_completion_under_argo(tasks: Tasks, kind: str) -> None:
+    body = with_env(example(kind), "run", E2E_METRICS=json.dumps(METRICS))
+    name = tasks.create(body)["metadata"]["name"]
+    st = tasks.wait_state(name, "completed", "done", timeout=90)["status"]
+
+    out = body["spec"]["output"]
+    produced = out.get("dataset") or out.get("model")
+    expected_uri = f"{out['uri'].rstrip('/')}/{produced['name']}.{produced['fileExtension']}"
+    assert st["outputs"]["uri"] == expected_uri
+    assert st["outputs"]["kind"] == ("dataset" if kind == "preprocessing" else "model")
+    assert len(st["outputs"]["sha256"]) == 64 and st["outputs"]["size"] > 0
+    assert st["metrics"] == METRICS
+    assert [s["phase"] for s in st["steps"]] == ["Succeeded"] * 3
+    assert cond(st, "Succeeded")["status"] == "True"
+    # the pod names the operator reports are the pods Argo created
+    names = {p.metadata.name for p in pods(tasks, name)}
+    assert {s["pod"] for s in st["steps"]} <= names
+    if kind != "preprocessing":  # GPU examples land on the GPU node, with the GPU request
+        run_pod = next(p for p in pods(tasks, name) if p.metadata.name == step(st, "run")["pod"])
+        assert run_pod.spec.node_name == "kwok-gpu-0"
+        main = next(c for c in run_pod.spec.containers if c.name == "main")
+        assert main.resources.limits["nvidia.com/gpu"] == "1"
+
+
+def test_failing_run_step_ends_failed_with_step_and_message(tasks: Tasks) -> None:
+    body = with_env(example("training"), "run", E2E_EXIT_CODE="3")
+    body["spec"]["runtime"]["retryPolicy"] = {"limit": 0}
+    name = tasks.create(body)["metadata"]["name"]
+    st = tasks.wait_state(name, "failed", "run_task", timeout=60)["status"]
+    assert step(st, "run")["exitCode"] == 3
+    assert "exit code 3" in st["message"]
+    assert step(st, "download")["phase"] == "Succeeded"
+    assert "upload" not in [s["name"] for s in st["steps"]] or \
+        step(st, "upload")["phase"] in ("Omitted", "Skipped")
+    assert cond(st, "Failed")["status"] == "True"
+
+
+def test_failed_then_retry_starts_one_new_attempt(tasks: Tasks) -> None:
+    body = with_env(example("training"), "run", E2E_EXIT_CODE="3")
+    body["spec"]["runtime"]["retryPolicy"] = {"limit": 0}
+    name = tasks.create(body)["metadata"]["name"]
+    tasks.wait_state(name, "failed", "run_task", timeout=60)
+    tasks.patch(name, {"retryGeneration": 1})
+    st = tasks.wait(name, lambda s: s.get("attempt") == 2 and s.get("status") == "failed",
+                    "attempt 2 to fail too", timeout=60)["status"]
+    assert step(st, "download")["attempt"] == 2
+    assert sorted(w["metadata"]["name"] for w in tasks.workflows()) == [f"{name}-1", f"{name}-2"]
+
+
+def test_pod_lost_on_spot_node_is_retried_automatically(tasks: Tasks) -> None:
+    body = with_env(example("training"), "run", E2E_DURATION="10s")  # retryOn: OnError
+    name = tasks.create(body)["metadata"]["name"]
+    pod = wait_pod_running(tasks, name, "run", timeout=60)
+    # Argo silently re-creates a pod lost within RECENTLY_STARTED_POD_DURATION of starting
+    # (2 s on this cluster); a pod lost after that is a "pod deleted" error, as on a spot node
+    time.sleep(4)
+    tasks.core.delete_namespaced_pod(pod.metadata.name, tasks.ns)  # node reclaimed
+    st = tasks.wait_state(name, "retry", "run_task", timeout=30)["status"]
+    assert "retry" in st["message"].lower()
+    st = tasks.wait_state(name, "completed", "done", timeout=90)["status"]
+    assert step(st, "run")["retries"] == 1
+    assert st["attempt"] == 1
+
+
+def test_stop_uses_argo_shutdown_and_continue_resumes_at_run(tasks: Tasks) -> None:
+    body = with_env(example("optimization"), "run", E2E_DURATION="8s")
+    name = tasks.create(body)["metadata"]["name"]
+    wait_pod_running(tasks, name, "run", timeout=60)
+    tasks.patch(name, {"suspend": True})
+    st = tasks.wait_state(name, "stopped", "run_task", timeout=60)["status"]
+    wf1 = next(w for w in tasks.workflows() if w["metadata"]["name"] == f"{name}-1")
+    assert wf1["spec"]["shutdown"] == "Stop"
+    assert wf1["status"]["phase"] == "Failed"
+    assert cond(st, "Stopped")["status"] == "True"
+
+    tasks.patch(name, {"suspend": False})
+    st = tasks.wait_state(name, "completed", "done", timeout=90)["status"]
+    assert st["attempt"] == 2
+    assert [(s["name"], s["attempt"]) for s in st["steps"]] == [
+        ("download", 1), ("run", 2), ("upload", 2)]
+    wf2 = next(w for w in tasks.workflows() if w["metadata"]["name"] == f"{name}-2")
+    assert [t["name"] for t in wf2["spec"]["templates"][0]["dag"]["tasks"]] == ["run", "upload"]
