@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 CLUSTER_DIR ?= .cluster
 export PYTHONPATH := $(CURDIR)/operator:$(CURDIR)/tests
 
-.PHONY: help venv tools test unit integration lint generate check-generated cluster-up cluster-down cluster-status demo clean
+.PHONY: help venv tools test unit integration e2e lint generate check-generated cluster-up cluster-down cluster-status demo clean
 
 help: ## List targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -22,8 +22,8 @@ venv: $(VENV)/.installed ## Create .venv with the project and test dependencies
 tools: ## Build (or reuse) etcd, kube-apiserver, kube-controller-manager, kubectl, helm from Go modules
 	tests/tools/build.sh
 
-test: venv tools ## Run all tests: unit, then integration against a real kube-apiserver + etcd
-	$(PY) -m pytest tests/unit tests/integration
+test: venv tools ## Run all tests: unit, integration (real API server), e2e (real Argo controller + kwok)
+	$(PY) -m pytest tests/unit tests/integration tests/e2e
 
 unit: venv ## Run the fast unit tests only
 	$(PY) -m pytest tests/unit
@@ -37,10 +37,13 @@ generate: venv ## Regenerate crds/ from the pydantic models
 check-generated: venv ## Fail if crds/ drifted from the models
 	$(PY) -m mltask_operator.crdgen --check --out crds
 
+e2e: venv tools ## Run the end-to-end tests only (Argo's workflow-controller, kwok nodes)
+	$(PY) -m pytest tests/e2e
+
 lint: venv ## Ruff
 	$(VENV)/bin/ruff check operator tests
 
-cluster-up: venv tools ## Start a local control plane in .cluster/ and print the KUBECONFIG to export
+cluster-up: venv tools ## Start a local cluster (control plane, scheduler, Argo, kwok nodes) in .cluster/
 	@$(PY) -m harness.controlplane up --dir $(CLUSTER_DIR)
 
 cluster-down: venv ## Stop the local control plane

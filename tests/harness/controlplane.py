@@ -3,7 +3,7 @@
 Used by the pytest session fixture (tests/integration/conftest.py) and by people through
 `make cluster-up` / `make cluster-down`, which call this module's command line:
 
-    python -m harness.controlplane up   [--dir DIR]   # start, print `export KUBECONFIG=...`
+    python -m harness.controlplane up   [--dir DIR] [--no-workloads]  # start, print KUBECONFIG
     python -m harness.controlplane down [--dir DIR]   # stop what `up` started
     python -m harness.controlplane status [--dir DIR]
 
@@ -574,6 +574,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m harness.controlplane", description=__doc__)
     parser.add_argument("command", choices=["up", "down", "status"])
     parser.add_argument("--dir", type=Path, default=DEFAULT_CLUSTER_DIR)
+    parser.add_argument("--no-workloads", action="store_true",
+                        help="only etcd, kube-apiserver and kube-controller-manager (no "
+                        "scheduler, kwok nodes or Argo controller)")
     args = parser.parse_args(argv)
     workdir: Path = args.dir.resolve()
 
@@ -590,7 +593,12 @@ def main(argv: list[str] | None = None) -> int:
             t0 = time.monotonic()
             try:
                 cp.start(detach=True)
+                if not args.no_workloads:
+                    from harness.workloads import Workloads
+
+                    Workloads(cp).start(detach=True)
             except ControlPlaneError as e:
+                cp.stop()
                 print(f"error: {e}", file=sys.stderr)
                 return 1
             print(

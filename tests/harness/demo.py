@@ -1,8 +1,11 @@
-"""`make demo`: a local control plane, the operator, and an MLTask moving through its states.
+"""`make demo`: a local cluster running Argo's own controller, and an MLTask moving through its
+states under the operator.
 
-No Argo controller and no kubelet run here, so the Workflow's progress is played by the Argo
-stand-in (tests/harness/argo_standin.py), clearly a stand-in: the operator under demo is the
-real one, reacting to Workflow changes exactly as on a cluster.
+The cluster: etcd, kube-apiserver, kube-controller-manager, kube-scheduler, Argo's
+workflow-controller, and kwok playing a GPU node and a CPU node (tests/harness/workloads.py).
+kwok runs no containers: pods go Running -> Succeeded on a timer, and the executor stand-in
+reports the step outputs Argo's wait container would. Midway, the demo deletes the running
+training pod, as when a GPU spot node is reclaimed: Argo retries it and the task shows `retry`.
 
     python -m harness.demo [--keep]     # --keep leaves the control plane and operator running
 """
@@ -21,14 +24,12 @@ from typing import Any
 import yaml
 from kubernetes import client, config
 
-from harness import argo_standin as argo_fn
-from harness.argo_standin import ArgoStandIn
 from harness.controlplane import REPO, ControlPlane, ControlPlaneError
 from harness.operator_proc import OperatorProcess
+from harness.workloads import Workloads
 
 NS = "demo"
 EXAMPLE = REPO / "examples" / "mltask-training.yaml"
-PAUSE = 1.5
 
 
 def say(text: str) -> None:
@@ -68,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     t_start = time.monotonic()
 
-    say("Starting a local control plane (etcd, kube-apiserver, kube-controller-manager)")
+    say("Starting a local cluster: etcd, kube-apiserver, controller-manager, scheduler, "
+        "Argo's workflow-controller, kwok nodes")
     existing = ControlPlane.load(args.dir)
     if existing:
         existing.stop()
@@ -76,7 +78,9 @@ def main(argv: list[str] | None = None) -> int:
     cp = ControlPlane(workdir=args.dir)
     try:
         cp.start(detach=args.keep)
+        Workloads(cp).start(detach=args.keep)
     except ControlPlaneError as e:
+        cp.stop()
         print(f"error: {e}", file=sys.stderr)
         return 1
     print(f"API server {cp.server}; KUBECONFIG={cp.kubeconfig}")
@@ -92,40 +96,41 @@ def main(argv: list[str] | None = None) -> int:
         api = config.new_client_from_config(config_file=str(cp.kubeconfig))
         objects = client.CustomObjectsApi(api)
         client.CoreV1Api(api).create_namespace({"metadata": {"name": NS}})
+        while True:  # pods need the namespace's default ServiceAccount
+            try:
+                client.CoreV1Api(api).read_namespaced_service_account("default", NS)
+                break
+            except client.ApiException:
+                time.sleep(0.2)
         say(f"kubectl apply -n {NS} -f {EXAMPLE.relative_to(REPO)}")
         body = yaml.safe_load(EXAMPLE.read_text())
         name = body["metadata"]["name"]
+        # simulation knobs (kwok / executor stand-in only): how long each pod runs, and the
+        # metrics the training image "writes"
+        for step_name, seconds in (("download", "3s"), ("run", "8s"), ("upload", "3s")):
+            env = body["spec"]["steps"][step_name].setdefault("env", [])
+            env.append({"name": "E2E_DURATION", "value": seconds})
+        body["spec"]["steps"]["run"]["env"].append(
+            {"name": "E2E_METRICS", "value": json.dumps({"accuracy": 0.934, "loss": 0.198})})
         objects.create_namespaced_custom_object("mltask.dev", "v1alpha1", NS, "mltasks", body)
         watcher = Watcher(objects, name)
         watcher.start()
 
-        argo = ArgoStandIn(api)
-        wf = f"{name}-1"
-        argo.wait_for(NS, wf)
-        time.sleep(PAUSE)
-        print(f"        [Argo stand-in] Workflow {NS}/{wf} created by the operator; "
-              "playing Argo's part")
-        script: list[tuple[str, Any, tuple[Any, ...], dict[str, Any]]] = [
-            ("download pod runs", argo_fn.run_pod, ("download",), {}),
-            ("download pod succeeds", argo_fn.finish_pod, ("download",), {}),
-            ("run pod starts on the GPU node", argo_fn.run_pod, ("run",), {}),
-            ("the GPU spot node is reclaimed: pod deleted", argo_fn.finish_pod,
-             ("run", "Error"), {"message": "pod deleted"}),
-            ("Argo retries the run pod", argo_fn.run_pod, ("run",), {}),
-            ("run pod succeeds, metrics written", argo_fn.finish_pod, ("run",),
-             {"outputs": {"metrics": json.dumps({"accuracy": 0.934, "loss": 0.198})}}),
-            ("upload pod runs", argo_fn.run_pod, ("upload",), {}),
-            ("upload pod succeeds, result written", argo_fn.finish_pod, ("upload",),
-             {"outputs": {"result": json.dumps({
-                 "uri": "s3://ml-models/resnet18/resnet18-cifar10.pt", "size": 44_712_345,
-                 "sha256": "9f2c" * 16, "id": "resnet18-cifar10-v1"})}}),
-        ]
-        for label, fn, fargs, fkwargs in script:
-            print(f"        [Argo stand-in] {label}", flush=True)
-            argo.update(NS, wf, fn, *fargs, **fkwargs)
-            time.sleep(PAUSE)
-        deadline = time.monotonic() + 30
+        core = client.CoreV1Api(api)
+        lost = False
+        deadline = time.monotonic() + 90
         while time.monotonic() < deadline and watcher.last[:1] != ("completed",):
+            if not lost:
+                run = [p for p in core.list_namespaced_pod(
+                    NS, label_selector=f"mltask.dev/task={name}").items
+                       if "-run-" in p.metadata.name and p.status.phase == "Running"
+                       and p.status.start_time
+                       and time.time() - p.status.start_time.timestamp() > 3]
+                if run:
+                    print(f"        [demo] the GPU spot node reclaims pod {run[0].metadata.name}",
+                          flush=True)
+                    core.delete_namespaced_pod(run[0].metadata.name, NS)
+                    lost = True
             time.sleep(0.2)
         watcher.stop.set()
         watcher.join()
@@ -136,6 +141,8 @@ def main(argv: list[str] | None = None) -> int:
                                                   name)["status"]
         say("status.outputs and status.metrics")
         print(yaml.safe_dump({"outputs": st.get("outputs"), "metrics": st.get("metrics")}))
+        say(f"kubectl get pods -n {NS} -o wide   (scheduled onto the kwok GPU node)")
+        print(cp.kubectl("get", "pods", "-n", NS, "-o", "wide").stdout)
         say("Events")
         print(cp.kubectl("get", "events", "-n", NS, "--field-selector",
                          f"involvedObject.name={name}", "--sort-by=.lastTimestamp",
@@ -144,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         ok = st.get("status") == "completed"
         say(f"{'Done' if ok else 'FAILED'} in {time.monotonic() - t_start:.0f}s")
         if args.keep:
-            print(f"The control plane is still running. Explore with:\n"
+            print(f"The cluster is still running (Argo, kwok, scheduler). Explore with:\n"
                   f"  export KUBECONFIG={cp.kubeconfig}\n  kubectl get mlt -A\n"
                   f"Run the operator yourself: .venv/bin/mltask-operator --standalone\n"
                   f"Stop with: make cluster-down CLUSTER_DIR={args.dir}")
