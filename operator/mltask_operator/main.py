@@ -11,9 +11,11 @@ from prometheus_client import start_http_server
 from mltask_operator import labels as keys
 from mltask_operator import metrics
 from mltask_operator.api.v1alpha1 import mltask as mltask_api
+from mltask_operator.api.v1alpha1 import pipeline as pipeline_api
 from mltask_operator.api.v1alpha1.common import GROUP, VERSION
 from mltask_operator.clients.kube import ARGO_GROUP, ARGO_VERSION, WORKFLOWS, Kube, load_config
 from mltask_operator.handlers.mltask import reconcile_task
+from mltask_operator.handlers.pipeline import reconcile_pipeline
 from mltask_operator.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -83,3 +85,40 @@ def workflow_event(namespace: str, labels: dict[str, str], type: str | None,
         log.exception("Reconcile of MLTask %s/%s after a Workflow %s event failed",
                       namespace, task, type)
 
+
+
+def _reconcile_pipeline(namespace: str, name: str) -> None:
+    try:
+        reconcile_pipeline(kube(), namespace, name)
+    except Exception as e:
+        metrics.RECONCILE_ERRORS.labels(kind=pipeline_api.KIND).inc()
+        raise kopf.TemporaryError(f"Reconcile of Pipeline {namespace}/{name} failed: {e}",
+                                  delay=5) from e
+
+
+@kopf.on.resume(GROUP, VERSION, pipeline_api.PLURAL)
+@kopf.on.create(GROUP, VERSION, pipeline_api.PLURAL)
+@kopf.on.update(GROUP, VERSION, pipeline_api.PLURAL, field="spec")
+def pipeline_changed(namespace: str, name: str, **_: Any) -> None:
+    _reconcile_pipeline(namespace, name)
+
+
+@kopf.timer(GROUP, VERSION, pipeline_api.PLURAL, interval=SETTINGS.resync_seconds,
+            initial_delay=SETTINGS.resync_seconds)
+def pipeline_resync(namespace: str, name: str, **_: Any) -> None:
+    _reconcile_pipeline(namespace, name)
+
+
+@kopf.on.event(GROUP, VERSION, mltask_api.PLURAL, labels={keys.PIPELINE: kopf.PRESENT})
+def pipeline_task_event(namespace: str, labels: dict[str, str], type: str | None,
+                        **_: Any) -> None:
+    """A child MLTask changed: the pipeline may start the next tasks or change its status."""
+    pipeline = labels.get(keys.PIPELINE)
+    if not pipeline:
+        return
+    try:
+        reconcile_pipeline(kube(), namespace, pipeline)
+    except Exception:
+        metrics.RECONCILE_ERRORS.labels(kind=mltask_api.KIND).inc()
+        log.exception("Reconcile of Pipeline %s/%s after an MLTask %s event failed",
+                      namespace, pipeline, type)

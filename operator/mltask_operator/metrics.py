@@ -9,3 +9,7 @@ WORKFLOWS_CREATED = Counter("mltask_workflows_created_total",
                             ["action"])
 RECONCILE_ERRORS = Counter("mltask_reconcile_errors_total",
                            "Reconciles that raised, by kind", ["kind"])
+PIPELINE_TRANSITIONS = Counter("mltask_pipeline_status_transitions_total",
+                               "Pipeline status transitions, by the status entered", ["status"])
+PIPELINE_TASKS_CREATED = Counter("mltask_pipeline_tasks_created_total",
+                                 "Child MLTasks created by Pipelines")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import json
 import logging
 import os
 import socket
@@ -10,7 +11,9 @@ from typing import Any
 
 from kubernetes import client, config
 
+from mltask_operator import labels
 from mltask_operator.api.v1alpha1 import mltask as mltask_api
+from mltask_operator.api.v1alpha1 import pipeline as pipeline_api
 from mltask_operator.api.v1alpha1.common import GROUP, VERSION
 
 log = logging.getLogger(__name__)
@@ -21,6 +24,10 @@ COMPONENT = "mltask-operator"
 
 class Conflict(Exception):
     """The object changed since it was read; read it again and recompute."""
+
+
+class Rejected(RuntimeError):
+    """The API server refused an object the operator built (HTTP 422)."""
 
 
 class OwnershipError(RuntimeError):
@@ -65,6 +72,55 @@ class Kube:
         except client.ApiException as e:
             if e.status == 409:
                 raise Conflict(f"MLTask {meta['namespace']}/{meta['name']} changed") from e
+            raise
+
+    def list_pipeline_tasks(self, namespace: str, pipeline: str) -> list[dict[str, Any]]:
+        return self.objects.list_namespaced_custom_object(
+            GROUP, VERSION, namespace, mltask_api.PLURAL,
+            label_selector=f"{labels.PIPELINE}={pipeline}")["items"]
+
+    def create_task(self, body: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+        """Create, or return the existing one of the same name if it is ours (idempotent)."""
+        meta = body["metadata"]
+        try:
+            return self.objects.create_namespaced_custom_object(
+                GROUP, VERSION, meta["namespace"], mltask_api.PLURAL, body), True
+        except client.ApiException as e:
+            if e.status == 422:
+                raise Rejected(f"MLTask {meta['namespace']}/{meta['name']} was rejected: "
+                               f"{_message(e)}") from e
+            if e.status != 409:
+                raise
+        existing = self.get_task(meta["namespace"], meta["name"])
+        if existing is None:
+            raise Conflict(f"MLTask {meta['namespace']}/{meta['name']} vanished")
+        _check_owner(existing, body)
+        return existing, False
+
+    def patch_task_spec(self, namespace: str, name: str, spec: dict[str, Any]) -> None:
+        self.objects.patch_namespaced_custom_object(
+            GROUP, VERSION, namespace, mltask_api.PLURAL, name, {"spec": spec})
+
+    # -- Pipeline
+
+    def get_pipeline(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            return self.objects.get_namespaced_custom_object(
+                GROUP, VERSION, namespace, pipeline_api.PLURAL, name)
+        except client.ApiException as e:
+            if e.status == 404:
+                return None
+            raise
+
+    def replace_pipeline_status(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Write status with the body's resourceVersion: a concurrent change raises Conflict."""
+        meta = body["metadata"]
+        try:
+            return self.objects.replace_namespaced_custom_object_status(
+                GROUP, VERSION, meta["namespace"], pipeline_api.PLURAL, meta["name"], body)
+        except client.ApiException as e:
+            if e.status == 409:
+                raise Conflict(f"Pipeline {meta['namespace']}/{meta['name']} changed") from e
             raise
 
     # -- Workflow
@@ -123,17 +179,17 @@ class Kube:
 
     # -- Events
 
-    def event(self, task: dict[str, Any], type_: str, reason: str, message: str) -> None:
-        """Record a Kubernetes Event on the task; never fails the reconcile."""
-        meta = task["metadata"]
+    def event(self, obj: dict[str, Any], type_: str, reason: str, message: str) -> None:
+        """Record a Kubernetes Event on an MLTask or Pipeline; never fails the reconcile."""
+        meta = obj["metadata"]
         now = datetime.datetime.now(datetime.UTC).isoformat().replace("+00:00", "Z")
         body = {
             "apiVersion": "v1",
             "kind": "Event",
             "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
             "involvedObject": {
-                "apiVersion": task.get("apiVersion", mltask_api.API_VERSION),
-                "kind": task.get("kind", mltask_api.KIND),
+                "apiVersion": obj.get("apiVersion", mltask_api.API_VERSION),
+                "kind": obj.get("kind", mltask_api.KIND),
                 "name": meta["name"],
                 "namespace": meta["namespace"],
                 "uid": meta.get("uid"),
@@ -151,8 +207,16 @@ class Kube:
         try:
             self.core.create_namespaced_event(meta["namespace"], body)
         except client.ApiException as e:
-            log.warning("Failed to record Event %s on MLTask %s/%s: %s", reason,
-                        meta["namespace"], meta["name"], e.reason)
+            log.warning("Failed to record Event %s on %s %s/%s: %s", reason,
+                        obj.get("kind", mltask_api.KIND), meta["namespace"], meta["name"],
+                        e.reason)
+
+
+def _message(e: client.ApiException) -> str:
+    try:
+        return str(json.loads(e.body).get("message") or e.reason)
+    except (TypeError, ValueError):
+        return str(e.reason)
 
 
 def _check_owner(existing: dict[str, Any], desired: dict[str, Any]) -> None:
@@ -162,4 +226,5 @@ def _check_owner(existing: dict[str, Any], desired: dict[str, Any]) -> None:
         meta = desired["metadata"]
         raise OwnershipError(
             f"{desired['kind']} {meta['namespace']}/{meta['name']} exists but is not owned by "
-            f"this MLTask (uid {want}); delete or rename it")
+            f"this {desired['metadata']['ownerReferences'][0]['kind']} (uid {want}); delete or "
+            "rename it")

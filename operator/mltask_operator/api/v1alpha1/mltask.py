@@ -266,7 +266,8 @@ def _immutable(field: str) -> dict[str, str]:
     )
 
 
-_SPEC_RULES = [
+#: Rules on what a task of each type needs; they hold for MLTasks and for Pipeline tasks.
+TYPE_RULES = [
     cel("self.type != 'optimization' || has(self.input.model)",
         "spec.input.model is required when type is optimization",
         field_path=".input", reason="FieldValueRequired"),
@@ -285,6 +286,10 @@ _SPEC_RULES = [
     cel("self.type == 'preprocessing' || !has(self.output.dataset)",
         "spec.output.dataset is only allowed when type is preprocessing",
         field_path=".output", reason="FieldValueForbidden"),
+]
+
+_SPEC_RULES = [
+    *TYPE_RULES,
     *(_immutable(f) for f in IMMUTABLE_FIELDS),
     cel("!has(oldSelf.retryGeneration) || "
         "(has(self.retryGeneration) && self.retryGeneration >= oldSelf.retryGeneration)",
@@ -293,17 +298,15 @@ _SPEC_RULES = [
 ]
 
 
-class MLTaskSpec(Model):
-    """Desired state of an MLTask."""
+class TaskTemplate(Model):
+    """What to run: type, inputs, config, the three steps, output, storage and runtime."""
 
-    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": _SPEC_RULES})
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": TYPE_RULES})
 
     type: TaskType = Field(description="preprocessing makes a dataset; training makes a model "
                            "from a dataset; optimization improves a model.")
     description: str | None = Field(default=None, max_length=4096,
                                     description="Free-text description of the task.")
-    pipeline_ref: LocalObjectReference | None = Field(
-        default=None, description="The Pipeline this task belongs to, if any.")
     input: Inputs = Field(description="Inputs the download step fetches.")
     config: ConfigSpec | None = Field(default=None, description="Task configuration.")
     steps: Steps = Field(description="Images of the download, run and upload steps.")
@@ -313,6 +316,15 @@ class MLTaskSpec(Model):
                                         "reference only.")
     runtime: Runtime = Field(default_factory=Runtime,
                              description="Scheduling, retries, deadline and working volume.")
+
+
+class MLTaskSpec(TaskTemplate):
+    """Desired state of an MLTask."""
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": _SPEC_RULES})
+
+    pipeline_ref: LocalObjectReference | None = Field(
+        default=None, description="The Pipeline this task belongs to, if any.")
     suspend: bool = Field(default=False,
                           description="Stop the task (true) or continue it from the step that "
                           "did not finish (back to false).")

@@ -1,0 +1,244 @@
+"""The Pipeline kind: a DAG of ML tasks whose outputs feed later tasks, and its CEL rules."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+from pydantic import ConfigDict, Field
+
+from mltask_operator.api.v1alpha1.common import (
+    API_VERSION,
+    DNS_LABEL,
+    Condition,
+    Model,
+    Time,
+    Toleration,
+    cel,
+)
+from mltask_operator.api.v1alpha1.mltask import (
+    MAX_NAME_LENGTH,
+    ExecuteStep,
+    Phase,
+    StorageSpec,
+    TaskTemplate,
+)
+
+KIND = "Pipeline"
+PLURAL = "pipelines"
+SINGULAR = "pipeline"
+SHORT_NAMES = ["mlp"]
+MAX_TASKS = 32
+#: Task names are short enough that `<pipeline>-<task>` stays a valid MLTask name.
+MAX_TASK_NAME_LENGTH = 40
+
+
+class PipelineDefaults(Model):
+    """Settings every task inherits unless its own spec sets them."""
+
+    storage: StorageSpec | None = Field(default=None, description="Object-store access for "
+                                        "tasks without spec.storage.")
+    node_selector: dict[str, str] | None = Field(
+        default=None, description="Node labels for tasks without runtime.nodeSelector.",
+        json_schema_extra={"maxProperties": 64})
+    tolerations: list[Toleration] | None = Field(
+        default=None, max_length=64, description="Tolerations for tasks without "
+        "runtime.tolerations.")
+    service_account_name: str | None = Field(
+        default=None, max_length=253, description="ServiceAccount for tasks without "
+        "runtime.serviceAccountName.")
+    priority_class_name: str | None = Field(
+        default=None, max_length=253, description="PriorityClass for tasks without "
+        "runtime.priorityClassName.")
+
+
+class PipelineTask(Model):
+    """One node of the DAG: an MLTask spec, run once the tasks it depends on completed."""
+
+    name: str = Field(min_length=1, max_length=MAX_TASK_NAME_LENGTH, pattern=DNS_LABEL,
+                      description="Task name, unique in the pipeline; the child MLTask is "
+                      "named <pipeline>-<task>.")
+    depends_on: list[str] | None = Field(
+        default=None, max_length=MAX_TASKS,
+        description="Tasks that must complete first. A task whose input names another task "
+        "(input.dataset.fromTask, input.model.fromTask) depends on it implicitly.",
+        json_schema_extra={"x-kubernetes-list-type": "set",
+                           "items": {"type": "string", "maxLength": MAX_TASK_NAME_LENGTH}})
+    spec: TaskTemplate = Field(description="The MLTask spec. input.dataset.fromTask names the "
+                               "preprocessing task whose dataset to use; input.model.fromTask "
+                               "the training or optimization task whose model to use.")
+
+
+_UNKNOWN_DEP = ("has(t.dependsOn) && t.dependsOn.exists(d, !self.tasks.exists(u, u.name == d))")
+_SELF_DEP = "has(t.dependsOn) && t.dependsOn.exists(d, d == t.name)"
+_BAD_DATASET_REF = ("has(t.spec.input.dataset.fromTask) && !self.tasks.exists(u, "
+                    "u.name == t.spec.input.dataset.fromTask && u.spec.type == 'preprocessing')")
+_BAD_MODEL_REF = ("has(t.spec.input.model) && has(t.spec.input.model.fromTask) && "
+                  "!self.tasks.exists(u, u.name == t.spec.input.model.fromTask && "
+                  "u.spec.type != 'preprocessing')")
+
+
+def _each_task(bad: str, message: str, reason: str = "FieldValueInvalid") -> dict[str, str]:
+    # A messageExpression naming the task would exceed the API server's CEL cost budget; the
+    # operator's own check (dag.validate) names it if such a spec ever gets through.
+    return cel(f"!self.tasks.exists(t, {bad})", message, field_path=".tasks", reason=reason)
+
+
+_SPEC_RULES = [
+    _each_task(_UNKNOWN_DEP, "dependsOn names a task that is not in the pipeline"),
+    _each_task(_SELF_DEP, "a task cannot depend on itself"),
+    _each_task(_BAD_DATASET_REF, "input.dataset.fromTask must name a preprocessing task of "
+               "the pipeline (the one that produces the dataset)"),
+    _each_task(_BAD_MODEL_REF, "input.model.fromTask must name a training or optimization task "
+               "of the pipeline (the one that produces the model)"),
+    cel("self.tasks == oldSelf.tasks",
+        "spec.tasks cannot change once the pipeline exists; create a new Pipeline instead",
+        field_path=".tasks", reason="FieldValueForbidden"),
+    cel("has(self.defaults) == has(oldSelf.defaults) && "
+        "(!has(self.defaults) || self.defaults == oldSelf.defaults)",
+        "spec.defaults cannot change once the pipeline exists", field_path=".defaults",
+        reason="FieldValueForbidden"),
+    cel("!has(oldSelf.retryGeneration) || "
+        "(has(self.retryGeneration) && self.retryGeneration >= oldSelf.retryGeneration)",
+        "spec.retryGeneration may only increase", field_path=".retryGeneration",
+        reason="FieldValueInvalid"),
+]
+
+
+class PipelineSpec(Model):
+    """Desired state of a Pipeline."""
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": _SPEC_RULES})
+
+    description: str | None = Field(default=None, max_length=4096,
+                                    description="Free-text description of the pipeline.")
+    defaults: PipelineDefaults | None = Field(
+        default=None, description="Settings every task inherits unless it sets its own.")
+    tasks: list[PipelineTask] = Field(
+        min_length=1, max_length=MAX_TASKS, description="The tasks, in any order; dependsOn "
+        "and fromTask define the DAG.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]})
+    fail_fast: bool = Field(default=True,
+                            description="true (default): once a task fails no new task starts, "
+                            "and the pipeline fails when the running ones end. false: branches "
+                            "that do not depend on the failed task go on.")
+    concurrency: int | None = Field(default=None, ge=1, le=MAX_TASKS,
+                                    description="At most this many tasks run at once; "
+                                    "unlimited if unset.")
+    suspend: bool = Field(default=False,
+                          description="Stop the pipeline's running tasks and start no new ones "
+                          "(true); continue them (back to false).")
+    retry_generation: int = Field(default=0, ge=0,
+                                  description="Increase by one to retry a failed or stopped "
+                                  "pipeline: its failed and stopped tasks get a new attempt, "
+                                  "completed tasks and their outputs are kept.")
+
+
+# ------------------------------------------------------------------------------------ status
+
+
+class TaskState(StrEnum):
+    """A pipeline task's state: the MLTask's status, or pending before the MLTask exists."""
+
+    PENDING = "pending"
+    INIT = "init"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+    RETRY = "retry"
+
+
+class PipelineTaskStatus(Model):
+    """Summary of one task of the pipeline."""
+
+    name: str = Field(description="Task name from spec.tasks.")
+    mltask: str | None = Field(default=None, description="Name of the child MLTask, once "
+                               "created.")
+    status: TaskState = Field(default=TaskState.PENDING,
+                              description="pending (not created yet: waiting for its "
+                              "dependencies), or the MLTask's status.")
+    execute_step: ExecuteStep | None = Field(default=None, description="The MLTask's "
+                                             "executeStep.")
+    attempt: int | None = Field(default=None, ge=0, description="The MLTask's attempt.")
+    message: str | None = Field(default=None, description="The MLTask's message, or why the "
+                                "task waits.")
+    output_uri: str | None = Field(default=None, description="URI of the dataset or model the "
+                                   "task produced.")
+    start_time: Time | None = Field(default=None, description="When the task started.")
+    completion_time: Time | None = Field(default=None, description="When the task ended.")
+
+
+class PipelineStatus(Model):
+    """Observed state of a Pipeline. Written only by the operator."""
+
+    status: Phase = Field(default=Phase.INIT, description="init, running, completed, failed, "
+                          "stopping, stopped or retry.")
+    message: str | None = Field(default=None, description="Human-readable summary.")
+    progress: str | None = Field(default=None, description="Completed tasks / all tasks, "
+                                 "e.g. 2/3.")
+    completed_tasks: int = Field(default=0, ge=0, description="Number of completed tasks.")
+    total_tasks: int = Field(default=0, ge=0, description="Number of tasks.")
+    start_time: Time | None = Field(default=None, description="When the first task was "
+                                    "created.")
+    completion_time: Time | None = Field(default=None, description="When the pipeline "
+                                         "completed, failed or stopped.")
+    duration: str | None = Field(default=None, description="Time from start to completion, or "
+                                 "to the last status update while running.")
+    tasks: list[PipelineTaskStatus] | None = Field(
+        default=None, description="One entry per task, in spec order.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]})
+    conditions: list[Condition] | None = Field(
+        default=None, description="Succeeded, Running, Stopped, Failed and Ready conditions.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]})
+    observed_generation: int | None = Field(default=None, description="The "
+                                            ".metadata.generation the status reflects.")
+    observed_retry_generation: int | None = Field(default=None, description="The "
+                                                  "spec.retryGeneration last acted on.")
+
+
+class Pipeline(Model):
+    """A DAG of MLTasks: preprocessing makes a dataset, training a model, optimization improves
+    it; each task starts once the tasks it depends on completed."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    api_version: str = Field(default=API_VERSION, description="API version.")
+    kind: str = Field(default=KIND, description="Kind.")
+    metadata: dict[str, Any] = Field(default_factory=dict, description="Object metadata.")
+    spec: PipelineSpec = Field(description="Desired state.")
+    status: PipelineStatus | None = Field(default=None, description="Observed state.")
+
+    @property
+    def name(self) -> str:
+        return str(self.metadata["name"])
+
+    @property
+    def namespace(self) -> str:
+        return str(self.metadata.get("namespace") or "default")
+
+
+_LONG = f"size(self.metadata.name) + 1 + size(t.name) > {MAX_NAME_LENGTH}"
+ROOT_RULES = [
+    cel(f"size(self.metadata.name) <= {MAX_NAME_LENGTH - 2}",
+        f"metadata.name must be at most {MAX_NAME_LENGTH - 2} characters",
+        reason="FieldValueInvalid"),
+    cel(f"self.metadata.name.matches('{DNS_LABEL}')",
+        "metadata.name must be a DNS label (lowercase letters, digits and '-')",
+        reason="FieldValueInvalid"),
+    cel(f"!self.spec.tasks.exists(t, {_LONG})",
+        f"<pipeline>-<task> names the child MLTask and must be at most {MAX_NAME_LENGTH} "
+        "characters: shorten the pipeline or task name", field_path=".spec.tasks",
+        reason="FieldValueInvalid"),
+]
+
+PRINTER_COLUMNS = [
+    {"name": "Status", "type": "string", "jsonPath": ".status.status"},
+    {"name": "Progress", "type": "string", "jsonPath": ".status.progress"},
+    {"name": "Message", "type": "string", "jsonPath": ".status.message", "priority": 1},
+    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+    {"name": "Duration", "type": "string", "jsonPath": ".status.duration"},
+]
+
+SELECTABLE_FIELDS = [".status.status"]

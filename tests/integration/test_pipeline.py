@@ -1,0 +1,418 @@
+"""Pipelines on the real API server: the operator creates child MLTasks as their dependencies
+complete and hands outputs on; the Argo stand-in advances each child's Workflow."""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from harness import argo_standin as argo_fn
+from harness.pipelines import DATASET, Pipelines, model_result, pipeline_example, task_state
+from harness.tasks import G, P, V, cond
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def pipes(api: client.ApiClient, namespace: str, operator) -> Pipelines:
+    return Pipelines(api, namespace)
+
+
+def _succeed(argo, ns: str, wf: str, result: dict[str, Any]) -> None:
+    argo.wait_for(ns, wf)
+    argo.update(ns, wf, argo_fn.succeed_all, result=result, metrics={"accuracy": 0.9})
+
+
+def _fail_run(argo, ns: str, wf: str, message: str = "CUDA out of memory") -> None:
+    argo.wait_for(ns, wf)
+    argo.update(ns, wf, argo_fn.run_pod, "download")
+    argo.update(ns, wf, argo_fn.finish_pod, "download")
+    argo.update(ns, wf, argo_fn.run_pod, "run")
+    argo.update(ns, wf, argo_fn.finish_pod, "run", "Failed", exit_code=1, message=message)
+
+
+def _no_retries(body: dict[str, Any]) -> dict[str, Any]:
+    for t in body["spec"]["tasks"]:
+        t["spec"].setdefault("runtime", {})["retryPolicy"] = {"limit": 0}
+    return body
+
+
+def test_three_stage_pipeline_hands_each_output_to_the_next(pipes: Pipelines, argo,
+                                                            namespace: str) -> None:
+    body = pipeline_example("cifar10")
+    body["metadata"]["labels"] = {"app.kubernetes.io/instance": "ml-team-apps"}
+    body["metadata"]["annotations"] = {"argocd.argoproj.io/tracking-id": "ml:mltask.dev/x"}
+    created = pipes.create(body)
+    uid = created["metadata"]["uid"]
+
+    pre = pipes.wait_child("cifar10-preprocess")
+    st = pipes.wait(created["metadata"]["name"], lambda s: s.get("progress") == "0/3",
+                    "progress")["status"]
+    assert st["status"] in ("init", "running")
+    assert task_state(st, "train")["status"] == "pending"
+    assert task_state(st, "train")["message"] == "waiting for preprocess"
+    assert sorted(pipes.children()) == ["cifar10-preprocess"], "train must wait for its input"
+    meta = pre["metadata"]
+    assert meta["labels"] == {"mltask.dev/pipeline": "cifar10",
+                              "mltask.dev/pipeline-task": "preprocess",
+                              "app.kubernetes.io/managed-by": "mltask-operator"}
+    assert "argocd.argoproj.io/tracking-id" not in (meta.get("annotations") or {})
+    owner = meta["ownerReferences"][0]
+    assert (owner["kind"], owner["name"], owner["uid"], owner["controller"]) == (
+        "Pipeline", "cifar10", uid, True)
+    assert pre["spec"]["pipelineRef"] == {"name": "cifar10"}
+    assert pre["spec"]["storage"]["secretRef"] == {"name": "s3-credentials"}, "default inherited"
+    assert pre["spec"]["runtime"]["nodeSelector"] == {"pool": "cpu"}, "task overrides default"
+    assert pre["spec"]["runtime"]["tolerations"] == []
+
+    _succeed(argo, namespace, "cifar10-preprocess-1", DATASET)
+    train = pipes.wait_child("cifar10-train")
+    assert train["spec"]["input"]["dataset"] == {"uri": DATASET["uri"], "kind": "project"}
+    assert train["spec"]["runtime"]["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+    assert train["spec"]["runtime"]["tolerations"][0]["key"] == "nvidia.com/gpu"
+    assert "cifar10-optimize" not in pipes.children()
+
+    model = model_result("resnet18-cifar10")
+    _succeed(argo, namespace, "cifar10-train-1", model)
+    opt = pipes.wait_child("cifar10-optimize")
+    assert opt["spec"]["input"]["model"] == {"uri": model["uri"]}
+    assert opt["spec"]["input"]["dataset"]["uri"] == "s3://ml-datasets/field/cameras-2026-11.zip"
+
+    final = model_result("resnet18-field-fp16")
+    _succeed(argo, namespace, "cifar10-optimize-1", final)
+    st = pipes.wait_state("cifar10", "completed")
+    assert st["progress"] == "3/3" and st["completedTasks"] == 3 and st["totalTasks"] == 3
+    assert [t["outputUri"] for t in st["tasks"]] == [DATASET["uri"], model["uri"], final["uri"]]
+    assert [t["mltask"] for t in st["tasks"]] == ["cifar10-preprocess", "cifar10-train",
+                                                  "cifar10-optimize"]
+    assert cond(st, "Succeeded")["status"] == "True" and cond(st, "Ready")["status"] == "True"
+    assert st["startTime"] and st["completionTime"] and st["duration"]
+    assert st["observedGeneration"] == 1
+
+    after = pipes.get("cifar10")
+    assert after["spec"] == created["spec"], "the operator never writes into the spec"
+    assert after["metadata"]["labels"] == body["metadata"]["labels"]
+    reasons = [e["reason"] for e in pipes.events("cifar10")]
+    assert reasons.count("TaskCreated") == 3 and "Completed" in reasons, reasons
+
+
+def test_parallel_branches_run_at_the_same_time(pipes: Pipelines, argo, namespace: str) -> None:
+    pipes.create(pipeline_example("parallel-training"))
+    pipes.wait_child("cifar10-sweep-preprocess")
+    _succeed(argo, namespace, "cifar10-sweep-preprocess-1", DATASET)
+    resnet = pipes.wait_child("cifar10-sweep-train-resnet")
+    vit = pipes.wait_child("cifar10-sweep-train-vit")
+    for child in (resnet, vit):
+        assert child["spec"]["input"]["dataset"]["uri"] == DATASET["uri"]
+    argo.wait_for(namespace, "cifar10-sweep-train-resnet-1")
+    argo.wait_for(namespace, "cifar10-sweep-train-vit-1")
+    argo.update(namespace, "cifar10-sweep-train-resnet-1", argo_fn.run_pod, "download")
+    argo.update(namespace, "cifar10-sweep-train-vit-1", argo_fn.run_pod, "download")
+    st = pipes.wait(
+        "cifar10-sweep",
+        lambda s: [task_state(s, t)["status"] for t in ("train-resnet", "train-vit")]
+        == ["running", "running"], "both trainings running")["status"]
+    assert st["status"] == "running" and st["progress"] == "1/3"
+    _succeed(argo, namespace, "cifar10-sweep-train-vit-1", model_result("vit"))
+    _succeed(argo, namespace, "cifar10-sweep-train-resnet-1", model_result("resnet"))
+    assert pipes.wait_state("cifar10-sweep", "completed")["progress"] == "3/3"
+
+
+def test_concurrency_limit_runs_one_branch_at_a_time(pipes: Pipelines, argo,
+                                                      namespace: str) -> None:
+    body = pipeline_example("parallel-training")
+    body["spec"]["concurrency"] = 1
+    pipes.create(body)
+    pipes.wait_child("cifar10-sweep-preprocess")
+    _succeed(argo, namespace, "cifar10-sweep-preprocess-1", DATASET)
+    first = pipes.wait_child("cifar10-sweep-train-resnet")  # spec order
+    st = pipes.wait("cifar10-sweep", lambda s: "concurrency" in (
+        task_state(s, "train-vit").get("message") or ""), "train-vit waiting")["status"]
+    assert task_state(st, "train-vit")["status"] == "pending"
+    assert "cifar10-sweep-train-vit" not in pipes.children()
+    _succeed(argo, namespace, f"{first['metadata']['name']}-1", model_result("resnet"))
+    pipes.wait_child("cifar10-sweep-train-vit")
+    _succeed(argo, namespace, "cifar10-sweep-train-vit-1", model_result("vit"))
+    pipes.wait_state("cifar10-sweep", "completed")
+
+
+def _with_follow_up(fail_fast: bool) -> dict[str, Any]:
+    """preprocess -> (train-resnet -> finetune), (train-vit): train-vit will fail."""
+    body = _no_retries(pipeline_example("parallel-training"))
+    body["spec"]["failFast"] = fail_fast
+    follow = copy.deepcopy(next(t for t in body["spec"]["tasks"] if t["name"] == "train-resnet"))
+    follow["name"] = "finetune"
+    follow["dependsOn"] = ["train-resnet"]
+    body["spec"]["tasks"].append(follow)
+    return body
+
+
+@pytest.mark.parametrize("fail_fast", [True, False], ids=["failFast", "continue-branches"])
+def test_failure_in_the_middle(pipes: Pipelines, argo, namespace: str, fail_fast: bool) -> None:
+    pipes.create(_with_follow_up(fail_fast))
+    pipes.wait_child("cifar10-sweep-preprocess")
+    _succeed(argo, namespace, "cifar10-sweep-preprocess-1", DATASET)
+    pipes.wait_child("cifar10-sweep-train-vit")
+    pipes.wait_child("cifar10-sweep-train-resnet")
+    argo.wait_for(namespace, "cifar10-sweep-train-resnet-1")
+    argo.update(namespace, "cifar10-sweep-train-resnet-1", argo_fn.run_pod, "download")
+    _fail_run(argo, namespace, "cifar10-sweep-train-vit-1")
+
+    st = pipes.wait("cifar10-sweep", lambda s: task_state(s, "train-vit")["status"] == "failed",
+                    "train-vit failed")["status"]
+    assert st["status"] == "running", "the pipeline fails only once running tasks end"
+    assert "train-vit failed" in st["message"]
+    _succeed(argo, namespace, "cifar10-sweep-train-resnet-1", model_result("resnet"))
+    if fail_fast:
+        st = pipes.wait_state("cifar10-sweep", "failed")
+        time.sleep(1)
+        assert "cifar10-sweep-finetune" not in pipes.children(), "nothing new starts"
+        assert task_state(st, "finetune")["status"] == "pending"
+        assert "failFast" in task_state(st, "finetune")["message"]
+        assert st["progress"] == "2/4"
+    else:
+        pipes.wait_child("cifar10-sweep-finetune")
+        st = pipes.wait_state("cifar10-sweep", "running")
+        _succeed(argo, namespace, "cifar10-sweep-finetune-1", model_result("finetune"))
+        st = pipes.wait_state("cifar10-sweep", "failed")
+        assert st["progress"] == "3/4"
+    assert "Task train-vit failed" in st["message"] and "CUDA out of memory" in st["message"]
+    assert cond(st, "Failed")["status"] == "True"
+    assert any(e["reason"] == "Failed" and e["type"] == "Warning"
+               for e in pipes.events("cifar10-sweep"))
+
+
+def test_stop_continue_and_retry_cascade(pipes: Pipelines, argo, namespace: str) -> None:
+    pipes.create(_no_retries(pipeline_example("cifar10")))
+    pipes.wait_child("cifar10-preprocess")
+    _succeed(argo, namespace, "cifar10-preprocess-1", DATASET)
+    pipes.wait_child("cifar10-train")
+    argo.wait_for(namespace, "cifar10-train-1")
+    argo.update(namespace, "cifar10-train-1", argo_fn.run_pod, "download")
+    pipes.wait("cifar10", lambda s: task_state(s, "train")["status"] == "running", "train runs")
+
+    # stop: the running task is stopped through its own spec.suspend, nothing new starts
+    pipes.patch("cifar10", {"suspend": True})
+    assert pipes.wait_child("cifar10-train")["spec"]  # exists
+    wf = argo.wait_for(namespace, "cifar10-train-1")
+    deadline = time.monotonic() + 30
+    while not wf["spec"].get("shutdown") and time.monotonic() < deadline:
+        time.sleep(0.1)
+        wf = argo.get(namespace, "cifar10-train-1")
+    assert wf["spec"].get("shutdown") == "Stop"
+    argo.update(namespace, "cifar10-train-1", argo_fn.stop)
+    st = pipes.wait_state("cifar10", "stopped")
+    assert task_state(st, "train")["status"] == "stopped"
+    assert task_state(st, "optimize")["status"] == "pending"
+    assert "optimize not started" in st["message"]
+    assert cond(st, "Stopped")["status"] == "True"
+    assert pipes.children()["cifar10-train"]["spec"]["suspend"] is True
+
+    # continue: the stopped task resumes (a new attempt from the step that did not finish)
+    pipes.patch("cifar10", {"suspend": False})
+    argo.wait_for(namespace, "cifar10-train-2")
+    assert pipes.children()["cifar10-train"]["spec"]["suspend"] is False
+    pipes.wait_state("cifar10", "running")
+    model = model_result("resnet18-cifar10")
+    _succeed(argo, namespace, "cifar10-train-2", model)
+
+    # a failure of the last task, then retry: only the failed task runs again
+    pipes.wait_child("cifar10-optimize")
+    _fail_run(argo, namespace, "cifar10-optimize-1")
+    st = pipes.wait_state("cifar10", "failed")
+    uids = {n: c["metadata"]["uid"] for n, c in pipes.children().items()}
+    pipes.patch("cifar10", {"retryGeneration": 1})
+    argo.wait_for(namespace, "cifar10-optimize-2")
+    st = pipes.wait("cifar10", lambda s: s.get("status") in ("retry", "running"),
+                    "retry")["status"]
+    children = pipes.children()
+    assert {n: c["metadata"]["uid"] for n, c in children.items()} == uids, "no new child"
+    assert children["cifar10-optimize"]["spec"]["retryGeneration"] == 1
+    assert children["cifar10-train"]["spec"]["retryGeneration"] == 0, "completed task kept"
+    assert children["cifar10-preprocess"]["status"]["attempt"] == 1
+    _succeed(argo, namespace, "cifar10-optimize-2", model_result("resnet18-field-fp16"))
+    st = pipes.wait_state("cifar10", "completed")
+    assert task_state(st, "optimize")["attempt"] == 2
+    wfs = sorted(w["metadata"]["name"] for w in pipes.objects.list_namespaced_custom_object(
+        "argoproj.io", "v1alpha1", namespace, "workflows")["items"])
+    assert wfs == ["cifar10-optimize-1", "cifar10-optimize-2", "cifar10-preprocess-1",
+                   "cifar10-train-1", "cifar10-train-2"]
+    reasons = [e["reason"] for e in pipes.events("cifar10")]
+    assert "Stopped" in reasons and "Retrying" in reasons, reasons
+
+
+def test_retry_of_a_running_pipeline_is_ignored(pipes: Pipelines, namespace: str) -> None:
+    pipes.create(pipeline_example("cifar10"))
+    pipes.wait_child("cifar10-preprocess")
+    pipes.patch("cifar10", {"retryGeneration": 1})
+    pipes.wait("cifar10", lambda s: s.get("observedRetryGeneration") == 1, "retry observed")
+    assert any(e["reason"] == "RetryIgnored" for e in pipes.events("cifar10"))
+    assert pipes.children()["cifar10-preprocess"]["spec"]["retryGeneration"] == 0
+
+
+def test_deleting_the_pipeline_removes_its_tasks_and_workflows(pipes: Pipelines, argo,
+                                                               namespace: str) -> None:
+    pipes.create(pipeline_example("cifar10"))
+    pipes.wait_child("cifar10-preprocess")
+    argo.wait_for(namespace, "cifar10-preprocess-1")
+    pipes.objects.delete_namespaced_custom_object(G, V, namespace, "pipelines", "cifar10")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        tasks = pipes.objects.list_namespaced_custom_object(G, V, namespace, P)["items"]
+        wfs = pipes.objects.list_namespaced_custom_object(
+            "argoproj.io", "v1alpha1", namespace, "workflows")["items"]
+        if not tasks and not wfs:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"left behind: {[t['metadata']['name'] for t in tasks]} "
+                         f"{[w['metadata']['name'] for w in wfs]}")
+
+
+# ------------------------------------------------------------------------------- validation
+
+
+def _task(body: dict[str, Any], name: str) -> dict[str, Any]:
+    return next(t for t in body["spec"]["tasks"] if t["name"] == name)
+
+
+def _mutate(fn):
+    def build() -> dict[str, Any]:
+        body = pipeline_example("cifar10")
+        fn(body)
+        return body
+    return build
+
+
+def _dup(b):
+    b["spec"]["tasks"].append(copy.deepcopy(_task(b, "train")))
+
+
+def _unknown_dep(b):
+    _task(b, "train")["dependsOn"] = ["clean"]
+
+
+def _self_dep(b):
+    _task(b, "train")["dependsOn"] = ["train"]
+
+
+def _dataset_from_training(b):
+    _task(b, "optimize")["spec"]["input"]["dataset"] = {"fromTask": "train"}
+
+
+def _model_from_preprocessing(b):
+    _task(b, "optimize")["spec"]["input"]["model"] = {"fromTask": "preprocess"}
+
+
+def _dataset_from_unknown(b):
+    _task(b, "train")["spec"]["input"]["dataset"] = {"fromTask": "prepare"}
+
+
+def _no_tasks(b):
+    b["spec"]["tasks"] = []
+
+
+def _bad_task_name(b):
+    _task(b, "train")["name"] = "Train_Model"
+
+
+def _long_names(b):
+    b["metadata"]["name"] = "c" * 30
+    _task(b, "optimize")["name"] = "o" * 20
+
+
+def _zero_concurrency(b):
+    b["spec"]["concurrency"] = 0
+
+
+def _training_without_model(b):
+    del _task(b, "train")["spec"]["output"]["model"]
+
+
+def _inline_keys(b):
+    b["spec"]["defaults"]["storage"]["accessKey"] = "AKIA..."
+
+
+def _inline_secret_env(b):
+    _task(b, "train")["spec"]["steps"]["run"]["env"] = [
+        {"name": "AWS_SECRET_ACCESS_KEY", "value": "hunter2"}]
+
+
+def _fail_fast_string(b):
+    b["spec"]["failFast"] = "yes"
+
+
+def _both_uri_and_from_task(b):
+    _task(b, "train")["spec"]["input"]["dataset"]["uri"] = "s3://x/y.zip"
+
+
+INVALID = [
+    ("duplicate-task-name", _dup, "spec.tasks[3]", "Duplicate value"),
+    ("unknown-dependsOn", _unknown_dep, "spec.tasks", "dependsOn names a task that is not in"),
+    ("self-dependency", _self_dep, "spec.tasks", "cannot depend on itself"),
+    ("dataset-from-training", _dataset_from_training, "spec.tasks",
+     "input.dataset.fromTask must name a preprocessing task"),
+    ("model-from-preprocessing", _model_from_preprocessing, "spec.tasks",
+     "input.model.fromTask must name a training or optimization task"),
+    ("dataset-from-unknown", _dataset_from_unknown, "spec.tasks",
+     "input.dataset.fromTask must name a preprocessing task"),
+    ("no-tasks", _no_tasks, "spec.tasks", "should have at least 1 items"),
+    ("bad-task-name", _bad_task_name, "spec.tasks[1].name", "should match"),
+    ("child-name-too-long", _long_names, "spec.tasks", "<pipeline>-<task> names the child"),
+    ("zero-concurrency", _zero_concurrency, "spec.concurrency", "should be greater than or"),
+    ("training-without-model", _training_without_model, "spec.tasks[1].spec.output",
+     "spec.output.model is required when type is training"),
+    ("inline-storage-keys", _inline_keys, "spec.defaults.storage.accessKey", "unknown field"),
+    ("inline-secret-env", _inline_secret_env, "spec.tasks[1].spec.steps.run.env[0].value",
+     "credentials must come from a Secret"),
+    ("failFast-not-bool", _fail_fast_string, "spec.failFast", "boolean"),
+    ("uri-and-fromTask", _both_uri_and_from_task, "spec.tasks[1].spec.input.dataset",
+     "set exactly one of uri or fromTask"),
+]
+
+
+@pytest.mark.parametrize(("case", "mutate", "field", "words"), INVALID,
+                         ids=[c[0] for c in INVALID])
+def test_invalid_pipeline_is_rejected_at_apply(pipes: Pipelines, case: str, mutate,
+                                               field: str, words: str) -> None:
+    body = _mutate(mutate)()
+    with pytest.raises(client.ApiException) as err:
+        pipes.create(body)
+    text = json.loads(err.value.body)["message"]
+    assert err.value.status in (400, 422), (case, err.value.status, text)
+    assert field in text and words in text, text
+    names = [p["metadata"]["name"] for p in pipes.objects.list_namespaced_custom_object(
+        G, V, pipes.ns, "pipelines")["items"]]
+    assert names == [] and pipes.children() == {}, "nothing half-created"
+
+
+@pytest.mark.parametrize("cycle", ["dependsOn", "fromTask"])
+def test_dependency_cycle_fails_at_once_with_no_child(pipes: Pipelines, cycle: str) -> None:
+    body = pipeline_example("cifar10")
+    if cycle == "dependsOn":
+        _task(body, "preprocess")["dependsOn"] = ["optimize"]   # optimize -> train -> preprocess
+        expect = "dependency cycle: preprocess -> optimize -> train -> preprocess"
+    else:
+        _task(body, "preprocess")["dependsOn"] = ["train"]
+        expect = "dependency cycle: preprocess -> train -> preprocess"
+    pipes.create(body)
+    st = pipes.wait_state("cifar10", "failed")
+    assert expect in st["message"], st["message"]
+    assert cond(st, "Failed")["reason"] == "InvalidSpec"
+    time.sleep(1)
+    assert pipes.children() == {}, "never a half-started pipeline"
+
+
+def test_tasks_cannot_change_after_creation(pipes: Pipelines) -> None:
+    body = pipeline_example("cifar10")
+    pipes.create(body)
+    tasks = copy.deepcopy(body["spec"]["tasks"])
+    tasks[0]["spec"]["description"] = "changed"
+    with pytest.raises(client.ApiException) as err:
+        pipes.patch("cifar10", {"tasks": tasks})
+    assert err.value.status == 422 and "spec.tasks cannot change" in err.value.body
+    pipes.patch("cifar10", {"concurrency": 1, "description": "allowed"})
