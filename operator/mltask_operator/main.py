@@ -52,7 +52,7 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
 
 def _reconcile(namespace: str, name: str) -> None:
     try:
-        reconcile_task(kube(), namespace, name)
+        reconcile_task(kube(), namespace, name, defaults=SETTINGS.run_defaults)
     except Exception as e:
         metrics.RECONCILE_ERRORS.labels(kind=mltask_api.KIND).inc()
         raise kopf.TemporaryError(f"Reconcile of MLTask {namespace}/{name} failed: {e}",
@@ -79,7 +79,7 @@ def workflow_event(namespace: str, labels: dict[str, str], type: str | None,
     if not task:
         return
     try:
-        reconcile_task(kube(), namespace, task)
+        reconcile_task(kube(), namespace, task, defaults=SETTINGS.run_defaults)
     except Exception:
         metrics.RECONCILE_ERRORS.labels(kind="Workflow").inc()
         log.exception("Reconcile of MLTask %s/%s after a Workflow %s event failed",

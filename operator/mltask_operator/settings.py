@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
+from typing import Any
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
 class ConfigError(ValueError):
@@ -23,6 +27,74 @@ def _int(env: dict[str, str], name: str, default: int, minimum: int) -> int:
     return value
 
 
+def _bool(env: dict[str, str], name: str, default: bool) -> bool:
+    raw = (env.get(name) or "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("true", "1", "yes"):
+        return True
+    if raw in ("false", "0", "no"):
+        return False
+    raise ConfigError(f"{name}={env[name]!r} must be true or false")
+
+
+def _json(env: dict[str, str], name: str, kind: type) -> Any:
+    raw = env.get(name)
+    if not raw:
+        return kind()
+    try:
+        value = json.loads(raw)
+    except ValueError as e:
+        raise ConfigError(f"{name} is not valid JSON: {e}") from None
+    if not isinstance(value, kind):
+        raise ConfigError(f"{name} must be a JSON {'object' if kind is dict else 'list'}")
+    return value
+
+
+def _tolerations(env: dict[str, str], name: str) -> list[dict[str, Any]]:
+    from pydantic import ValidationError
+
+    from mltask_operator.api.v1alpha1.common import Toleration
+
+    out = []
+    for i, item in enumerate(_json(env, name, list)):
+        try:
+            out.append(Toleration.model_validate(item).to_k8s())
+        except ValidationError as e:
+            first = e.errors()[0]
+            where = ".".join(str(x) for x in first["loc"])
+            raise ConfigError(f"{name}[{i}].{where}: {first['msg']}") from None
+    return out
+
+
+@dataclass(frozen=True)
+class RunStepDefaults:
+    """Applied by the operator to run-step pods that request GPUs (cluster-wide GPU policy)."""
+
+    node_selector: dict[str, str] = field(default_factory=dict)
+    """MLTASK_RUN_NODE_SELECTOR: JSON object; the task's own nodeSelector keys win."""
+    tolerations: list[dict[str, Any]] = field(default_factory=list)
+    """MLTASK_RUN_TOLERATIONS: JSON list of tolerations, added to the task's."""
+    runtime_class_name: str | None = None
+    """MLTASK_RUN_RUNTIME_CLASS_NAME: e.g. nvidia."""
+    gpu_resource_name: str = "nvidia.com/gpu"
+    """MLTASK_GPU_RESOURCE_NAME: the cluster's GPU resource; a step's `gpu` resource key is
+    translated to it."""
+
+
+@dataclass(frozen=True)
+class LeaderElection:
+    enabled: bool = False
+    """MLTASK_LEADER_ELECTION: true when several replicas run; only the Lease holder works."""
+    namespace: str = "default"
+    """MLTASK_LEADER_ELECTION_NAMESPACE: namespace of the Lease (default: POD_NAMESPACE)."""
+    lease_name: str = "mltask-operator"
+    """MLTASK_LEADER_ELECTION_LEASE_NAME."""
+    lease_seconds: int = 15
+    """MLTASK_LEADER_ELECTION_LEASE_SECONDS: a standby takes over this long after the leader
+    stops renewing."""
+
+
 @dataclass(frozen=True)
 class Settings:
     namespaces: list[str] = field(default_factory=list)
@@ -37,6 +109,12 @@ class Settings:
     """MLTASK_WATCH_SERVER_TIMEOUT: seconds the API server keeps a watch open."""
     watch_client_timeout: int = 330
     """MLTASK_WATCH_CLIENT_TIMEOUT: seconds before the client gives up on a silent watch."""
+    log_level: str = "INFO"
+    """MLTASK_LOG_LEVEL: DEBUG, INFO, WARNING or ERROR."""
+    health_port: int = 8081
+    """MLTASK_HEALTH_PORT: the default port of the /healthz endpoint (see --liveness)."""
+    leader_election: LeaderElection = field(default_factory=LeaderElection)
+    run_defaults: RunStepDefaults = field(default_factory=RunStepDefaults)
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -47,7 +125,34 @@ class Settings:
         if client <= server:
             raise ConfigError(f"MLTASK_WATCH_CLIENT_TIMEOUT={client} must exceed "
                               f"MLTASK_WATCH_SERVER_TIMEOUT={server}")
+        level = (env.get("MLTASK_LOG_LEVEL") or "INFO").upper()
+        if level not in LOG_LEVELS:
+            raise ConfigError(f"MLTASK_LOG_LEVEL={env['MLTASK_LOG_LEVEL']!r} must be one of "
+                              + ", ".join(LOG_LEVELS))
+        gpu = env.get("MLTASK_GPU_RESOURCE_NAME") or "nvidia.com/gpu"
+        if "/" not in gpu:
+            raise ConfigError(f"MLTASK_GPU_RESOURCE_NAME={gpu!r} must be a vendor resource "
+                              "name such as nvidia.com/gpu")
+        selector = _json(env, "MLTASK_RUN_NODE_SELECTOR", dict)
+        if not all(isinstance(v, str) for v in selector.values()):
+            raise ConfigError("MLTASK_RUN_NODE_SELECTOR values must be strings")
+        lease = LeaderElection(
+            enabled=_bool(env, "MLTASK_LEADER_ELECTION", False),
+            namespace=env.get("MLTASK_LEADER_ELECTION_NAMESPACE") or env.get("POD_NAMESPACE")
+            or "default",
+            lease_name=env.get("MLTASK_LEADER_ELECTION_LEASE_NAME") or "mltask-operator",
+            lease_seconds=_int(env, "MLTASK_LEADER_ELECTION_LEASE_SECONDS", 15, 5),
+        )
         return cls(
+            log_level=level,
+            health_port=_int(env, "MLTASK_HEALTH_PORT", 8081, 1),
+            leader_election=lease,
+            run_defaults=RunStepDefaults(
+                node_selector=selector,
+                tolerations=_tolerations(env, "MLTASK_RUN_TOLERATIONS"),
+                runtime_class_name=env.get("MLTASK_RUN_RUNTIME_CLASS_NAME") or None,
+                gpu_resource_name=gpu,
+            ),
             namespaces=namespaces,
             resync_seconds=_int(env, "MLTASK_RESYNC_SECONDS", 60, 5),
             workers=_int(env, "MLTASK_WORKERS", 8, 1),

@@ -10,6 +10,7 @@ from kubernetes import client
 
 from mltask_operator.api.v1alpha1.mltask import MLTask, StepName
 from mltask_operator.builders.workflow import ResolvedInputs, build_work_pvc, build_workflow
+from mltask_operator.settings import RunStepDefaults
 
 pytestmark = pytest.mark.integration
 EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "examples").glob("mltask-*.yaml"))
@@ -30,8 +31,12 @@ def test_built_workflow_is_accepted_by_argo_schema(
                                "priorityClassName": "ml-high", "serviceAccountName": "runner",
                                "activeDeadlineSeconds": 3600}
     task = MLTask.model_validate(body)
+    # with the cluster's GPU policy (template nodeSelector, tolerations, podSpecPatch)
+    policy = RunStepDefaults(node_selector={"pool": "a100"},
+                             tolerations=[{"key": "spot", "operator": "Exists"}],
+                             runtime_class_name="nvidia")
     wf = build_workflow(task, attempt=2, start_at=start_at,
-                        inputs=ResolvedInputs("s3://d/x.zip", "s3://m/y.pt"))
+                        inputs=ResolvedInputs("s3://d/x.zip", "s3://m/y.pt"), defaults=policy)
     objects = client.CustomObjectsApi(api)
     # Strict: an unknown field would be refused, not silently pruned
     created = objects.create_namespaced_custom_object(

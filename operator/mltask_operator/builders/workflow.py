@@ -19,6 +19,7 @@ from mltask_operator.api.v1alpha1.mltask import (
     StepName,
     StepSpec,
 )
+from mltask_operator.settings import RunStepDefaults
 
 WORKDIR = "/mltask"
 INPUT_DIR = f"{WORKDIR}/input"
@@ -31,6 +32,8 @@ WORK_VOLUME = "work"
 CONFIG_VOLUME = "config"
 METRICS_PARAM = "metrics"
 RESULT_PARAM = "result"
+#: A step may ask for `gpu: 1`; the operator writes the cluster's GPU resource name instead.
+GPU_ALIAS = "gpu"
 
 
 def workflow_name(task_name: str, attempt: int) -> str:
@@ -146,8 +149,24 @@ def contract_env(task: MLTask, step: StepName, attempt: int,
     return [{"name": k, "value": v} for k, v in env.items() if v is not None]
 
 
+def _resources(step_spec: StepSpec, gpu_resource: str) -> dict[str, dict[str, str]] | None:
+    if not step_spec.resources:
+        return None
+    out: dict[str, dict[str, str]] = {}
+    for kind, values in step_spec.resources.to_k8s().items():
+        out[kind] = {(gpu_resource if name == GPU_ALIAS else name): str(v)
+                     for name, v in values.items()}
+    return out
+
+
+def requests_gpu(step_spec: StepSpec, gpu_resource: str) -> bool:
+    res = _resources(step_spec, gpu_resource) or {}
+    return any(str(v) not in ("0", "") for kind in res.values()
+               for name, v in kind.items() if name == gpu_resource)
+
+
 def _container(task: MLTask, step: StepName, step_spec: StepSpec, attempt: int,
-               inputs: ResolvedInputs) -> dict[str, Any]:
+               inputs: ResolvedInputs, gpu_resource: str) -> dict[str, Any]:
     container: dict[str, Any] = {"image": step_spec.image}
     if step_spec.command:
         container["command"] = list(step_spec.command)
@@ -161,10 +180,9 @@ def _container(task: MLTask, step: StepName, step_spec: StepSpec, attempt: int,
     # Credentials reach only the steps that move data, never the user's run step.
     if task.spec.storage and step != StepName.RUN:
         container["envFrom"] = [{"secretRef": {"name": task.spec.storage.secret_ref.name}}]
-    if step_spec.resources:
-        res = step_spec.resources.to_k8s()
-        container["resources"] = {k: {rk: str(rv) for rk, rv in v.items()}
-                                   for k, v in res.items()}
+    resources = _resources(step_spec, gpu_resource)
+    if resources:
+        container["resources"] = resources
     mounts = [{"name": WORK_VOLUME, "mountPath": WORKDIR}]
     if task.spec.config and task.spec.config.config_map_ref:
         mounts.append({"name": CONFIG_VOLUME, "mountPath": CONFIG_DIR, "readOnly": True})
@@ -187,12 +205,30 @@ def _retry_strategy(task: MLTask) -> dict[str, Any] | None:
     }
 
 
+def _gpu_placement(task: MLTask, defaults: RunStepDefaults) -> dict[str, Any]:
+    """Template fields that put a GPU run step where the cluster's GPU policy says."""
+    out: dict[str, Any] = {}
+    runtime = task.spec.runtime
+    if defaults.node_selector:
+        out["nodeSelector"] = {**defaults.node_selector, **(runtime.node_selector or {})}
+    if defaults.tolerations:
+        own = [t.to_k8s() for t in runtime.tolerations or []]
+        out["tolerations"] = own + [t for t in defaults.tolerations if t not in own]
+    if defaults.runtime_class_name:
+        out["podSpecPatch"] = json.dumps({"runtimeClassName": defaults.runtime_class_name})
+    return out
+
+
 def build_workflow(task: MLTask, *, attempt: int, start_at: StepName,
-                   inputs: ResolvedInputs) -> dict[str, Any]:
+                   inputs: ResolvedInputs,
+                   defaults: RunStepDefaults | None = None) -> dict[str, Any]:
     """The Argo Workflow for `attempt`, running the steps from `start_at` on.
 
     A DAG (not a `steps` template): every field is validated by Argo's full CRD schema.
+    `defaults` is the cluster's policy for run steps that request GPUs (operator settings).
     """
+    defaults = defaults or RunStepDefaults()
+    gpu = defaults.gpu_resource_name
     steps = STEP_ORDER[STEP_ORDER.index(start_at):]
     step_specs = {
         StepName.DOWNLOAD: task.spec.steps.download,
@@ -211,8 +247,10 @@ def build_workflow(task: MLTask, *, attempt: int, start_at: StepName,
         previous = step
         template: dict[str, Any] = {
             "name": str(step),
-            "container": _container(task, step, step_specs[step], attempt, inputs),
+            "container": _container(task, step, step_specs[step], attempt, inputs, gpu),
         }
+        if step == StepName.RUN and requests_gpu(step_specs[step], gpu):
+            template.update(_gpu_placement(task, defaults))
         if retry:
             template["retryStrategy"] = retry
         if step == StepName.RUN:

@@ -19,6 +19,7 @@ from mltask_operator.api.v1alpha1.mltask import MLTask, MLTaskStatus, Phase, Ste
 from mltask_operator.builders import workflow as wfb
 from mltask_operator.clients.kube import Conflict, Kube
 from mltask_operator.planner import Action, Plan, plan
+from mltask_operator.settings import RunStepDefaults
 from mltask_operator.state_machine import begin_attempt
 from mltask_operator.status import compute_status, conditions_for
 
@@ -60,19 +61,23 @@ def resolve_inputs(kube: Kube, task: MLTask) -> wfb.ResolvedInputs:
     return wfb.ResolvedInputs(dataset_uri=str(dataset), model_uri=model)
 
 
-def reconcile_task(kube: Kube, namespace: str, name: str, clock: Clock = utcnow) -> None:
-    """Bring one task's world in line with its spec; retry on write conflicts."""
+def reconcile_task(kube: Kube, namespace: str, name: str, clock: Clock = utcnow,
+                   defaults: RunStepDefaults | None = None) -> None:
+    """Bring one task's world in line with its spec; retry on write conflicts.
+
+    `defaults`: the cluster's policy for GPU run steps (operator settings)."""
     with _locks[(namespace, name)]:
         for _ in range(MAX_CONFLICT_RETRIES):
             try:
-                _reconcile_once(kube, namespace, name, clock)
+                _reconcile_once(kube, namespace, name, clock, defaults)
                 return
             except Conflict as e:
                 log.debug("Retrying MLTask %s/%s after conflict: %s", namespace, name, e)
         raise Conflict(f"MLTask {namespace}/{name}: too many write conflicts")
 
 
-def _reconcile_once(kube: Kube, namespace: str, name: str, clock: Clock) -> None:
+def _reconcile_once(kube: Kube, namespace: str, name: str, clock: Clock,
+                    defaults: RunStepDefaults | None) -> None:
     body = kube.get_task(namespace, name)
     if body is None or body["metadata"].get("deletionTimestamp"):
         return
@@ -102,7 +107,7 @@ def _reconcile_once(kube: Kube, namespace: str, name: str, clock: Clock) -> None
         assert decision.start_at is not None
         kube.ensure_pvc(wfb.build_work_pvc(task))
         wf_body = wfb.build_workflow(task, attempt=status.attempt, start_at=decision.start_at,
-                                     inputs=inputs)
+                                     inputs=inputs, defaults=defaults)
         wf, created = kube.create_workflow(wf_body)
         if created:
             log.info("Created Workflow %s/%s for MLTask attempt %d from %s", namespace,
