@@ -22,7 +22,7 @@ venv: $(VENV)/.installed ## Create .venv with the project and test dependencies
 tools: ## Build (or reuse) etcd, kube-apiserver, kube-controller-manager, kubectl, helm from Go modules
 	tests/tools/build.sh
 
-test: venv tools ## Run all tests: unit, integration (real API server), e2e (real Argo controller + kwok)
+test: venv tools lint check-generated ## Lint, drift checks, then all tests: unit, integration (real API server), e2e (real Argo + kwok)
 	$(PY) -m pytest tests/unit tests/integration tests/e2e
 
 unit: venv ## Run the fast unit tests only
@@ -31,17 +31,21 @@ unit: venv ## Run the fast unit tests only
 integration: venv tools ## Run the integration tests only
 	$(PY) -m pytest tests/integration
 
-generate: venv ## Regenerate crds/ from the pydantic models
-	$(PY) -m mltask_operator.crdgen --out crds
+generate: venv tools ## Regenerate crds/, the chart's CRDs and manifests/ from the models and chart
+	$(PY) -m mltask_operator.crdgen --out crds --out charts/mltask-operator/crds
+	$(PY) manifests/generate.py
+	$(PY) manifests/argocd/gen_argocd_cm.py
 
-check-generated: venv ## Fail if crds/ drifted from the models
-	$(PY) -m mltask_operator.crdgen --check --out crds
+check-generated: venv tools ## Fail if crds/, charts/ CRDs or manifests/ drifted
+	$(PY) -m mltask_operator.crdgen --check --out crds --out charts/mltask-operator/crds
+	$(PY) manifests/generate.py --check
+	$(PY) manifests/argocd/gen_argocd_cm.py --check
 
 e2e: venv tools ## Run the end-to-end tests only (Argo's workflow-controller, kwok nodes)
 	$(PY) -m pytest tests/e2e
 
 lint: venv ## Ruff
-	$(VENV)/bin/ruff check operator tests
+	$(VENV)/bin/ruff check operator tests manifests
 
 cluster-up: venv tools ## Start a local cluster (control plane, scheduler, Argo, kwok nodes) in .cluster/
 	@$(PY) -m harness.controlplane up --dir $(CLUSTER_DIR)
