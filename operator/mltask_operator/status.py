@@ -323,7 +323,9 @@ def compute_status(task: MLTask, wf: dict[str, Any] | None,
     elif obs.shutdown:
         proposed, message = Phase.STOPPING, f"Stopping at {execute_step}"
     elif not started or current_obs is None:
-        proposed = prev.status if prev.status in ACTIVE else Phase.RUNNING
+        # between two steps the task is running, even when this is its first observation
+        # (e.g. after an operator restart); before any step it keeps init
+        proposed = (Phase.RUNNING if started or prev.status not in ACTIVE else prev.status)
         if not started:
             execute_step = ExecuteStep.PREPARE_FILE
         message = f"Starting {execute_step}" if started else "Workflow created, waiting for pods"
