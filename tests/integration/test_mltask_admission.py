@@ -171,10 +171,13 @@ IMMUTABLE = [
 def test_fixed_fields_cannot_change(objects, namespace: str, field: str, change) -> None:
     created = create(objects, namespace, example("training"))
     name = created["metadata"]["name"]
-    body = copy.deepcopy(created)
-    change(body["spec"])
-    with pytest.raises(client.ApiException) as err:
-        objects.replace_namespaced_custom_object(G, V, namespace, P, name, body)
+    for _ in range(20):  # the operator may write status meanwhile: read again on 409
+        body = objects.get_namespaced_custom_object(G, V, namespace, P, name)
+        change(body["spec"])
+        with pytest.raises(client.ApiException) as err:
+            objects.replace_namespaced_custom_object(G, V, namespace, P, name, body)
+        if err.value.status != 409:
+            break
     message = json.loads(err.value.body)["message"]
     assert err.value.status == 422 and f"spec.{field}" in message, message
     assert "cannot change once the task has started" in message

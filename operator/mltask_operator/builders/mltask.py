@@ -8,23 +8,12 @@ from mltask_operator import labels
 from mltask_operator.api.v1alpha1.common import API_VERSION, LocalObjectReference
 from mltask_operator.api.v1alpha1.mltask import KIND as MLTASK_KIND
 from mltask_operator.api.v1alpha1.mltask import MLTaskSpec
-from mltask_operator.api.v1alpha1.pipeline import KIND, Pipeline, PipelineTask
+from mltask_operator.api.v1alpha1.pipeline import Pipeline, PipelineTask
 
 
 def child_name(pipeline: str, task: str) -> str:
     """Deterministic: a restarted operator can never create a second MLTask for a task."""
     return f"{pipeline}-{task}"
-
-
-def owner_reference(pipeline: Pipeline) -> dict[str, Any]:
-    return {
-        "apiVersion": API_VERSION,
-        "kind": KIND,
-        "name": pipeline.name,
-        "uid": pipeline.metadata["uid"],
-        "controller": True,
-        "blockOwnerDeletion": True,
-    }
 
 
 def child_labels(pipeline: str, task: str) -> dict[str, str]:
@@ -73,7 +62,7 @@ def build_child(pipeline: Pipeline, task: PipelineTask,
             "name": child_name(pipeline.name, task.name),
             "namespace": pipeline.namespace,
             "labels": child_labels(pipeline.name, task.name),
-            "ownerReferences": [owner_reference(pipeline)],
+            "ownerReferences": [pipeline.owner_reference()],
         },
         "spec": child_spec(pipeline, task, outputs).to_k8s(),
     }

@@ -11,9 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mltask_operator import labels
-from mltask_operator.api.v1alpha1.common import API_VERSION
 from mltask_operator.api.v1alpha1.mltask import (
-    KIND,
     STEP_ORDER,
     MLTask,
     StepName,
@@ -53,17 +51,6 @@ class ResolvedInputs:
     model_uri: str | None = None
 
 
-def owner_reference(task: MLTask) -> dict[str, Any]:
-    return {
-        "apiVersion": API_VERSION,
-        "kind": KIND,
-        "name": task.name,
-        "uid": task.metadata["uid"],
-        "controller": True,
-        "blockOwnerDeletion": True,
-    }
-
-
 def task_labels(task: MLTask, attempt: int | None = None) -> dict[str, str]:
     """Labels tying children to the task. Never copies the task's own labels: Argo CD's
     tracking label (app.kubernetes.io/instance) on a child would get it pruned."""
@@ -95,7 +82,7 @@ def build_work_pvc(task: MLTask) -> dict[str, Any]:
             "name": work_pvc_name(task.name),
             "namespace": task.namespace,
             "labels": task_labels(task),
-            "ownerReferences": [owner_reference(task)],
+            "ownerReferences": [task.owner_reference()],
         },
         "spec": spec,
     }
@@ -299,7 +286,7 @@ def build_workflow(task: MLTask, *, attempt: int, start_at: StepName,
             "namespace": task.namespace,
             "labels": child_labels,
             "annotations": {labels.START_STEP: str(start_at)},
-            "ownerReferences": [owner_reference(task)],
+            "ownerReferences": [task.owner_reference()],
         },
         "spec": spec,
     }

@@ -14,7 +14,7 @@ from kubernetes import client, config
 from mltask_operator import labels
 from mltask_operator.api.v1alpha1 import mltask as mltask_api
 from mltask_operator.api.v1alpha1 import pipeline as pipeline_api
-from mltask_operator.api.v1alpha1.common import GROUP, VERSION
+from mltask_operator.api.v1alpha1.common import API_VERSION, GROUP, VERSION
 
 log = logging.getLogger(__name__)
 
@@ -188,7 +188,7 @@ class Kube:
             "kind": "Event",
             "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
             "involvedObject": {
-                "apiVersion": obj.get("apiVersion", mltask_api.API_VERSION),
+                "apiVersion": obj.get("apiVersion", API_VERSION),
                 "kind": obj.get("kind", mltask_api.KIND),
                 "name": meta["name"],
                 "namespace": meta["namespace"],

@@ -9,29 +9,19 @@ from __future__ import annotations
 
 import datetime
 import logging
-import threading
-from collections import defaultdict
-from collections.abc import Callable
 from typing import Any
 
 from mltask_operator import metrics
 from mltask_operator.api.v1alpha1.mltask import MLTask, MLTaskStatus, Phase, StepName
 from mltask_operator.builders import workflow as wfb
-from mltask_operator.clients.kube import Conflict, Kube
+from mltask_operator.clients.kube import Kube
+from mltask_operator.handlers import Clock, reconcile_exclusively, utcnow
 from mltask_operator.planner import Action, Plan, plan
 from mltask_operator.settings import RunStepDefaults
 from mltask_operator.state_machine import begin_attempt
 from mltask_operator.status import compute_status, conditions_for
 
 log = logging.getLogger(__name__)
-Clock = Callable[[], datetime.datetime]
-
-_locks: defaultdict[tuple[str, str], threading.Lock] = defaultdict(threading.Lock)
-MAX_CONFLICT_RETRIES = 8
-
-
-def utcnow() -> datetime.datetime:
-    return datetime.datetime.now(datetime.UTC).replace(microsecond=0)
 
 
 class InputsNotReady(Exception):
@@ -66,14 +56,8 @@ def reconcile_task(kube: Kube, namespace: str, name: str, clock: Clock = utcnow,
     """Bring one task's world in line with its spec; retry on write conflicts.
 
     `defaults`: the cluster's policy for GPU run steps (operator settings)."""
-    with _locks[(namespace, name)]:
-        for _ in range(MAX_CONFLICT_RETRIES):
-            try:
-                _reconcile_once(kube, namespace, name, clock, defaults)
-                return
-            except Conflict as e:
-                log.debug("Retrying MLTask %s/%s after conflict: %s", namespace, name, e)
-        raise Conflict(f"MLTask {namespace}/{name}: too many write conflicts")
+    reconcile_exclusively("MLTask", namespace, name,
+                          lambda: _reconcile_once(kube, namespace, name, clock, defaults))
 
 
 def _reconcile_once(kube: Kube, namespace: str, name: str, clock: Clock,

@@ -9,40 +9,24 @@ from __future__ import annotations
 
 import datetime
 import logging
-import threading
-from collections import defaultdict
-from collections.abc import Callable
 from typing import Any
 
 from mltask_operator import labels, metrics
 from mltask_operator.api.v1alpha1.mltask import Phase
 from mltask_operator.api.v1alpha1.pipeline import KIND, Pipeline, PipelineStatus
 from mltask_operator.builders.mltask import build_child
-from mltask_operator.clients.kube import Conflict, Kube, Rejected
+from mltask_operator.clients.kube import Kube, Rejected
+from mltask_operator.handlers import Clock, reconcile_exclusively, utcnow
 from mltask_operator.pipeline_planner import plan_pipeline
 from mltask_operator.status import conditions_for
 
 log = logging.getLogger(__name__)
-Clock = Callable[[], datetime.datetime]
-
-_locks: defaultdict[tuple[str, str], threading.Lock] = defaultdict(threading.Lock)
-MAX_CONFLICT_RETRIES = 8
-
-
-def utcnow() -> datetime.datetime:
-    return datetime.datetime.now(datetime.UTC).replace(microsecond=0)
 
 
 def reconcile_pipeline(kube: Kube, namespace: str, name: str, clock: Clock = utcnow) -> None:
     """Bring one pipeline's children in line with its spec; retry on write conflicts."""
-    with _locks[(namespace, name)]:
-        for _ in range(MAX_CONFLICT_RETRIES):
-            try:
-                _reconcile_once(kube, namespace, name, clock)
-                return
-            except Conflict as e:
-                log.debug("Retrying Pipeline %s/%s after conflict: %s", namespace, name, e)
-        raise Conflict(f"Pipeline {namespace}/{name}: too many write conflicts")
+    reconcile_exclusively(KIND, namespace, name,
+                          lambda: _reconcile_once(kube, namespace, name, clock))
 
 
 def _children(kube: Kube, pipeline: Pipeline) -> dict[str, dict[str, Any]]:

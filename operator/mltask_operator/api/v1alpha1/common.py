@@ -166,3 +166,32 @@ class ResourceRequirements(Model):
     limits: dict[str, Quantity] | None = Field(
         default=None, description="Maximum resources; GPUs go here, e.g. nvidia.com/gpu: 1.",
         json_schema_extra={"maxProperties": 32})
+
+
+class Resource(Model):
+    """Base of a kind: apiVersion, kind and metadata as the API server returns them."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    api_version: str = Field(default=API_VERSION, description="API version.")
+    kind: str = Field(description="Kind.")
+    metadata: dict[str, Any] = Field(default_factory=dict, description="Object metadata.")
+
+    @property
+    def name(self) -> str:
+        return str(self.metadata["name"])
+
+    @property
+    def namespace(self) -> str:
+        return str(self.metadata.get("namespace") or "default")
+
+    def owner_reference(self) -> dict[str, Any]:
+        """A controller reference to this object, for the children it owns."""
+        return {
+            "apiVersion": self.api_version,
+            "kind": self.kind,
+            "name": self.name,
+            "uid": self.metadata["uid"],
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any
 
 from pydantic import ConfigDict, Field
 
 from mltask_operator.api.v1alpha1.common import (
-    API_VERSION,
     DNS_LABEL,
     Condition,
     EnvVar,
@@ -16,6 +14,7 @@ from mltask_operator.api.v1alpha1.common import (
     Model,
     OpenObject,
     Quantity,
+    Resource,
     ResourceRequirements,
     Time,
     Toleration,
@@ -433,24 +432,12 @@ class MLTaskStatus(Model):
                                                   "spec.retryGeneration last acted on.")
 
 
-class MLTask(Model):
+class MLTask(Resource):
     """An ML preprocessing, training or optimization task run as an Argo Workflow."""
 
-    model_config = ConfigDict(extra="ignore")
-
-    api_version: str = Field(default=API_VERSION, description="API version.")
     kind: str = Field(default=KIND, description="Kind.")
-    metadata: dict[str, Any] = Field(default_factory=dict, description="Object metadata.")
     spec: MLTaskSpec = Field(description="Desired state.")
     status: MLTaskStatus | None = Field(default=None, description="Observed state.")
-
-    @property
-    def name(self) -> str:
-        return str(self.metadata["name"])
-
-    @property
-    def namespace(self) -> str:
-        return str(self.metadata.get("namespace") or "default")
 
 
 ROOT_RULES = [

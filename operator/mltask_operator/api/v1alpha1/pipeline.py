@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any
 
 from pydantic import ConfigDict, Field
 
 from mltask_operator.api.v1alpha1.common import (
-    API_VERSION,
     DNS_LABEL,
     Condition,
     Model,
+    Resource,
     Time,
     Toleration,
     cel,
@@ -198,25 +197,13 @@ class PipelineStatus(Model):
                                                   "spec.retryGeneration last acted on.")
 
 
-class Pipeline(Model):
+class Pipeline(Resource):
     """A DAG of MLTasks: preprocessing makes a dataset, training a model, optimization improves
     it; each task starts once the tasks it depends on completed."""
 
-    model_config = ConfigDict(extra="ignore")
-
-    api_version: str = Field(default=API_VERSION, description="API version.")
     kind: str = Field(default=KIND, description="Kind.")
-    metadata: dict[str, Any] = Field(default_factory=dict, description="Object metadata.")
     spec: PipelineSpec = Field(description="Desired state.")
     status: PipelineStatus | None = Field(default=None, description="Observed state.")
-
-    @property
-    def name(self) -> str:
-        return str(self.metadata["name"])
-
-    @property
-    def namespace(self) -> str:
-        return str(self.metadata.get("namespace") or "default")
 
 
 _LONG = f"size(self.metadata.name) + 1 + size(t.name) > {MAX_NAME_LENGTH}"
