@@ -24,10 +24,20 @@ SINGLE_NAMESPACE = "ml"
 
 
 def helm() -> str:
-    cached = Path(os.environ.get("MLTASK_CACHE", Path.home() / ".cache" / "mltask-operator"))
-    found = shutil.which("helm") or str(cached / "bin" / "helm")
-    if not Path(found).exists():
-        sys.exit("helm not found: run `make tools` (tests/tools/build.sh builds it)")
+    """The pinned helm the test harness uses (tests/tools/build.sh), else the one on PATH."""
+    sys.path.insert(0, str(REPO / "tests"))
+    try:
+        from harness.controlplane import BIN_DIR
+    except ImportError:  # the harness needs the test extras; its path rule, repeated
+        cache = os.environ.get("MLTASK_CACHE") or Path(
+            os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "mltask-operator"
+        BIN_DIR = Path(os.environ.get("MLTASK_TOOLS_BIN") or Path(cache) / "bin")  # noqa: N806
+    finally:
+        sys.path.pop(0)
+    pinned = BIN_DIR / "helm"
+    found = str(pinned) if os.access(pinned, os.X_OK) else shutil.which("helm")
+    if not found:
+        sys.exit(f"helm not found in {BIN_DIR} or on PATH: run `make tools`")
     return found
 
 
@@ -54,7 +64,8 @@ RBAC_KINDS = {"ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"}
 
 def files() -> dict[str, str]:
     cluster = render("--include-crds")
-    namespaced = render("--set", f"watchNamespaces={{{SINGLE_NAMESPACE}}}")
+    namespaced = render("--set", f"watchNamespaces={{{SINGLE_NAMESPACE}}}",
+                        "--show-only", "templates/rbac.yaml")
     crds = [d for d in cluster if d["kind"] == "CustomResourceDefinition"]
     leader = [d for d in cluster if d["kind"] in RBAC_KINDS
               and d["metadata"]["name"].endswith("-leader-election")]

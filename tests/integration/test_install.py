@@ -65,8 +65,18 @@ def test_helm_lint(values: list[str]) -> None:
     assert "0 chart(s) failed" in out
 
 
+def test_helm_lint_refuses_an_unknown_key() -> None:
+    res = helm("lint", str(CHART), "--kube-version", KUBE_VERSION, "--set", "replicaz=2",
+               check=False)
+    assert res.returncode != 0 and "additional properties 'replicaz' not allowed" in res.stdout, \
+        res.stdout
+
+
 @pytest.mark.parametrize(("args", "words"), [
     (["--set", "replicas=two"], "at '/replicas': got string, want integer"),
+    (["--set", "replicas=-1"], "/replicas"),
+    (["--set", "resources.requests.memory=lots"], "/resources/requests/memory"),
+    (["--set", "watchNamespaces={Team_A}"], "/watchNamespaces/0"),
     (["--set", "bogus=1"], "additional properties 'bogus' not allowed"),
     (["--set", "logLevel=loud"], "/logLevel"),
     (["--set", "runStepDefaults.gpuResourceName=gpu"], "/runStepDefaults/gpuResourceName"),
@@ -77,6 +87,62 @@ def test_bad_values_are_refused_naming_them(args: list[str], words: str) -> None
     res = helm("template", RELEASE, str(CHART), "--kube-version", KUBE_VERSION, *args,
                check=False)
     assert res.returncode != 0 and words in res.stderr, res.stderr
+
+
+def test_service_monitor_only_when_enabled() -> None:
+    def kinds(*args: str) -> list[str]:
+        return [d["kind"] for d in render(RELEASE_NS, *args)]
+
+    assert "ServiceMonitor" not in kinds()
+    assert kinds("--set", "metrics.serviceMonitor.enabled=true").count("ServiceMonitor") == 1
+
+
+NAMESPACED_RULES = {
+    *((g, r, v) for g, rs, vs in [
+        ("mltask.dev", ["mltasks", "pipelines"],
+         ["get", "list", "watch", "create", "patch", "update"]),
+        ("mltask.dev", ["mltasks/status", "pipelines/status"], ["get", "update", "patch"]),
+        ("mltask.dev", ["mltasks/finalizers", "pipelines/finalizers"], ["update"]),
+        ("argoproj.io", ["workflows"], ["get", "list", "watch", "create", "patch"]),
+        ("", ["persistentvolumeclaims"], ["get", "create"]),
+        ("", ["events"], ["create", "patch"]),
+        ("events.k8s.io", ["events"], ["create", "patch"]),
+    ] for r in rs for v in vs),
+}
+CRD_RULES = {("apiextensions.k8s.io", "customresourcedefinitions", v)
+             for v in ("get", "list", "watch")}
+# patch: a leader that stops clears the Lease holder so a standby takes over at once
+LEASE_RULES = {("coordination.k8s.io", "leases", v) for v in ("get", "create", "update", "patch")}
+
+
+def rules(doc: dict[str, Any]) -> set[tuple[str, str, str]]:
+    out = set()
+    for rule in doc["rules"]:
+        assert not rule.get("resourceNames") and not rule.get("nonResourceURLs"), rule
+        out |= {(g, r, v) for g in rule["apiGroups"] for r in rule["resources"]
+                for v in rule["verbs"]}
+    return out
+
+
+@pytest.mark.parametrize("values", [[], ["-f", str(GPU_VALUES)]], ids=["default", "gpu-pool"])
+def test_rbac_grants_exactly_what_the_operator_uses(values: list[str]) -> None:
+    docs = render(RELEASE_NS, *values)
+    roles = {(d["kind"], d["metadata"].get("namespace"), d["metadata"]["name"]): rules(d)
+             for d in docs if d["kind"] in ("ClusterRole", "Role")}
+    lease = ("Role", RELEASE_NS, f"{RELEASE}-leader-election")
+    expected = {lease: LEASE_RULES}
+    if values:
+        expected |= {("Role", ns, RELEASE): NAMESPACED_RULES for ns in ("ml-team-a", "ml-team-b")}
+    else:
+        expected[("ClusterRole", None, RELEASE)] = NAMESPACED_RULES | CRD_RULES
+    assert roles == expected
+    everything = set().union(*roles.values())
+    assert not any("*" in part for rule in everything for part in rule), "no wildcards"
+    bindings = [d for d in docs if d["kind"] in ("ClusterRoleBinding", "RoleBinding")]
+    assert len(bindings) == len(roles)
+    for b in bindings:
+        assert b["subjects"] == [{"kind": "ServiceAccount", "name": RELEASE,
+                                  "namespace": RELEASE_NS}]
 
 
 def test_chart_renders_and_creates_on_the_api_server(control_plane, api: client.ApiClient,
@@ -90,18 +156,38 @@ def test_chart_renders_and_creates_on_the_api_server(control_plane, api: client.
     dep = client.AppsV1Api(api).read_namespaced_deployment(RELEASE, RELEASE_NS)
     pod = dep.spec.template.spec
     assert dep.spec.replicas == 2
-    assert pod.security_context.run_as_non_root and pod.security_context.run_as_user == 65532
-    assert pod.security_context.seccomp_profile.type == "RuntimeDefault"
+    psc = pod.security_context
+    assert (psc.run_as_non_root, psc.run_as_user, psc.run_as_group, psc.fs_group,
+            psc.seccomp_profile.type) == (True, 65532, 65532, 65532, "RuntimeDefault")
+    assert pod.service_account_name == RELEASE and pod.automount_service_account_token
     c = pod.containers[0]
     assert c.image == "ghcr.io/example/mltask-operator:0.1.0"
+    assert (c.command, c.args) == (["mltask-operator"], ["--liveness=http://0.0.0.0:8081/healthz"])
     sc = c.security_context
     assert (sc.allow_privilege_escalation, sc.read_only_root_filesystem,
             sc.capabilities.drop) == (False, True, ["ALL"])
-    assert c.liveness_probe.http_get.path == "/healthz" and c.readiness_probe.http_get.port
+    ports = {p.name: p.container_port for p in c.ports}
+    assert ports == {"metrics": 8080, "health": 8081}
+    for probe in (c.liveness_probe, c.readiness_probe):
+        assert (probe.http_get.path, ports[probe.http_get.port]) == ("/healthz", 8081)
+    assert [(m.name, m.mount_path) for m in c.volume_mounts] == [("tmp", "/tmp")]
+    assert pod.volumes[0].name == "tmp" and pod.volumes[0].empty_dir is not None
     env = {e.name: e.value or "" for e in c.env}
-    assert env["MLTASK_LEADER_ELECTION"] == "true" and env["MLTASK_NAMESPACES"] == ""
-    assert env["MLTASK_LEADER_ELECTION_NAMESPACE"] == RELEASE_NS
+    assert env == {
+        "POD_NAME": "", "POD_NAMESPACE": "", "MLTASK_NAMESPACES": "",
+        "MLTASK_RESYNC_SECONDS": "60", "MLTASK_WORKERS": "8", "MLTASK_METRICS_PORT": "8080",
+        "MLTASK_HEALTH_PORT": "8081", "MLTASK_LOG_LEVEL": "INFO",
+        "MLTASK_WATCH_SERVER_TIMEOUT": "300", "MLTASK_WATCH_CLIENT_TIMEOUT": "330",
+        "MLTASK_LEADER_ELECTION": "true", "MLTASK_LEADER_ELECTION_NAMESPACE": RELEASE_NS,
+        "MLTASK_LEADER_ELECTION_LEASE_NAME": RELEASE, "MLTASK_LEADER_ELECTION_LEASE_SECONDS": "15",
+        "MLTASK_GPU_RESOURCE_NAME": "nvidia.com/gpu"}, "optional run-step env only when set"
+    downward = {e.name: e.value_from.field_ref.field_path for e in c.env if e.value_from}
+    assert downward == {"POD_NAME": "metadata.name", "POD_NAMESPACE": "metadata.namespace"}
     assert c.resources.requests == {"cpu": "100m", "memory": "256Mi"}
+    assert c.resources.limits == {"memory": "512Mi"}
+    svc = client.CoreV1Api(api).read_namespaced_service(f"{RELEASE}-metrics", RELEASE_NS)
+    assert [(p.name, p.port, p.target_port) for p in svc.spec.ports] == [
+        ("metrics", 8080, "metrics")]
 
 
 def test_gpu_values_give_namespaced_rbac_and_the_gpu_policy(
@@ -207,7 +293,7 @@ def test_operator_runs_as_the_chart_service_account(
         argo.update(namespace, f"{name}-2", argo_fn.succeed_all, result=RESULT)
         st = tasks.wait_state(name, "completed", "done")["status"]
         assert st["outputs"]["uri"] == RESULT["uri"]
-        assert any(e["reason"] == "Completed" for e in tasks.events(name)), "events allowed"
+        tasks.wait_event(name, "Completed")  # Events are allowed
 
         pipes = Pipelines(api, namespace)
         pipes.create(pipeline_example("cifar10"))
@@ -269,3 +355,19 @@ def test_namespaced_install_reaches_only_its_namespaces(
     with pytest.raises(client.ApiException) as err:
         objects.list_cluster_custom_object("mltask.dev", "v1alpha1", "mltasks")
     assert err.value.status == 403
+
+    def allowed(ns: str | None, verb: str, resource: str, group: str = "mltask.dev") -> bool:
+        review = client.AuthorizationV1Api(api).create_subject_access_review({
+            "apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
+            "spec": {"user": f"system:serviceaccount:mltask-gpu:{RELEASE}",
+                     "groups": ["system:serviceaccounts", "system:serviceaccounts:mltask-gpu"],
+                     "resourceAttributes": {"namespace": ns, "verb": verb, "group": group,
+                                            "resource": resource}}})
+        return review.status.allowed
+
+    assert allowed("ml-team-b", "create", "workflows", "argoproj.io")
+    assert allowed("ml-team-a", "update", "mltasks")
+    assert not allowed(namespace, "watch", "mltasks")
+    assert not allowed("mltask-gpu", "list", "mltasks"), "its own namespace is not watched"
+    assert not allowed(None, "watch", "customresourcedefinitions", "apiextensions.k8s.io")
+    assert not allowed("ml-team-a", "delete", "workflows", "argoproj.io")
