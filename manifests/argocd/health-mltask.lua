@@ -1,28 +1,52 @@
--- Argo CD health of an mltask.dev MLTask, from status.status (and executeStep, message).
+-- Argo CD health check for mltask.dev/v1alpha1 MLTask
+-- (argocd-cm key resource.customizations.health.mltask.dev_MLTask).
+-- After editing, regenerate argocd-cm-patch.yaml: python manifests/argocd/gen_argocd_cm.py
+-- Argo CD runs checks from argocd-cm without the string and math libraries, so this uses
+-- base functions only (type, tonumber, tostring).
 local hs = {}
-if obj.status == nil or obj.status.status == nil then
+
+-- A non-empty string, or nil: every field below may be absent or of an unexpected type.
+local function text(v)
+  if type(v) == "string" and v ~= "" then
+    return v
+  end
+  return nil
+end
+
+local status = obj.status
+if type(status) ~= "table" or text(status.status) == nil then
   hs.status = "Progressing"
   hs.message = "Waiting for the operator"
   return hs
 end
-local st = obj.status
-if obj.metadata ~= nil and obj.metadata.generation ~= nil and st.observedGeneration ~= nil
-    and obj.metadata.generation > st.observedGeneration then
+
+local generation = nil
+if type(obj.metadata) == "table" then
+  generation = tonumber(obj.metadata.generation)
+end
+local observed = tonumber(status.observedGeneration)
+if generation ~= nil and observed ~= nil and generation > observed then
   hs.status = "Progressing"
-  hs.message = "Waiting for the operator to observe generation " .. obj.metadata.generation
+  hs.message = "Waiting for the operator to observe generation " .. tostring(generation)
   return hs
 end
+
 local health = {
   completed = "Healthy",
-  init = "Progressing", running = "Progressing", retry = "Progressing",
+  init = "Progressing",
+  running = "Progressing",
+  retry = "Progressing",
   stopping = "Progressing",
   failed = "Degraded",
   stopped = "Suspended",
 }
-hs.status = health[st.status] or "Unknown"
-local message = st.message or st.status
-if st.executeStep ~= nil then
-  message = st.executeStep .. ": " .. message
+local phase = text(status.status)
+hs.status = health[phase] or "Unknown"
+
+local message = text(status.message) or phase
+local step = text(status.executeStep)
+if step ~= nil then
+  message = step .. ": " .. message
 end
 hs.message = message
 return hs
