@@ -1,9 +1,6 @@
-"""Pure: a Pipeline's task graph: dependencies (explicit and implied by fromTask), validation,
-order, and what depends on what."""
+"""Pure: a Pipeline's task graph: dependencies (explicit and implied by fromTask) and validation."""
 
 from __future__ import annotations
-
-from collections.abc import Iterable
 
 from mltask_operator.api.v1alpha1.mltask import TaskType
 from mltask_operator.api.v1alpha1.pipeline import PipelineSpec, PipelineTask
@@ -88,15 +85,3 @@ def validate(spec: PipelineSpec) -> list[str]:
             problems.append("dependency cycle: " + " -> ".join(cycle))
     return problems
 
-
-def downstream(deps: dict[str, list[str]], roots: Iterable[str]) -> set[str]:
-    """The roots and every task that depends on them, directly or not."""
-    out = set(roots)
-    changed = True
-    while changed:
-        changed = False
-        for name, ds in deps.items():
-            if name not in out and any(d in out for d in ds):
-                out.add(name)
-                changed = True
-    return out

@@ -21,11 +21,11 @@ from mltask_operator.api.v1alpha1.pipeline import (
     TaskState,
 )
 from mltask_operator.builders.mltask import child_name
+from mltask_operator.state_machine import TERMINAL
 from mltask_operator.status import conditions_for, format_duration, parse_time
 
 S = TaskState
 ACTIVE = frozenset({S.INIT, S.RUNNING, S.RETRY, S.STOPPING})
-TERMINAL_PHASES = frozenset({Phase.COMPLETED, Phase.FAILED, Phase.STOPPED})
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,7 @@ def child_view(task: str, body: dict[str, Any]) -> Child:
     retry_gen = int(spec.get("retryGeneration") or 0)
     seen_retry = st.get("observedRetryGeneration")
     state = TaskState(raw)
-    if seen_retry is not None and retry_gen > seen_retry and raw in TERMINAL_PHASES \
+    if seen_retry is not None and retry_gen > seen_retry and raw in TERMINAL \
             and not suspend:
         state = S.RETRY                      # retry requested, not yet started
     elif raw == Phase.STOPPED and not suspend:
@@ -264,7 +264,7 @@ def _finish(pipeline: str, st: PipelineStatus, prev: PipelineStatus, tasks: list
     st.message = message
     if started and st.start_time is None:
         st.start_time = now
-    if phase in TERMINAL_PHASES:
+    if phase in TERMINAL:
         if prev.status != phase or prev.completion_time is None:
             st.completion_time = now
     else:

@@ -64,11 +64,6 @@ def test_validate_names_the_task() -> None:
                         "task and produces no model"]
 
 
-def test_downstream_is_transitive() -> None:
-    deps = {"a": [], "b": ["a"], "c": ["b"], "d": []}
-    assert dag.downstream(deps, ["b"]) == {"b", "c"}
-
-
 # --------------------------------------------------------------------------------- builder
 
 
