@@ -1,0 +1,576 @@
+"""Pure status mapping: Workflows advanced by the Argo stand-in -> MLTask status, step by step."""
+
+from __future__ import annotations
+
+import datetime
+import itertools
+import json
+from typing import Any
+
+import pytest
+
+from harness import argo_standin as argo
+from harness.tasks import RESULT, example
+from mltask_operator.api.v1alpha1.mltask import MLTask, MLTaskStatus, StepName, StepStatus
+from mltask_operator.builders.workflow import ResolvedInputs, build_workflow
+from mltask_operator.status import (
+    compute_status,
+    fnv32a,
+    observe_workflow,
+    parse_metrics,
+    parse_result,
+    pod_name,
+)
+
+UTC = datetime.UTC
+NOW = datetime.datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+#: The stand-in's clock: every node timestamp is T0 + 10 s per tick, so times are exact.
+T0 = datetime.datetime(2026, 11, 23, 11, 0, tzinfo=UTC)
+WF = "train-resnet18-1"
+
+
+@pytest.fixture(autouse=True)
+def argo_clock(monkeypatch: pytest.MonkeyPatch) -> None:
+    ticks = itertools.count()
+
+    def now() -> str:
+        return (T0 + datetime.timedelta(seconds=10 * next(ticks))).isoformat().replace(
+            "+00:00", "Z")
+
+    monkeypatch.setattr(argo, "_now", now)
+
+
+def task(name: str = "training", *, limit: int = 3, retry_on: str = "OnError",
+         status: MLTaskStatus | None = None, generation: int = 2, **spec: Any) -> MLTask:
+    """The example with attempt 1 begun (what the handler writes before the Workflow)."""
+    body = example(name)
+    body["metadata"].update(namespace="ml", uid="u", generation=generation)
+    body["spec"].setdefault("runtime", {})["retryPolicy"] = {"limit": limit,
+                                                             "retryOn": retry_on}
+    body["spec"].update(spec)
+    t = MLTask.model_validate(body)
+    st = status or MLTaskStatus(status="init", attempt=1, workflow_name=f"{t.name}-1",
+                                observed_retry_generation=0)
+    return t.model_copy(update={"status": st})
+
+
+def workflow(t: MLTask, start_at: StepName = StepName.DOWNLOAD) -> dict[str, Any]:
+    assert t.status is not None
+    return build_workflow(t, attempt=t.status.attempt, start_at=start_at,
+                          inputs=ResolvedInputs("s3://d/x.zip", "s3://m/x.pt"))
+
+
+def observe(t: MLTask, wf: dict[str, Any] | None,
+            now: datetime.datetime = NOW) -> tuple[MLTask, MLTaskStatus]:
+    """One reconcile's status update; returns the task carrying it, for the next one."""
+    st = compute_status(t, wf, now)
+    return t.model_copy(update={"status": st}), st
+
+
+def through(wf: dict[str, Any], *steps: str) -> dict[str, Any]:
+    """Run and succeed `steps` in order, each writing the files the contract asks for."""
+    for s in steps:
+        outputs = {"run": {"metrics": "{}"}, "upload": {"result": json.dumps(RESULT)}}.get(s)
+        wf = argo.finish_pod(argo.run_pod(wf, s), s, outputs=outputs)
+    return wf
+
+
+def node(wf: dict[str, Any], name: str) -> dict[str, Any]:
+    return wf["status"]["nodes"][argo.node_id(wf["metadata"]["name"], name)]
+
+
+def at(value: str) -> datetime.datetime:
+    return datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def steps_of(st: MLTaskStatus) -> dict[str, StepStatus]:
+    return {str(s.name): s for s in st.steps or []}
+
+
+def conds(st: MLTaskStatus) -> dict[str, tuple[str, str]]:
+    return {c.type: (c.status, c.reason) for c in st.conditions or []}
+
+
+def cond(st: MLTaskStatus, type_: str):
+    return next(c for c in st.conditions or [] if c.type == type_)
+
+
+# ------------------------------------------------------------------------------ pod names
+
+
+def test_fnv32a_known_vectors() -> None:
+    assert fnv32a("") == 0x811C9DC5
+    assert fnv32a("a") == 0xE40C292C
+    assert fnv32a("foobar") == 0xBF9CF968
+    # the values Argo's UI tests pin for its own FNV-1a
+    assert fnv32a("hello") == 1335831723
+    assert fnv32a("world") == 933488787
+
+
+def test_pod_name_is_argo_v2() -> None:
+    """`<workflow>-<template>-<fnv32a(node name)>`: the node *name*, e.g. `wf.run(0)`."""
+    assert pod_name(WF, f"{WF}.run(0)", "run") == "train-resnet18-1-run-1364620516"
+    assert pod_name(WF, f"{WF}.run(1)", "run") == "train-resnet18-1-run-1834246753"
+    assert pod_name(WF, f"{WF}.run", "run") == "train-resnet18-1-run-4180403333"
+
+
+def test_pod_name_prefix_is_cut_to_fit_253() -> None:
+    name = pod_name("w" * 300, "w.run(0)", "run")
+    prefix, _, digits = name.rpartition("-")
+    assert prefix == "w" * 242 and digits == str(fnv32a("w.run(0)"))
+    assert len(name) <= 253
+
+
+@pytest.mark.parametrize(("limit", "node_name"), [(3, f"{WF}.run(0)"), (0, f"{WF}.run")])
+def test_step_pod_is_named_after_its_node(limit: int, node_name: str) -> None:
+    t = task(limit=limit)
+    wf = argo.run_pod(through(workflow(t), "download"), "run")
+    assert node(wf, node_name)["type"] == "Pod"
+    obs = observe_workflow(wf)
+    run = obs.steps[StepName.RUN]
+    assert run.pod == f"{WF}-run-{fnv32a(node_name)}"
+    # the step's node id is the DAG task node (Retry node when the template retries)
+    assert run.node_id == argo.node_id(WF, f"{WF}.run")
+    assert node(wf, f"{WF}.run")["type"] == ("Retry" if limit else "Pod")
+
+
+# --------------------------------------------------------------------------- running path
+
+
+def test_no_workflow_yet() -> None:
+    _, st = observe(task(), None)
+    assert (st.status, st.execute_step, st.attempt) == ("init", "prepare_file", 1)
+    assert st.message == "Preparing the working volume and Workflow"
+    assert st.steps is None and st.outputs is None and st.metrics is None
+    assert conds(st) == {"Succeeded": ("Unknown", "Initializing"),
+                         "Running": ("False", "Initializing"),
+                         "Stopped": ("False", "Initializing"),
+                         "Failed": ("False", "Initializing"),
+                         "Ready": ("False", "Initializing")}
+    assert {c.observed_generation for c in st.conditions or []} == {2}
+    assert st.observed_generation == 2
+    assert st.start_time == NOW and st.completion_time is None
+
+
+@pytest.mark.parametrize("picked_up", [False, True], ids=["no-status", "dag-node-only"])
+def test_workflow_without_pods_keeps_init(picked_up: bool) -> None:
+    t = task()
+    wf = argo.start(workflow(t)) if picked_up else workflow(t)
+    _, st = observe(t, wf)
+    assert (st.status, st.execute_step) == ("init", "prepare_file")
+    assert st.message == "Workflow created, waiting for pods"
+    assert st.steps is None
+
+
+def test_download_running() -> None:
+    t = task()
+    wf = argo.run_pod(workflow(t), "download")
+    _, st = observe(t, wf)
+    assert (st.status, st.execute_step, st.message) == ("running", "download",
+                                                        "Running download")
+    assert st.steps == [StepStatus(
+        name="download", phase="Running", attempt=1,
+        pod="train-resnet18-1-download-954518915",
+        node_id=argo.node_id(WF, f"{WF}.download"), retries=0,
+        started_at=at(node(wf, f"{WF}.download")["startedAt"]))]
+    assert conds(st)["Running"] == ("True", "Running")
+    assert conds(st)["Succeeded"] == ("Unknown", "Running")
+    assert st.start_time == at(wf["status"]["startedAt"])
+    assert st.completion_time is None
+    assert st.duration == "1h0m0s"  # from the Workflow's start (11:00) to NOW (12:00)
+
+
+def test_between_two_steps_is_running_the_next() -> None:
+    t = task()
+    wf = through(workflow(t), "download")
+    _, st = observe(t, wf)
+    assert (st.status, st.execute_step, st.message) == ("running", "run_task",
+                                                        "Starting run_task")
+    assert [s.name for s in st.steps or []] == ["download"]
+
+
+@pytest.mark.parametrize(("done", "running", "execute_step"), [
+    ([], "download", "download"),
+    (["download"], "run", "run_task"),
+    (["download", "run"], "upload", "upload"),
+])
+def test_execute_step_follows_the_running_pod(done: list[str], running: str,
+                                              execute_step: str) -> None:
+    t = task()
+    wf = argo.run_pod(through(workflow(t), *done), running)
+    _, st = observe(t, wf)
+    assert (st.status, st.execute_step) == ("running", execute_step)
+    steps = steps_of(st)
+    assert list(steps) == [*done, running]
+    assert steps[running].phase == "Running" and steps[running].finished_at is None
+    for s in done:
+        assert steps[s].phase == "Succeeded" and steps[s].exit_code == 0
+        assert steps[s].started_at is not None and steps[s].finished_at is not None
+        assert steps[s].started_at < steps[s].finished_at
+        assert steps[s].finished_at == at(node(wf, f"{WF}.{s}")["finishedAt"])
+
+
+def test_succeeded() -> None:
+    t = task()
+    wf = argo.succeed_all(workflow(t), result=RESULT, metrics={"accuracy": 0.93, "epochs": 30})
+    _, st = observe(t, wf)
+    assert (st.status, st.execute_step, st.message) == ("completed", "done", "Completed")
+    assert [(s.name, s.phase, s.attempt, s.exit_code) for s in st.steps or []] == [
+        ("download", "Succeeded", 1, 0), ("run", "Succeeded", 1, 0),
+        ("upload", "Succeeded", 1, 0)]
+    assert steps_of(st)["upload"].pod == "train-resnet18-1-upload-1214798936"
+    assert st.outputs is not None
+    assert st.outputs.to_k8s() == {"kind": "model", "name": "resnet18-cifar10",
+                                   "id": "model-42", "uri": RESULT["uri"],
+                                   "size": 44_700_000, "sha256": "ab" * 32}
+    assert st.metrics == {"accuracy": 0.93, "epochs": 30.0}
+    assert conds(st) == {"Succeeded": ("True", "Completed"), "Running": ("False", "Completed"),
+                         "Stopped": ("False", "Completed"), "Failed": ("False", "Completed"),
+                         "Ready": ("True", "Completed")}
+    assert st.completion_time == at(wf["status"]["finishedAt"])
+    assert st.start_time == at(wf["status"]["startedAt"])
+    assert st.duration == "1m10s"  # the stand-in's clock: seven ticks of 10 s
+
+
+def test_preprocessing_output_is_a_dataset() -> None:
+    t = task("preprocessing")
+    result = {"uri": "s3://ml-datasets/processed/cifar10-train.zip", "size": 1200}
+    _, st = observe(t, argo.succeed_all(workflow(t), result=result))
+    assert st.outputs is not None
+    assert st.outputs.to_k8s() == {"kind": "dataset", "name": "cifar10-train",
+                                   "id": result["uri"], "uri": result["uri"], "size": 1200}
+    assert st.metrics is None, "the default metrics `{}` are no metrics"
+
+
+# ---------------------------------------------------------------------------- failure path
+
+
+def test_failed_run_step() -> None:
+    t = task(limit=0)
+    wf = argo.run_pod(through(workflow(t), "download"), "run")
+    wf = argo.finish_pod(wf, "run", "Failed", exit_code=137, message="OOMKilled")
+    _, st = observe(t, wf)
+    assert (st.status, st.execute_step) == ("failed", "run_task")
+    assert st.message == "run step failed: OOMKilled (exit code 137)"
+    run = steps_of(st)["run"]
+    assert (run.phase, run.exit_code, run.message, run.retries) == ("Failed", 137, "OOMKilled", 0)
+    assert run.pod == "train-resnet18-1-run-4180403333"
+    assert run.finished_at == at(node(wf, f"{WF}.run")["finishedAt"])
+    assert "upload" not in steps_of(st)
+    assert conds(st) == {"Succeeded": ("False", "Failed"), "Running": ("False", "Failed"),
+                         "Stopped": ("False", "Failed"), "Failed": ("True", "Failed"),
+                         "Ready": ("False", "Failed")}
+    assert st.completion_time == at(wf["status"]["finishedAt"])
+    assert st.outputs is None
+
+
+def test_non_zero_exit_is_not_retried_on_error() -> None:
+    t = task(limit=3, retry_on="OnError")
+    wf = argo.run_pod(through(workflow(t), "download"), "run")
+    wf = argo.finish_pod(wf, "run", "Failed", exit_code=2, message="Error (exit code 2)")
+    _, st = observe(t, wf)
+    assert st.status == "failed"
+    assert st.message == "run step failed: Error (exit code 2)", "exit code not said twice"
+
+
+def test_error_node_fails_the_task() -> None:
+    t = task(limit=0)
+    wf = argo.finish_pod(argo.run_pod(workflow(t), "download"), "download", "Error",
+                         message="pod deleted")
+    _, st = observe(t, wf)
+    assert (st.status, st.execute_step) == ("failed", "download")
+    assert st.message is not None and st.message.startswith("download step error: pod deleted")
+    assert steps_of(st)["download"].phase == "Error"
+    assert conds(st)["Failed"] == ("True", "Failed")
+
+
+def test_workflow_error_without_a_step() -> None:
+    """Argo's controller can error a Workflow before any pod (e.g. an invalid spec)."""
+    t = task()
+    wf = workflow(t)
+    wf["status"] = {"phase": "Error", "message": "invalid spec: templates.run: bad",
+                    "startedAt": "2026-11-23T11:00:00Z", "finishedAt": "2026-11-23T11:00:01Z"}
+    _, st = observe(t, wf)
+    assert (st.status, st.message) == ("failed", "invalid spec: templates.run: bad")
+    assert st.completion_time == at("2026-11-23T11:00:01Z")
+
+
+def test_upload_without_result_fails_with_argos_message() -> None:
+    t = task(limit=0)
+    wf = argo.finish_pod(argo.run_pod(through(workflow(t), "download", "run"), "upload"),
+                         "upload")
+    _, st = observe(t, wf)
+    assert (st.status, st.execute_step) == ("failed", "upload")
+    assert "failed to get output parameter 'result'" in (st.message or "")
+    assert st.outputs is None
+
+
+# ---------------------------------------------------------------------------- retry path
+
+
+def test_lost_pod_is_retried_then_runs_then_completes() -> None:
+    t = task(limit=3)
+    wf = argo.run_pod(through(workflow(t), "download"), "run")
+    wf = argo.finish_pod(wf, "run", "Error", message="pod deleted")
+    t, st = observe(t, wf)
+    assert (st.status, st.execute_step) == ("retry", "run_task")
+    assert st.message == "Retrying run step (retry 1 of 3) after: pod deleted"
+    assert conds(st)["Running"] == ("True", "Retrying")
+    assert conds(st)["Succeeded"] == ("Unknown", "Retrying")
+    run = steps_of(st)["run"]
+    assert (run.phase, run.retries, run.pod) == ("Running", 0, "train-resnet18-1-run-1364620516")
+
+    wf = argo.run_pod(wf, "run")
+    t, st = observe(t, wf)
+    assert (st.status, st.message) == ("running", "Running run_task")
+    run = steps_of(st)["run"]
+    assert (run.phase, run.retries, run.pod) == ("Running", 1, "train-resnet18-1-run-1834246753")
+    assert run.message is None, "the new pod has no failure to tell"
+
+    wf = argo.finish_pod(wf, "run", "Error", message="pod deleted")
+    t, st = observe(t, wf)
+    assert st.message == "Retrying run step (retry 2 of 3) after: pod deleted"
+
+    wf = argo.run_pod(wf, "run")
+    wf = argo.finish_pod(wf, "run", outputs={"metrics": json.dumps({"loss": 0.25})})
+    wf = through(wf, "upload")
+    t, st = observe(t, wf)
+    assert st.status == "completed"
+    assert steps_of(st)["run"].retries == 2
+    assert st.metrics == {"loss": 0.25}
+
+
+def test_next_pod_pending_is_still_retry() -> None:
+    t = task(limit=3)
+    wf = argo.run_pod(through(workflow(t), "download"), "run")
+    wf = argo.run_pod(argo.finish_pod(wf, "run", "Error", message="pod deleted"), "run")
+    node(wf, f"{WF}.run(1)")["phase"] = "Pending"
+    _, st = observe(t, wf)
+    assert st.status == "retry"
+    assert st.message == "Retrying run step (retry 1 of 3)"
+
+
+def test_retries_exhausted_fail_the_task() -> None:
+    t = task(limit=1)
+    wf = argo.run_pod(through(workflow(t), "download"), "run")
+    wf = argo.finish_pod(wf, "run", "Error", message="pod deleted")
+    wf = argo.finish_pod(argo.run_pod(wf, "run"), "run", "Error", message="pod deleted")
+    _, st = observe(t, wf)
+    assert st.status == "failed"
+    assert (st.message or "").startswith("run step error: pod deleted")
+    assert steps_of(st)["run"].retries == 1
+
+
+# ----------------------------------------------------------------------------- stop path
+
+
+def test_stopping_then_stopped() -> None:
+    t = task(suspend=True)
+    wf = argo.run_pod(workflow(t), "download")
+    wf["spec"]["shutdown"] = "Stop"
+    t, st = observe(t, wf)
+    assert (st.status, st.execute_step, st.message) == ("stopping", "download",
+                                                        "Stopping at download")
+    assert conds(st)["Running"] == ("True", "Stopping")
+    assert st.completion_time is None
+
+    wf = argo.stop(wf)
+    _, st = observe(t, wf, NOW + datetime.timedelta(seconds=5))
+    assert (st.status, st.execute_step, st.message) == ("stopped", "download",
+                                                        "Stopped at download")
+    assert conds(st) == {"Succeeded": ("False", "Stopped"), "Running": ("False", "Stopped"),
+                         "Stopped": ("True", "Stopped"), "Failed": ("False", "Stopped"),
+                         "Ready": ("False", "Stopped")}
+    download = steps_of(st)["download"]
+    assert download.phase == "Failed"
+    assert download.message == "workflow shutdown with strategy:  Stop"
+    assert st.completion_time == at(wf["status"]["finishedAt"])
+
+
+def test_workflow_failed_while_suspended_is_stopped() -> None:
+    """The Workflow may fail before the shutdown request lands; the user asked to stop."""
+    t = task(limit=0, suspend=True)
+    wf = argo.finish_pod(argo.run_pod(workflow(t), "download"), "download", "Failed")
+    _, st = observe(t, wf)
+    assert st.status == "stopped"
+
+
+# ------------------------------------------------------------------------ attempts, merge
+
+
+def test_attempt_count_is_carried_to_status_and_steps() -> None:
+    prev = MLTaskStatus(status="retry", attempt=3, workflow_name="train-resnet18-3",
+                        observed_retry_generation=2, start_time=T0)
+    t = task(status=prev)
+    wf = argo.run_pod(workflow(t), "download")
+    assert wf["metadata"]["name"] == "train-resnet18-3"
+    _, st = observe(t, wf)
+    assert (st.status, st.attempt, st.workflow_name) == ("running", 3, "train-resnet18-3")
+    assert st.observed_retry_generation == 2
+    assert steps_of(st)["download"].attempt == 3
+    assert steps_of(st)["download"].pod == pod_name("train-resnet18-3",
+                                                    "train-resnet18-3.download(0)", "download")
+    assert st.start_time == T0, "the first attempt's start is kept"
+
+
+def test_retry_attempt_waits_in_retry_until_its_pods_run() -> None:
+    prev = MLTaskStatus(status="retry", attempt=2, workflow_name="train-resnet18-2",
+                        observed_retry_generation=1)
+    t = task(status=prev)
+    _, st = observe(t, workflow(t))
+    assert st.status == "retry"
+    assert conds(st)["Running"] == ("True", "Retrying")
+
+
+def test_continued_attempt_keeps_the_finished_steps() -> None:
+    """Attempt 1 stopped in run; attempt 2 starts at run and keeps attempt 1's download."""
+    t1 = task(suspend=True)
+    wf1 = argo.run_pod(through(workflow(t1), "download"), "run")
+    wf1["spec"]["shutdown"] = "Stop"
+    _, stopped = observe(t1, argo.stop(wf1))
+    assert stopped.status == "stopped"
+    prev = stopped.model_copy(update={"status": "running", "attempt": 2,
+                                      "workflow_name": "train-resnet18-2",
+                                      "completion_time": None})
+    t2 = task(status=prev)
+    wf2 = workflow(t2, start_at=StepName.RUN)
+    _, st = observe(t2, wf2)
+    assert [(s.name, s.attempt, s.phase) for s in st.steps or []] == [
+        ("download", 1, "Succeeded")], "attempt 1's stopped run is dropped, download kept"
+    wf2 = argo.run_pod(wf2, "run")
+    _, st = observe(t2, wf2)
+    assert (st.status, st.execute_step) == ("running", "run_task")
+    assert [(s.name, s.attempt, s.phase) for s in st.steps or []] == [
+        ("download", 1, "Succeeded"), ("run", 2, "Running")]
+    assert steps_of(st)["run"].pod == pod_name("train-resnet18-2", "train-resnet18-2.run(0)",
+                                               "run")
+
+
+# --------------------------------------------------------------------- metrics and result
+
+
+@pytest.mark.parametrize(("raw", "expected"), [
+    ('{"accuracy": 0.93, "epoch": 30}', {"accuracy": 0.93, "epoch": 30.0}),
+    ('{"loss": "low", "converged": true, "f1": 0.5, "nested": {"a": 1}}', {"f1": 0.5}),
+    ('{"loss": "low"}', None),
+    ("{}", None),
+    ("", None),
+    (None, None),
+    ("not json", None),
+    ('{"accuracy": 0.9', None),
+    ("[0.9, 0.8]", None),
+    ("0.93", None),
+    ("null", None),
+])
+def test_parse_metrics(raw: str | None, expected: dict[str, float] | None) -> None:
+    assert parse_metrics(raw) == expected
+
+
+def test_bad_metrics_keep_the_last_good_ones() -> None:
+    prev = MLTaskStatus(status="running", attempt=1, workflow_name=WF,
+                        metrics={"accuracy": 0.5})
+    t = task(status=prev)
+    wf = argo.run_pod(workflow(t), "download")
+    wf = argo.finish_pod(wf, "download")
+    wf = argo.finish_pod(argo.run_pod(wf, "run"), "run", outputs={"metrics": "{oops"})
+    _, st = observe(t, wf)
+    assert st.status == "running"
+    assert st.metrics == {"accuracy": 0.5}
+    wf = argo.finish_pod(argo.run_pod(workflow(task()), "download"), "download")
+    wf = argo.finish_pod(argo.run_pod(wf, "run"), "run", outputs={"metrics": "{oops"})
+    assert observe(task(), wf)[1].metrics is None
+
+
+@pytest.mark.parametrize(("raw", "expected"), [
+    (json.dumps(RESULT), {"kind": "model", "name": "resnet18-cifar10", "id": "model-42",
+                          "uri": RESULT["uri"], "size": 44_700_000, "sha256": "ab" * 32}),
+    ('{"uri": "s3://m/x.pt"}', {"kind": "model", "name": "resnet18-cifar10",
+                                "id": "s3://m/x.pt", "uri": "s3://m/x.pt"}),
+    ('{"uri": "s3://m/x.pt", "size": "big", "sha256": 5}',
+     {"kind": "model", "name": "resnet18-cifar10", "id": "s3://m/x.pt", "uri": "s3://m/x.pt"}),
+    ('{"uri": "s3://m/x.pt", "size": true}',
+     {"kind": "model", "name": "resnet18-cifar10", "id": "s3://m/x.pt", "uri": "s3://m/x.pt"}),
+    ("not json", {"kind": "model", "name": "resnet18-cifar10"}),
+    ("[1]", {"kind": "model", "name": "resnet18-cifar10"}),
+])
+def test_parse_result(raw: str, expected: dict[str, Any]) -> None:
+    out = parse_result(raw, task())
+    assert out is not None and out.to_k8s() == expected
+
+
+def test_parse_result_without_a_value_is_none() -> None:
+    assert parse_result(None, task()) is None
+
+
+def test_outputs_only_once_upload_succeeded() -> None:
+    t = task()
+    wf = argo.run_pod(through(workflow(t), "download", "run"), "upload")
+    _, st = observe(t, wf)
+    assert st.status == "running" and st.outputs is None
+
+
+# ------------------------------------------------------------------- stale, conditions
+
+
+@pytest.mark.parametrize("end", ["completed", "failed", "stopped"])
+def test_stale_running_workflow_after_the_end_changes_nothing(end: str) -> None:
+    t = task(limit=0, suspend=end == "stopped")
+    wf = workflow(t)
+    if end == "completed":
+        final = argo.succeed_all(wf, result=RESULT)
+    elif end == "failed":
+        final = argo.finish_pod(argo.run_pod(wf, "download"), "download", "Failed")
+    else:
+        wf = argo.run_pod(wf, "download")
+        wf["spec"]["shutdown"] = "Stop"
+        final = argo.stop(wf)
+    t, done = observe(t, final)
+    assert done.status == end
+    stale = argo.run_pod(workflow(t), "download")  # an old informer event: still running
+    later = NOW + datetime.timedelta(minutes=3)
+    _, st = observe(t.model_copy(update={"metadata": {**t.metadata, "generation": 3}}),
+                    stale, later)
+    assert st.status == end
+    assert st.model_dump(exclude={"observed_generation"}) == \
+        done.model_dump(exclude={"observed_generation"})
+    assert st.observed_generation == 3
+
+
+def test_condition_times_move_only_when_the_status_moves() -> None:
+    t = task()
+    wf = argo.run_pod(workflow(t), "download")
+    t, first = observe(t, wf, NOW)
+    assert {c.type: c.last_transition_time for c in first.conditions or []} == {
+        "Succeeded": NOW, "Running": NOW, "Stopped": NOW, "Failed": NOW, "Ready": NOW}
+
+    later = NOW + datetime.timedelta(minutes=5)
+    wf = argo.run_pod(argo.finish_pod(wf, "download"), "run")
+    t, second = observe(t, wf, later)
+    assert second.execute_step == "run_task"
+    assert cond(second, "Running").message == "Running run_task", "message follows"
+    assert all(c.last_transition_time == NOW for c in second.conditions or []), \
+        "no condition changed status"
+
+    end = NOW + datetime.timedelta(minutes=9)
+    wf = through(argo.finish_pod(wf, "run", outputs={"metrics": "{}"}), "upload")
+    _, third = observe(t, wf, end)
+    assert third.status == "completed"
+    times = {c.type: c.last_transition_time for c in third.conditions or []}
+    assert times == {"Succeeded": end,  # Unknown -> True
+                     "Running": end,    # True -> False
+                     "Ready": end,      # False -> True
+                     "Stopped": NOW,    # False -> False
+                     "Failed": NOW}     # False -> False
+    assert {c.reason for c in third.conditions or []} == {"Completed"}
+
+
+def test_conditions_carry_the_generation_they_were_computed_for() -> None:
+    t = task(generation=4)
+    wf = argo.run_pod(workflow(t), "download")
+    t, st = observe(t, wf)
+    assert {c.observed_generation for c in st.conditions or []} == {4}
+    t5 = t.model_copy(update={"metadata": {**t.metadata, "generation": 5}})
+    _, st = observe(t5, wf, NOW + datetime.timedelta(seconds=30))
+    assert {c.observed_generation for c in st.conditions or []} == {5}
+    assert st.observed_generation == 5
+    assert cond(st, "Running").last_transition_time == NOW

@@ -1,0 +1,530 @@
+"""The pure builder MLTask -> Argo Workflow (and working volume), checked against every example."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from harness import argo_standin as argo
+from harness.tasks import example
+from mltask_operator.api.v1alpha1.mltask import MLTask, StepName
+from mltask_operator.builders.workflow import (
+    ResolvedInputs,
+    build_work_pvc,
+    build_workflow,
+)
+from mltask_operator.settings import RunStepDefaults
+
+EXAMPLES = ["preprocessing", "training", "optimization"]
+STEPS = ["download", "run", "upload"]
+UID = "0b4c2a9e-1111-4c3e-9d7e-5a6b7c8d9e0f"
+
+#: What each example must turn into, written out from examples/mltask-*.yaml.
+EXPECTED: dict[str, dict[str, Any]] = {
+    "preprocessing": {
+        "task": "preprocess-cifar10",
+        "labels": {"mltask.dev/task": "preprocess-cifar10", "mltask.dev/type": "preprocessing",
+                   "mltask.dev/pipeline": "cifar10-pipeline",
+                   "app.kubernetes.io/managed-by": "mltask-operator"},
+        "resources": {"requests": {"cpu": "2", "memory": "4Gi"}},
+        "node_selector": None,
+        "tolerations": None,
+        "retry": {"limit": 3, "retryPolicy": "OnError",
+                  "backoff": {"duration": "10s", "factor": 2, "maxDuration": "10m"}},
+        "pvc_size": "10Gi",
+        "deadline": None,
+        "config_map": None,
+        "run_image": "ghcr.io/example/cifar10-preprocess:1.4",
+        "run_command": ["python", "-m", "preprocess"],
+    },
+    "training": {
+        "task": "train-resnet18",
+        "labels": {"mltask.dev/task": "train-resnet18", "mltask.dev/type": "training",
+                   "app.kubernetes.io/managed-by": "mltask-operator"},
+        "resources": {"requests": {"cpu": "8", "memory": "32Gi"},
+                      "limits": {"nvidia.com/gpu": "1"}},
+        "node_selector": {"nvidia.com/gpu.present": "true"},
+        "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+        "retry": {"limit": 3, "retryPolicy": "OnError",
+                  "backoff": {"duration": "10s", "factor": 2, "maxDuration": "10m"}},
+        "pvc_size": "50Gi",
+        "deadline": 86400,
+        "config_map": "resnet18-hparams",
+        "run_image": "ghcr.io/example/resnet-train:2.1",
+        "run_command": ["python", "train.py"],
+    },
+    "optimization": {
+        "task": "optimize-resnet18",
+        "labels": {"mltask.dev/task": "optimize-resnet18", "mltask.dev/type": "optimization",
+                   "app.kubernetes.io/managed-by": "mltask-operator"},
+        "resources": {"limits": {"nvidia.com/gpu": "1", "memory": "24Gi"}},
+        "node_selector": {"nvidia.com/gpu.present": "true"},
+        "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+        "retry": {"limit": 2, "retryPolicy": "Always",
+                  "backoff": {"duration": "10s", "factor": 2, "maxDuration": "10m"}},
+        "pvc_size": "10Gi",
+        "deadline": None,
+        "config_map": None,
+        "run_image": "ghcr.io/example/resnet-optimize:2.1",
+        "run_command": ["python", "optimize.py"],
+    },
+}
+
+#: The step-image contract of each example's run step, in order (README "Step image contract").
+RUN_ENV: dict[str, list[tuple[str, str]]] = {
+    "preprocessing": [
+        ("MLTASK_NAME", "preprocess-cifar10"), ("MLTASK_NAMESPACE", "ml"),
+        ("MLTASK_TYPE", "preprocessing"), ("MLTASK_STEP", "run"), ("MLTASK_ATTEMPT", "2"),
+        ("MLTASK_WORKDIR", "/mltask"), ("MLTASK_INPUT_DIR", "/mltask/input"),
+        ("MLTASK_OUTPUT_DIR", "/mltask/output"),
+        ("MLTASK_METRICS_FILE", "/mltask/meta/metrics.json"),
+        ("MLTASK_RESULT_FILE", "/mltask/meta/result.json"),
+        ("MLTASK_INPUT_DATASET_URI", "s3://ml-datasets/raw/cifar10.zip"),
+        ("MLTASK_INPUT_DATASET_KIND", "project"),
+        ("MLTASK_OUTPUT_URI", "s3://ml-datasets/processed/"),
+        ("MLTASK_PARAMETERS", '{"imageSize": "32", "normalize": "true"}'),
+        ("MLTASK_OUTPUT_KIND", "dataset"), ("MLTASK_OUTPUT_NAME", "cifar10-train"),
+        ("MLTASK_OUTPUT_TYPE", "training"), ("MLTASK_OUTPUT_FILE_EXTENSION", "zip"),
+    ],
+    "training": [
+        ("MLTASK_NAME", "train-resnet18"), ("MLTASK_NAMESPACE", "ml"),
+        ("MLTASK_TYPE", "training"), ("MLTASK_STEP", "run"), ("MLTASK_ATTEMPT", "2"),
+        ("MLTASK_WORKDIR", "/mltask"), ("MLTASK_INPUT_DIR", "/mltask/input"),
+        ("MLTASK_OUTPUT_DIR", "/mltask/output"),
+        ("MLTASK_METRICS_FILE", "/mltask/meta/metrics.json"),
+        ("MLTASK_RESULT_FILE", "/mltask/meta/result.json"),
+        ("MLTASK_INPUT_DATASET_URI", "s3://ml-datasets/processed/cifar10-train.zip"),
+        ("MLTASK_INPUT_DATASET_KIND", "project"),
+        ("MLTASK_OUTPUT_URI", "s3://ml-models/resnet18/"),
+        ("MLTASK_PARAMETERS", '{"batchSize": "256", "epochs": "30", "learningRate": "0.01"}'),
+        ("MLTASK_CONFIG_DIR", "/etc/mltask/config"),
+        ("MLTASK_OUTPUT_KIND", "model"), ("MLTASK_OUTPUT_NAME", "resnet18-cifar10"),
+        ("MLTASK_OUTPUT_TYPE", "resnet18"), ("MLTASK_OUTPUT_INPUT_FORMAT", "pytorch"),
+        ("MLTASK_OUTPUT_FORMAT", "float32"), ("MLTASK_OUTPUT_FILE_EXTENSION", "pt"),
+    ],
+    "optimization": [
+        ("MLTASK_NAME", "optimize-resnet18"), ("MLTASK_NAMESPACE", "ml"),
+        ("MLTASK_TYPE", "optimization"), ("MLTASK_STEP", "run"), ("MLTASK_ATTEMPT", "2"),
+        ("MLTASK_WORKDIR", "/mltask"), ("MLTASK_INPUT_DIR", "/mltask/input"),
+        ("MLTASK_OUTPUT_DIR", "/mltask/output"),
+        ("MLTASK_METRICS_FILE", "/mltask/meta/metrics.json"),
+        ("MLTASK_RESULT_FILE", "/mltask/meta/result.json"),
+        ("MLTASK_INPUT_DATASET_URI", "s3://ml-datasets/field/cameras-2026-11.zip"),
+        ("MLTASK_INPUT_DATASET_KIND", "application"),
+        ("MLTASK_INPUT_MODEL_URI", "s3://ml-models/resnet18/resnet18-cifar10.pt"),
+        ("MLTASK_OUTPUT_URI", "s3://ml-models/resnet18-field/"),
+        ("MLTASK_PARAMETERS", '{"epochs": "5", "precision": "float16"}'),
+        ("MLTASK_OUTPUT_KIND", "model"), ("MLTASK_OUTPUT_NAME", "resnet18-field-fp16"),
+        ("MLTASK_OUTPUT_TYPE", "resnet18"), ("MLTASK_OUTPUT_INPUT_FORMAT", "float32"),
+        ("MLTASK_OUTPUT_FORMAT", "float16"), ("MLTASK_OUTPUT_FILE_EXTENSION", "onnx"),
+    ],
+}
+
+
+def body(name: str) -> dict[str, Any]:
+    """The example as the API server would hand it over: namespace, uid, Argo CD's marks."""
+    b = example(name)
+    b["metadata"].update(
+        namespace="ml", uid=UID, generation=1,
+        labels={"app.kubernetes.io/instance": "ml-apps", "team": "vision"},
+        annotations={"argocd.argoproj.io/tracking-id": "ml-apps:mltask.dev/MLTask:ml/x"})
+    return b
+
+
+def task(name: str, **runtime: Any) -> MLTask:
+    b = body(name)
+    b["spec"].setdefault("runtime", {}).update(runtime)
+    return MLTask.model_validate(b)
+
+
+def inputs_of(t: MLTask) -> ResolvedInputs:
+    model = t.spec.input.model.uri if t.spec.input.model else None
+    return ResolvedInputs(dataset_uri=str(t.spec.input.dataset.uri), model_uri=model)
+
+
+def build(t: MLTask, attempt: int = 1, start_at: StepName = StepName.DOWNLOAD,
+          defaults: RunStepDefaults | None = None) -> dict[str, Any]:
+    return build_workflow(t, attempt=attempt, start_at=start_at, inputs=inputs_of(t),
+                          defaults=defaults)
+
+
+def templates(wf: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {t["name"]: t for t in wf["spec"]["templates"]}
+
+
+def env_of(template: dict[str, Any]) -> list[tuple[str, str | None]]:
+    return [(e["name"], e.get("value")) for e in template["container"]["env"]]
+
+
+# ------------------------------------------------------------------------------ identity
+
+
+@pytest.mark.parametrize("name", EXAMPLES)
+@pytest.mark.parametrize("attempt", [1, 7])
+def test_workflow_name_is_task_dash_attempt(name: str, attempt: int) -> None:
+    wf = build(task(name), attempt=attempt)
+    assert (wf["apiVersion"], wf["kind"]) == ("argoproj.io/v1alpha1", "Workflow")
+    assert wf["metadata"]["name"] == f"{EXPECTED[name]['task']}-{attempt}"
+    assert wf["metadata"]["namespace"] == "ml"
+    assert "generateName" not in wf["metadata"], "a random name could be created twice"
+
+
+@pytest.mark.parametrize("name", EXAMPLES)
+def test_same_input_same_workflow(name: str) -> None:
+    t = task(name)
+    before = t.model_dump()
+    first = build(t, attempt=2, start_at=StepName.RUN)
+    again = build(task(name), attempt=2, start_at=StepName.RUN)
+    assert first == again
+    assert json.dumps(first, sort_keys=True) == json.dumps(again, sort_keys=True)
+    assert t.model_dump() == before, "building must not change the task"
+    # and the attempt does make a difference
+    assert build(t, attempt=3, start_at=StepName.RUN) != first
+
+
+# ------------------------------------------------------------------------------------ dag
+
+
+@pytest.mark.parametrize("name", EXAMPLES)
+def test_dag_is_download_run_upload(name: str) -> None:
+    wf = build(task(name))
+    spec = wf["spec"]
+    assert spec["entrypoint"] == "main"
+    tpl = templates(wf)
+    assert list(tpl) == ["main", *STEPS]
+    dag = tpl["main"]["dag"]["tasks"]
+    assert [(d["name"], d["template"], d.get("depends")) for d in dag] == [
+        ("download", "download", None),
+        ("run", "run", "download.Succeeded"),
+        ("upload", "upload", "run.Succeeded"),
+    ]
+    # Argo refuses a task that sets both `depends` and `dependencies`
+    assert all("dependencies" not in d for d in dag)
+    assert wf["metadata"]["annotations"] == {"mltask.dev/start-step": "download"}
+
+
+@pytest.mark.parametrize("name", EXAMPLES)
+@pytest.mark.parametrize(("start", "steps"), [
+    (StepName.DOWNLOAD, ["download", "run", "upload"]),
+    (StepName.RUN, ["run", "upload"]),
+    (StepName.UPLOAD, ["upload"]),
+])
+def test_start_at_leaves_the_earlier_steps_out(name: str, start: StepName,
+                                               steps: list[str]) -> None:
+    wf = build(task(name), attempt=2, start_at=start)
+    tpl = templates(wf)
+    dag = tpl["main"]["dag"]["tasks"]
+    assert [d["name"] for d in dag] == steps
+    assert "depends" not in dag[0], "the first step of a continued attempt waits for nothing"
+    assert [d["depends"] for d in dag[1:]] == [f"{s}.Succeeded" for s in steps[:-1]]
+    assert list(tpl) == ["main", *steps], "no template for a skipped step"
+    assert wf["metadata"]["annotations"]["mltask.dev/start-step"] == str(start)
+    # the earlier steps' output is still there: the same working volume
+    assert wf["spec"]["volumes"][0]["persistentVolumeClaim"]["claimName"] == \
+        f"{EXPECTED[name]['task']}-work"
+
+
+def test_continued_workflow_runs_under_argo_from_its_first_step() -> None:
+    """The Argo stand-in walks exactly the DAG it was given: run, then upload."""
+    wf = build(task("training"), attempt=2, start_at=StepName.RUN)
+    done = argo.succeed_all(wf, result={"uri": "s3://x"})
+    assert done["status"]["phase"] == "Succeeded"
+    ran = {n["templateName"] for n in done["status"]["nodes"].values() if n["type"] == "Pod"}
+    assert ran == {"run", "upload"}
+
+
+# ------------------------------------------------------------------------- labels, owner
+
+
+@pytest.mark.parametrize("name", EXAMPLES)
+def test_labels_tie_workflow_and_pods_to_the_task(name: str) -> None:
+    wf = build(task(name), attempt=4)
+    want = {**EXPECTED[name]["labels"], "mltask.dev/attempt": "4"}
+    assert wf["metadata"]["labels"] == want
+    assert wf["spec"]["podMetadata"]["labels"] == want
+    assert wf["spec"]["podMetadata"]["labels"] is not wf["metadata"]["labels"]
+
+
+@pytest.mark.parametrize("name", EXAMPLES)
+def test_argo_cd_tracking_marks_are_never_copied(name: str) -> None:
+    """A child carrying the task's Argo CD instance label or tracking id would be pruned."""
+    t = task(name)
+    wf = build(t)
+    pvc = build_work_pvc(t)
+    for meta in (wf["metadata"], wf["spec"]["podMetadata"], pvc["metadata"]):
+        assert "app.kubernetes.io/instance" not in meta.get("labels", {})
+        assert "team" not in meta.get("labels", {})
+        assert "argocd.argoproj.io/tracking-id" not in meta.get("annotations", {})
+    assert "argocd.argoproj.io" not in json.dumps(wf)
+    assert "ml-apps" not in json.dumps(wf) + json.dumps(pvc)
+
+
+@pytest.mark.parametrize("name", EXAMPLES)
+def test_owned_by_the_task(name: str) -> None:
+    t = task(name)
+    owner = {"apiVersion": "mltask.dev/v1alpha1", "kind": "MLTask",
+             "name": EXPECTED[name]["task"], "uid": UID, "controller": True,
+             "blockOwnerDeletion": True}
+    assert build(t)["metadata"]["ownerReferences"] == [owner]
+    assert build_work_pvc(t)["metadata"]["ownerReferences"] == [owner]
+
+
+# ------------------------------------------------------------------------ working volume
+
+
+@pytest.mark.parametrize("name", EXAMPLES)
+def test_working_volume_claim(name: str) -> None:
+    t = task(name)
+    claim = f"{EXPECTED[name]['task']}-work"
+    pvc = build_work_pvc(t)
+    assert pvc == {
+        "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+        "metadata": {"name": claim, "namespace": "ml", "labels": EXPECTED[name]["labels"],
+                     "ownerReferences": pvc["metadata"]["ownerReferences"]},
+        "spec": {"accessModes": ["ReadWriteOnce"],
+                 "resources": {"requests": {"storage": EXPECTED[name]["pvc_size"]}}},
+    }
+    assert "mltask.dev/attempt" not in pvc["metadata"]["labels"], "it outlives each attempt"
+    wf = build(t)
+    assert wf["spec"]["volumes"][0] == {"name": "work",
+                                        "persistentVolumeClaim": {"claimName": claim}}
+    for step in STEPS:
+        mounts = templates(wf)[step]["container"]["volumeMounts"]
+        assert mounts[0] == {"name": "work", "mountPath": "/mltask"}
+
+
+def test_working_volume_storage_class_and_size() -> None:
+    pvc = build_work_pvc(task("training", workVolume={"size": "5Ti",
+                                                      "storageClassName": "fast-nvme"}))
+    assert pvc["spec"]["storageClassName"] == "fast-nvme"
+    assert pvc["spec"]["resources"]["requests"]["storage"] == "5Ti"
+
+
+@pytest.mark.parametrize("name", EXAMPLES)
+def test_config_map_mounted_only_when_set(name: str) -> None:
+    wf = build(task(name))
+    cm = EXPECTED[name]["config_map"]
+    volumes = wf["spec"]["volumes"]
+    for step in STEPS:
+        mounts = templates(wf)[step]["container"]["volumeMounts"]
+        if cm:
+            assert {"name": "config", "mountPath": "/etc/mltask/config",
+                    "readOnly": True} in mounts
+        else:
+            assert [m["name"] for m in mounts] == ["work"]
+    if cm:
+        assert {"name": "config", "configMap": {"name": cm}} in volumes
+    else:
+        assert [v["name"] for v in volumes] == ["work"]
+
+
+# --------------------------------------------------------------------------------- retries
+
+
+@pytest.mark.parametrize("name", EXAMPLES)
+def test_retry_strategy_on_every_step(name: str) -> None:
+    tpl = templates(build(task(name)))
+    for step in STEPS:
+        assert tpl[step]["retryStrategy"] == EXPECTED[name]["retry"]
+    assert "retryStrategy" not in tpl["main"]
+
+
+@pytest.mark.parametrize("name", EXAMPLES)
+def test_retry_policy_covers_errors_not_only_failures(name: str) -> None:
+    """A deleted or preempted pod makes an Argo node `Error`, not `Failed`: OnFailure (Argo's
+    own default) would never retry it."""
+    policy = templates(build(task(name)))["run"]["retryStrategy"]["retryPolicy"]
+    assert policy in ("OnError", "Always")
+    assert "Error" in argo.RETRYABLE[policy]
+
+
+def test_default_retry_policy_is_on_error() -> None:
+    b = body("training")
+    del b["spec"]["runtime"]["retryPolicy"]
+    rs = templates(build(MLTask.model_validate(b)))["run"]["retryStrategy"]
+    assert rs == {"limit": 3, "retryPolicy": "OnError",
+                  "backoff": {"duration": "10s", "factor": 2, "maxDuration": "10m"}}
+
+
+def test_a_lost_run_pod_is_retried_by_argo() -> None:
+    wf = build(task("training"))
+    wf = argo.finish_pod(argo.run_pod(wf, "download"), "download")
+    wf = argo.finish_pod(argo.run_pod(wf, "run"), "run", "Error", message="pod deleted")
+    assert wf["status"]["phase"] == "Running", "Argo starts another pod after the backoff"
+    wf = argo.finish_pod(argo.run_pod(wf, "run"), "run", outputs={"metrics": "{}"})
+    assert [n["phase"] for n in wf["status"]["nodes"].values()
+            if n["type"] == "Pod" and n["templateName"] == "run"] == ["Error", "Succeeded"]
+
+
+def test_retry_policy_and_backoff_pass_through() -> None:
+    t = task("training", retryPolicy={"limit": 7, "retryOn": "OnTransientError",
+                                      "backoff": {"duration": "30s", "factor": 3,
+                                                  "maxDuration": "2h"}})
+    assert templates(build(t))["upload"]["retryStrategy"] == {
+        "limit": 7, "retryPolicy": "OnTransientError",
+        "backoff": {"duration": "30s", "factor": 3, "maxDuration": "2h"}}
+
+
+@pytest.mark.parametrize("name", EXAMPLES)
+def test_no_retry_strategy_at_limit_zero(name: str) -> None:
+    wf = build(task(name, retryPolicy={"limit": 0, "retryOn": "Always"}))
+    assert all("retryStrategy" not in t for t in wf["spec"]["templates"])
+    assert "retryStrategy" not in json.dumps(wf)
+
+
+# ---------------------------------------------------------------------- run step, placement
+
+
+@pytest.mark.parametrize("name", EXAMPLES)
+def test_run_step_container_and_resources(name: str) -> None:
+    tpl = templates(build(task(name)))
+    run = tpl["run"]["container"]
+    assert run["image"] == EXPECTED[name]["run_image"]
+    assert run["command"] == EXPECTED[name]["run_command"]
+    assert run["resources"] == EXPECTED[name]["resources"]
+    for step in ("download", "upload"):
+        assert "resources" not in tpl[step]["container"]
+
+
+@pytest.mark.parametrize("name", EXAMPLES)
+def test_node_selector_and_tolerations_from_the_spec(name: str) -> None:
+    wf = build(task(name))
+    spec = wf["spec"]
+    want_ns, want_tol = EXPECTED[name]["node_selector"], EXPECTED[name]["tolerations"]
+    assert spec.get("nodeSelector") == want_ns
+    assert spec.get("tolerations") == want_tol
+    # Workflow-level: without a GPU policy no template overrides them, so the run pod gets them
+    assert all("nodeSelector" not in t and "tolerations" not in t for t in spec["templates"])
+
+
+@pytest.mark.parametrize("name", ["training", "optimization"])
+def test_gpu_policy_places_only_the_run_step(name: str) -> None:
+    policy = RunStepDefaults(node_selector={"pool": "gpu"},
+                             tolerations=[{"key": "spot", "operator": "Exists"}])
+    tpl = templates(build(task(name), defaults=policy))
+    assert tpl["run"]["nodeSelector"] == {"pool": "gpu", **EXPECTED[name]["node_selector"]}
+    assert tpl["run"]["tolerations"] == [*EXPECTED[name]["tolerations"],
+                                         {"key": "spot", "operator": "Exists"}]
+    for step in ("download", "upload"):
+        assert "nodeSelector" not in tpl[step] and "tolerations" not in tpl[step]
+
+
+def test_cpu_task_ignores_the_gpu_policy() -> None:
+    policy = RunStepDefaults(node_selector={"pool": "gpu"}, runtime_class_name="nvidia")
+    assert build(task("preprocessing"), defaults=policy) == build(task("preprocessing"))
+
+
+@pytest.mark.parametrize("name", EXAMPLES)
+def test_runtime_fields_pass_through(name: str) -> None:
+    affinity = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+        "nodeSelectorTerms": [{"matchExpressions": [
+            {"key": "zone", "operator": "In", "values": ["a"]}]}]}}}
+    t = task(name, serviceAccountName="ml-runner", priorityClassName="ml-high",
+             activeDeadlineSeconds=3600, affinity=affinity)
+    spec = build(t)["spec"]
+    assert spec["serviceAccountName"] == "ml-runner"
+    assert spec["podPriorityClassName"] == "ml-high"
+    assert spec["activeDeadlineSeconds"] == 3600
+    assert spec["affinity"] == affinity
+
+
+@pytest.mark.parametrize("name", EXAMPLES)
+def test_runtime_fields_absent_when_unset(name: str) -> None:
+    spec = build(task(name))["spec"]
+    assert spec.get("activeDeadlineSeconds") == EXPECTED[name]["deadline"]
+    for key in ("serviceAccountName", "podPriorityClassName", "affinity"):
+        assert key not in spec
+
+
+# ------------------------------------------------------------------------ secrets and env
+
+
+@pytest.mark.parametrize("name", EXAMPLES)
+def test_storage_secret_only_in_download_and_upload(name: str) -> None:
+    tpl = templates(build(task(name)))
+    for step in ("download", "upload"):
+        assert tpl[step]["container"]["envFrom"] == [{"secretRef": {"name": "s3-credentials"}}]
+    run = tpl["run"]
+    assert "envFrom" not in run["container"]
+    assert "s3-credentials" not in json.dumps(run), "no reference to the secret at all"
+    assert all("STORAGE" not in n for n, _ in env_of(run))
+
+
+def test_no_storage_no_env_from() -> None:
+    b = body("training")
+    del b["spec"]["storage"]
+    tpl = templates(build(MLTask.model_validate(b)))
+    assert all("envFrom" not in tpl[s]["container"] for s in STEPS)
+
+
+def test_storage_endpoint_reaches_only_the_data_steps() -> None:
+    tpl = templates(build(task("preprocessing")))
+    for step in ("download", "upload"):
+        assert ("MLTASK_STORAGE_ENDPOINT", "https://s3.example.com") in env_of(tpl[step])
+    assert "MLTASK_STORAGE_ENDPOINT" not in dict(env_of(tpl["run"]))
+
+
+@pytest.mark.parametrize("name", EXAMPLES)
+def test_run_step_contract_env(name: str) -> None:
+    run = templates(build(task(name), attempt=2))["run"]
+    env = env_of(run)
+    contract = [e for e in env if e[0].startswith("MLTASK_")]
+    assert contract == RUN_ENV[name]
+    assert env[:len(contract)] == contract, "contract first, the user's variables after"
+
+
+@pytest.mark.parametrize("name", EXAMPLES)
+@pytest.mark.parametrize("step", STEPS)
+def test_every_step_knows_which_step_it_is(name: str, step: str) -> None:
+    env = dict(env_of(templates(build(task(name), attempt=5))[step]))
+    assert env["MLTASK_STEP"] == step
+    assert env["MLTASK_ATTEMPT"] == "5"
+    assert env["MLTASK_NAME"] == EXPECTED[name]["task"]
+    assert json.loads(env["MLTASK_PARAMETERS"]) == task(name).spec.config.parameters
+
+
+def test_resolved_inputs_win_over_the_spec() -> None:
+    """`fromTask` inputs reach the steps as the upstream task's output URIs."""
+    b = body("optimization")
+    b["spec"]["input"]["model"] = {"fromTask": "train-resnet18"}
+    t = MLTask.model_validate(b)
+    wf = build_workflow(t, attempt=1, start_at=StepName.DOWNLOAD,
+                        inputs=ResolvedInputs("s3://up/ds.zip", "s3://up/model.pt"))
+    env = dict(env_of(templates(wf)["download"]))
+    assert env["MLTASK_INPUT_DATASET_URI"] == "s3://up/ds.zip"
+    assert env["MLTASK_INPUT_MODEL_URI"] == "s3://up/model.pt"
+
+
+def test_user_env_is_kept_after_the_contract() -> None:
+    run = templates(build(task("training")))["run"]["container"]
+    assert run["env"][-1] == {"name": "WANDB_API_KEY", "valueFrom": {
+        "secretKeyRef": {"name": "wandb", "key": "api-key"}}}
+    assert run["args"] == ["--amp"]
+
+
+# ---------------------------------------------------------------------- output parameters
+
+
+@pytest.mark.parametrize("name", EXAMPLES)
+def test_output_parameters(name: str) -> None:
+    tpl = templates(build(task(name)))
+    assert tpl["run"]["outputs"] == {"parameters": [{
+        "name": "metrics",
+        "valueFrom": {"path": "/mltask/meta/metrics.json", "default": "{}"}}]}
+    assert tpl["upload"]["outputs"] == {"parameters": [{
+        "name": "result", "valueFrom": {"path": "/mltask/meta/result.json"}}]}
+    assert "default" not in tpl["upload"]["outputs"]["parameters"][0]["valueFrom"]
+    assert "outputs" not in tpl["download"]
+
+
+def test_upload_without_a_result_file_errors_under_argo() -> None:
+    """No default on `result`: Argo errors the node instead of reporting an empty output."""
+    wf = build(task("training", retryPolicy={"limit": 0}))
+    for step in ("download", "run"):
+        wf = argo.finish_pod(argo.run_pod(wf, step), step)
+    wf = argo.finish_pod(argo.run_pod(wf, "upload"), "upload")
+    assert wf["status"]["phase"] == "Failed"
+    upload = next(n for n in wf["status"]["nodes"].values() if n["templateName"] == "upload")
+    assert upload["phase"] == "Error" and "result" in upload["message"]
