@@ -20,7 +20,7 @@ class Action(StrEnum):
     CONTINUE = "continue"          # new attempt from the step that did not finish
     ENSURE = "ensure"              # make sure the current attempt's Workflow exists
     STOP = "stop"                  # ask Argo to shut the Workflow down
-    STOP_UNSTARTED = "stop-unstarted"  # stop before any Workflow exists
+    STOP_UNSTARTED = "stop-unstarted"  # stop with no Workflow to shut down
     IGNORE_RETRY = "ignore-retry"  # a retry was requested while the task is active
     OBSERVE = "observe"            # nothing to change; mirror the Workflow
 
@@ -56,6 +56,8 @@ def plan(task: MLTask, status: MLTaskStatus, workflow_exists: bool) -> Plan:
             return Plan(Action.RETRY, attempt=status.attempt + 1, start_at=StepName.DOWNLOAD)
         if status.status in ACTIVE:
             return Plan(Action.IGNORE_RETRY)
+    if status.status == Phase.STOPPING and not workflow_exists:
+        return Plan(Action.STOP_UNSTARTED)  # nothing is left for Argo to shut down
     if spec.suspend:
         if status.status in (Phase.INIT, Phase.RUNNING, Phase.RETRY):
             return Plan(Action.STOP if workflow_exists else Action.STOP_UNSTARTED)

@@ -187,6 +187,27 @@ def test_stop_then_continue_resumes_at_the_unfinished_step(tasks: Tasks, argo, n
         ("download", 1), ("run", 2), ("upload", 2)]
 
 
+def test_stopping_task_whose_workflow_is_deleted_ends_stopped(tasks: Tasks, argo,
+                                                            namespace) -> None:
+    """Nothing will ever end a Workflow that is gone: the stop completes, and continue works."""
+    name = tasks.create(example("training"))["metadata"]["name"]
+    wf1 = f"{name}-1"
+    argo.wait_for(namespace, wf1)
+    argo.update(namespace, wf1, argo_fn.run_pod, "download")
+    argo.update(namespace, wf1, argo_fn.finish_pod, "download")
+    argo.update(namespace, wf1, argo_fn.run_pod, "run")
+    tasks.wait_state(name, "running", "run_task")
+    tasks.patch(name, {"suspend": True})
+    tasks.wait_state(name, "stopping", "run_task")
+    argo.objects.delete_namespaced_custom_object("argoproj.io", "v1alpha1", namespace,
+                                                 "workflows", wf1)
+    st = tasks.wait_state(name, "stopped", "run_task")["status"]
+    assert st["message"] == "Stopped" and cond(st, "Stopped")["status"] == "True"
+    tasks.patch(name, {"suspend": False})
+    wf2 = argo.wait_for(namespace, f"{name}-2")
+    assert wf2["metadata"]["annotations"]["mltask.dev/start-step"] == "run"
+
+
 def test_completed_task_ignores_stale_workflow_and_stop(tasks: Tasks, argo, namespace) -> None:
     name = tasks.create(example("preprocessing"))["metadata"]["name"]
     wf = f"{name}-1"

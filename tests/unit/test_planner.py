@@ -142,6 +142,16 @@ def test_stop_unstarted_when_there_is_no_workflow(phase: str) -> None:
         Plan(Action.STOP_UNSTARTED)
 
 
+@pytest.mark.parametrize("suspend", [True, False])
+def test_stopping_whose_workflow_vanished_ends_stopped(suspend: bool) -> None:
+    """Stopping waits for Argo to end the Workflow; if the Workflow is gone (deleted by hand,
+    garbage collected) nothing will ever end it, so the stop completes here. Without suspend
+    (continued while stopping) the next reconcile then continues the stopped task."""
+    st = status("stopping", done=("download",))
+    assert plan(task(suspend=suspend), st, workflow_exists=False) == \
+        Plan(Action.STOP_UNSTARTED)
+
+
 @pytest.mark.parametrize("exists", [False, True])
 def test_stop_unstarted_for_a_task_created_suspended(exists: bool) -> None:
     assert plan(task(suspend=True), MLTaskStatus(), exists) == Plan(Action.STOP_UNSTARTED)

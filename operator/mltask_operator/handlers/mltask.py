@@ -105,7 +105,7 @@ def _reconcile_once(kube: Kube, namespace: str, name: str, clock: Clock,
             wf = kube.get_workflow(namespace, wf_name)
     elif decision.action == Action.STOP_UNSTARTED:
         status.status = Phase.STOPPED
-        status.message = "Stopped before any step ran"
+        status.message = "Stopped" if status.steps else "Stopped before any step ran"
         status.completion_time = now
         status.conditions = conditions_for(Phase.STOPPED, status.message, status.conditions,
                                            task.metadata.get("generation"), now)
