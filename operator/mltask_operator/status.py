@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -93,6 +94,15 @@ def _exit_code(node: dict[str, Any]) -> int | None:
         return None
 
 
+_RETRY_SUFFIX = re.compile(r"\((\d+)\)$")
+
+
+def _retry_index(node: dict[str, Any]) -> tuple[int, str]:
+    """Order a step's pods as Argo made them: `<step>(0)`, `<step>(1)`, ... (`(10)` after `(9)`)."""
+    m = _RETRY_SUFFIX.search(node.get("name", ""))
+    return (int(m.group(1)) if m else -1, node.get("startedAt") or "")
+
+
 def observe_workflow(wf: dict[str, Any]) -> WorkflowObservation:
     """Reduce a Workflow to what the task status needs: its phase and each step's latest pod."""
     name = wf["metadata"]["name"]
@@ -106,7 +116,7 @@ def observe_workflow(wf: dict[str, Any]) -> WorkflowObservation:
                 if n.get("type") == "Pod" and n.get("templateName") == step]
         if retry_node is None and not pods:
             continue
-        pods.sort(key=lambda n: (n.get("startedAt") or "", n.get("name", "")))
+        pods.sort(key=_retry_index)
         latest = pods[-1] if pods else None
         main = retry_node or latest
         assert main is not None

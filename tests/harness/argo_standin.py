@@ -75,8 +75,8 @@ def _pods(wf: dict[str, Any], task: str) -> list[dict[str, Any]]:
     return sorted(
         (n for n in wf["status"]["nodes"].values()
          if n["type"] == "Pod" and n["templateName"] == task),
-        key=lambda n: n["name"],
-    )
+        key=lambda n: int(n["name"].rsplit("(", 1)[1].rstrip(")")) if "(" in n["name"] else -1,
+    )  # in Argo's retry order: `run(10)` comes after `run(9)`
 
 
 def run_pod(wf: dict[str, Any], task: str) -> dict[str, Any]:

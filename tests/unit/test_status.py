@@ -340,6 +340,23 @@ def test_lost_pod_is_retried_then_runs_then_completes() -> None:
     assert st.metrics == {"loss": 0.25}
 
 
+def test_latest_pod_is_the_highest_retry_index_not_the_latest_name() -> None:
+    """Argo names retry pods `<step>(0)`, `<step>(1)`...; by name `(10)` sorts before `(2)`, and
+    pods retried within one second share their startedAt, so neither may pick the latest."""
+    t = task(limit=20)
+    wf = through(workflow(t), "download")
+    for _ in range(11):
+        wf = argo.finish_pod(argo.run_pod(wf, "run"), "run", "Error", message="pod deleted")
+    wf = argo.run_pod(wf, "run")
+    for n in wf["status"]["nodes"].values():
+        if n["type"] == "Pod" and n["templateName"] == "run":
+            n["startedAt"] = "2026-11-23T11:30:00Z"
+    t, st = observe(t, wf)
+    run = steps_of(st)["run"]
+    assert (st.status, run.phase, run.retries) == ("running", "Running", 11)
+    assert run.pod == pod_name(WF, f"{WF}.run(11)", "run")
+
+
 def test_next_pod_pending_is_still_retry() -> None:
     t = task(limit=3)
     wf = argo.run_pod(through(workflow(t), "download"), "run")
