@@ -14,11 +14,11 @@ API_VERSION = f"{GROUP}/{VERSION}"
 CATEGORY = "ml"
 
 QUANTITY_PATTERN = (
-    r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))"
+    r"^\+?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))"
     r"(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
 )
 
-#: A Kubernetes resource quantity: "4", 4, "16Gi", "500m".
+#: A non-negative Kubernetes resource quantity: "4", 4, "16Gi", "500m".
 Quantity = Annotated[
     int | str,
     WithJsonSchema(
@@ -26,6 +26,8 @@ Quantity = Annotated[
             "x-kubernetes-int-or-string": True,
             "anyOf": [{"type": "integer"}, {"type": "string"}],
             "pattern": QUANTITY_PATTERN,
+            "maxLength": 64,
+            "minimum": 0,
         }
     ),
 ]
@@ -137,7 +139,8 @@ class EnvVarSource(Model):
         default=None, description="A key of a ConfigMap.")
 
 
-CREDENTIAL_NAME = r"(?i).*(secret|password|passwd|token|access_?key|private_?key|credential).*"
+CREDENTIAL_NAME = (r"(?i).*(secret|password|passwd|token|api_?key|access_?key|private_?key"
+                   r"|credential).*")
 
 
 class EnvVar(Model):

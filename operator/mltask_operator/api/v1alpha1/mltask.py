@@ -219,6 +219,11 @@ class RetryPolicy(Model):
 class WorkVolume(Model):
     """The working volume the steps share. Owned by the task, so it outlives each attempt."""
 
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [
+        cel("!isQuantity(string(self.size)) || quantity(string(self.size)).isGreaterThan(quantity('0'))",
+            "size must be greater than zero, e.g. 50Gi", field_path=".size"),
+    ]})
+
     size: Quantity = Field(default="10Gi", description="Requested size, e.g. 50Gi.")
     storage_class_name: str | None = Field(default=None, max_length=253,
                                            description="StorageClass; the cluster default if "
@@ -260,7 +265,7 @@ def _immutable(field: str) -> dict[str, str]:
     return cel(
         f"has(self.{field}) == has(oldSelf.{field}) && "
         f"(!has(self.{field}) || self.{field} == oldSelf.{field})",
-        f"spec.{field} cannot change once the task has started; create a new MLTask instead",
+        f"spec.{field} cannot change once the task exists; create a new MLTask instead",
         field_path=f".{field}", reason="FieldValueForbidden",
     )
 
