@@ -220,7 +220,8 @@ class WorkVolume(Model):
     """The working volume the steps share. Owned by the task, so it outlives each attempt."""
 
     model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [
-        cel("!isQuantity(string(self.size)) || quantity(string(self.size)).isGreaterThan(quantity('0'))",
+        cel("!isQuantity(string(self.size))"
+            " || quantity(string(self.size)).isGreaterThan(quantity('0'))",
             "size must be greater than zero, e.g. 50Gi", field_path=".size"),
     ]})
 
