@@ -249,6 +249,9 @@ def test_stop_continue_and_retry_cascade(pipes: Pipelines, argo, namespace: str)
 def test_retry_of_a_running_pipeline_is_ignored(pipes: Pipelines, namespace: str) -> None:
     pipes.create(pipeline_example("cifar10"))
     pipes.wait_child("cifar10-preprocess")
+    # A retryGeneration set before the operator's first status write is its baseline, not a
+    # request; wait for that write so this patch is a retry of a running pipeline.
+    pipes.wait("cifar10", lambda s: s.get("observedRetryGeneration") == 0, "baseline")
     pipes.patch("cifar10", {"retryGeneration": 1})
     pipes.wait("cifar10", lambda s: s.get("observedRetryGeneration") == 1, "retry observed")
     assert any(e["reason"] == "RetryIgnored" for e in pipes.events("cifar10"))
