@@ -49,7 +49,19 @@ def render(*args: str) -> list[dict]:
     return [d for d in yaml.safe_load_all(out) if d]
 
 
+def _unhelm(labels: dict | None) -> None:
+    """Helm's own marks are false outside Helm: drop the chart label, say kustomize manages it."""
+    if labels is None:
+        return
+    labels.pop("helm.sh/chart", None)
+    if "app.kubernetes.io/managed-by" in labels:
+        labels["app.kubernetes.io/managed-by"] = "kustomize"
+
+
 def dump(docs: list[dict]) -> str:
+    for d in docs:
+        _unhelm(d["metadata"].get("labels"))
+        _unhelm(((d.get("spec") or {}).get("template") or {}).get("metadata", {}).get("labels"))
     return HEADER + "---\n".join(yaml.safe_dump(d, sort_keys=False, width=100) for d in docs)
 
 
