@@ -14,8 +14,7 @@ from lupa import LuaError, LuaRuntime
 from harness.tasks import REPO
 
 ARGOCD = REPO / "manifests" / "argocd"
-MLTASK_LUA = ARGOCD / "health-mltask.lua"
-PIPELINE_LUA = ARGOCD / "health-pipeline.lua"
+MLTASK_LUA = PIPELINE_LUA = ARGOCD / "health.lua"  # one script serves both kinds
 CM_KEYS = {"resource.customizations.health.mltask.dev_MLTask": MLTASK_LUA,
            "resource.customizations.health.mltask.dev_Pipeline": PIPELINE_LUA}
 ARGOCD_HEALTH = {"Healthy", "Progressing", "Degraded", "Suspended", "Missing", "Unknown"}

@@ -1,5 +1,5 @@
--- Argo CD health check for mltask.dev/v1alpha1 Pipeline
--- (argocd-cm key resource.customizations.health.mltask.dev_Pipeline).
+-- Argo CD health check for mltask.dev/v1alpha1 MLTask and Pipeline (argocd-cm keys
+-- resource.customizations.health.mltask.dev_MLTask and ..._Pipeline carry this same script).
 -- After editing, regenerate argocd-cm-patch.yaml: python manifests/argocd/gen_argocd_cm.py
 -- Argo CD runs checks from argocd-cm without the string and math libraries, so this uses
 -- base functions only (type, tonumber, tostring).
@@ -44,9 +44,13 @@ local phase = text(status.status)
 hs.status = health[phase] or "Unknown"
 
 local message = text(status.message) or phase
-local progress = text(status.progress)
-if progress ~= nil then
-  message = progress .. ": " .. message
+-- where it is: an MLTask's step (run_task), a Pipeline's progress (2/3)
+local where = text(status.executeStep)
+if obj.kind == "Pipeline" then
+  where = text(status.progress)
+end
+if where ~= nil then
+  message = where .. ": " .. message
 end
 hs.message = message
 return hs
