@@ -14,6 +14,8 @@ from pathlib import Path
 
 import yaml
 
+from mltask_operator.crdgen import write_or_check
+
 REPO = Path(__file__).resolve().parents[1]
 CHART = REPO / "charts" / "mltask-operator"
 OUT = REPO / "manifests"
@@ -114,20 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python manifests/generate.py")
     parser.add_argument("--check", action="store_true", help="exit 1 if manifests/ drifted")
     args = parser.parse_args(argv)
-    drift = []
-    for rel, text in files().items():
-        path = OUT / rel
-        if args.check:
-            if not path.exists() or path.read_text() != text:
-                drift.append(rel)
-        else:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text)
-    if drift:
-        print("manifests/ is out of date (run `make generate`): " + ", ".join(drift),
-              file=sys.stderr)
-        return 1
-    return 0
+    return write_or_check({OUT / rel: text for rel, text in files().items()}, check=args.check)
 
 
 if __name__ == "__main__":

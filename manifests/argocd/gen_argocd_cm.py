@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import difflib
 import sys
 from pathlib import Path
 
 import yaml
+
+from mltask_operator.crdgen import diff, write_or_check
 
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "argocd-cm-patch.yaml"
@@ -70,10 +71,7 @@ def render() -> str:
 
 def check(path: Path = OUT) -> list[str]:
     """Drift check: a unified diff from `path` to what would be generated; empty if up to date."""
-    current = path.read_text() if path.exists() else ""
-    return list(difflib.unified_diff(current.splitlines(keepends=True),
-                                     render().splitlines(keepends=True),
-                                     fromfile=str(path), tofile="generated"))
+    return diff(path, render())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -82,17 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true",
                         help="write nothing; exit 1 if argocd-cm-patch.yaml is out of date")
     args = parser.parse_args(argv)
-    if args.check:
-        diff = check()
-        if diff:
-            sys.stderr.writelines(diff)
-            print(f"\n{OUT} is out of date: run python manifests/argocd/gen_argocd_cm.py "
-                  "(or make generate)", file=sys.stderr)
-            return 1
-        return 0
-    OUT.write_text(render())
-    print(f"wrote {OUT}")
-    return 0
+    return write_or_check({OUT: render()}, check=args.check)
 
 
 if __name__ == "__main__":

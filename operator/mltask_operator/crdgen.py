@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import difflib
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -208,6 +209,35 @@ def rendered() -> dict[str, str]:
     return {file_name(s): render(s) for s in CRDS}
 
 
+def diff(path: Path, text: str) -> list[str]:
+    """A unified diff from the file at `path` to `text`; empty when the file is up to date."""
+    current = path.read_text() if path.exists() else ""
+    return list(difflib.unified_diff(current.splitlines(keepends=True),
+                                     text.splitlines(keepends=True),
+                                     fromfile=str(path), tofile="generated"))
+
+
+def write_or_check(files: dict[Path, str], *, check: bool) -> int:
+    """Write generated files, or with `check` write nothing and exit code 1 if any drifted,
+    printing each drift's diff. Shared by every generator (CRDs, manifests/, argocd-cm)."""
+    if not check:
+        for path, text in files.items():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+        return 0
+    drifted = []
+    for path, text in files.items():
+        lines = diff(path, text)
+        if lines:
+            sys.stderr.writelines(lines[:200])
+            drifted.append(str(path))
+    if drifted:
+        print("\nGenerated files are out of date (run `make generate`): " + ", ".join(drifted),
+              file=sys.stderr)
+        return 1
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mltask_operator.crdgen")
     parser.add_argument("--out", type=Path, action="append",
@@ -215,21 +245,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true", help="fail if files differ")
     args = parser.parse_args(argv)
     outs: list[Path] = args.out or [Path("crds")]
-    drift = []
-    for out in outs:
-        for name, text in rendered().items():
-            path = out / name
-            if args.check:
-                if not path.exists() or path.read_text() != text:
-                    drift.append(str(path))
-            else:
-                out.mkdir(parents=True, exist_ok=True)
-                path.write_text(text)
-    if drift:
-        print("Generated CRDs are out of date (run `make generate`): " + ", ".join(drift),
-              file=sys.stderr)
-        return 1
-    return 0
+    texts = rendered()
+    return write_or_check({out / name: text for out in outs for name, text in texts.items()},
+                          check=args.check)
 
 
 if __name__ == "__main__":
