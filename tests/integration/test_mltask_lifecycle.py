@@ -151,17 +151,22 @@ def test_user_code_failure_is_not_retried_under_on_error(tasks: Tasks, argo, nam
     assert step(st, "download")["retries"] == 0
 
 
-def test_stop_then_continue_resumes_at_the_unfinished_step(tasks: Tasks, argo, namespace) -> None:
-    name = tasks.create(example("optimization"))["metadata"]["name"]
+def _stopping_in_run_step(tasks: Tasks, argo, namespace: str, kind: str) -> tuple[str, str]:
+    """Create a `kind` example, run it into its run step and ask it to stop: (task, Workflow)."""
+    name = tasks.create(example(kind))["metadata"]["name"]
     wf1 = f"{name}-1"
     argo.wait_for(namespace, wf1)
     argo.update(namespace, wf1, argo_fn.run_pod, "download")
     argo.update(namespace, wf1, argo_fn.finish_pod, "download")
     argo.update(namespace, wf1, argo_fn.run_pod, "run")
     tasks.wait_state(name, "running", "run_task")
-
     tasks.patch(name, {"suspend": True})
     tasks.wait_state(name, "stopping", "run_task")
+    return name, wf1
+
+
+def test_stop_then_continue_resumes_at_the_unfinished_step(tasks: Tasks, argo, namespace) -> None:
+    name, wf1 = _stopping_in_run_step(tasks, argo, namespace, "optimization")
     assert argo.get(namespace, wf1)["spec"]["shutdown"] == "Stop"
     argo.update(namespace, wf1, argo_fn.stop)
     st = tasks.wait_state(name, "stopped", "run_task")["status"]
@@ -190,15 +195,7 @@ def test_stop_then_continue_resumes_at_the_unfinished_step(tasks: Tasks, argo, n
 def test_stopping_task_whose_workflow_is_deleted_ends_stopped(tasks: Tasks, argo,
                                                             namespace) -> None:
     """Nothing will ever end a Workflow that is gone: the stop completes, and continue works."""
-    name = tasks.create(example("training"))["metadata"]["name"]
-    wf1 = f"{name}-1"
-    argo.wait_for(namespace, wf1)
-    argo.update(namespace, wf1, argo_fn.run_pod, "download")
-    argo.update(namespace, wf1, argo_fn.finish_pod, "download")
-    argo.update(namespace, wf1, argo_fn.run_pod, "run")
-    tasks.wait_state(name, "running", "run_task")
-    tasks.patch(name, {"suspend": True})
-    tasks.wait_state(name, "stopping", "run_task")
+    name, wf1 = _stopping_in_run_step(tasks, argo, namespace, "training")
     argo.objects.delete_namespaced_custom_object("argoproj.io", "v1alpha1", namespace,
                                                  "workflows", wf1)
     st = tasks.wait_state(name, "stopped", "run_task")["status"]
