@@ -4,6 +4,7 @@ the executor stand-in and the operator — every MLTask runs through Argo's real
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +15,7 @@ from kubernetes import client, config
 
 from harness.controlplane import ControlPlane, ControlPlaneError
 from harness.operator_proc import OperatorProcess
+from harness.tasks import Tasks
 from harness.workloads import Workloads
 
 REPO = Path(__file__).resolve().parents[2]
@@ -58,3 +60,18 @@ def e2e_namespace(e2e_api: client.ApiClient) -> Iterator[str]:
     core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
     yield name
     core.delete_namespace(name, propagation_policy="Background")
+
+
+@pytest.fixture
+def tasks(e2e_api: client.ApiClient, e2e_namespace: str, e2e_operator) -> Tasks:
+    """MLTasks in a fresh namespace, once Argo's pods can run there."""
+    t = Tasks(e2e_api, e2e_namespace)
+    deadline = time.monotonic() + 30
+    while True:  # Argo's pods need the namespace's default ServiceAccount
+        try:
+            t.core.read_namespaced_service_account("default", e2e_namespace)
+            return t
+        except client.ApiException:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)

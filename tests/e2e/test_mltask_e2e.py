@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -21,21 +20,6 @@ from harness.tasks import Tasks, cond, example, step
 pytestmark = pytest.mark.e2e
 
 METRICS = {"accuracy": 0.91, "f1": 0.88}
-
-
-@pytest.fixture
-def tasks(e2e_api: client.ApiClient, e2e_namespace: str, e2e_operator) -> Iterator[Tasks]:
-    t = Tasks(e2e_api, e2e_namespace)
-    deadline = time.monotonic() + 30
-    while True:  # Argo's pods need the namespace's default ServiceAccount
-        try:
-            t.core.read_namespaced_service_account("default", e2e_namespace)
-            break
-        except client.ApiException:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
-    yield t
 
 
 def with_env(body: dict[str, Any], step_name: str, **env: str) -> dict[str, Any]:

@@ -39,7 +39,7 @@ NODES: list[dict[str, Any]] = [
     },
     {
         "name": "kwok-cpu-0",
-        "labels": {"node.kubernetes.io/instance-type": "m6i.8xlarge"},
+        "labels": {"node.kubernetes.io/instance-type": "m6i.8xlarge", "pool": "cpu"},
         "taints": [],
         "capacity": {"cpu": "32", "memory": "128Gi", "pods": "110"},
     },
