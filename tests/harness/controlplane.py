@@ -43,6 +43,7 @@ CACHE = Path(
 )
 BIN_DIR = Path(os.environ.get("MLTASK_TOOLS_BIN") or CACHE / "bin")
 ARGO_CRDS_DIR = CACHE / "argo-crds"
+PROMETHEUS_CRDS_DIR = CACHE / "prometheus-operator-crds"  # the ServiceMonitor CRD
 DEFAULT_CLUSTER_DIR = REPO / ".cluster"
 
 REQUIRED_BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kubectl")

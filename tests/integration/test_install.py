@@ -14,7 +14,7 @@ import yaml
 from kubernetes import client
 
 from harness import argo_standin as argo_fn
-from harness.controlplane import BIN_DIR, REPO
+from harness.controlplane import BIN_DIR, PROMETHEUS_CRDS_DIR, REPO, ControlPlaneError
 from harness.operator_proc import OperatorProcess
 from harness.pipelines import Pipelines, pipeline_example
 from harness.tasks import RESULT, Tasks, example
@@ -95,6 +95,36 @@ def test_service_monitor_only_when_enabled() -> None:
 
     assert "ServiceMonitor" not in kinds()
     assert kinds("--set", "metrics.serviceMonitor.enabled=true").count("ServiceMonitor") == 1
+
+
+def test_service_monitor_is_accepted_by_prometheus_operators_crd(
+        control_plane, api: client.ApiClient, tmp_path: Path) -> None:
+    """The real ServiceMonitor schema (prometheus-operator's CRD from its Go module) accepts
+    what the chart renders, and the monitor selects the metrics Service by its port name."""
+    crd = PROMETHEUS_CRDS_DIR / "monitoring.coreos.com_servicemonitors.yaml"
+    assert crd.exists(), f"{crd} missing: run `make tools` (copies it from the pinned module)"
+    control_plane.kubectl("apply", "--server-side", "--field-manager=install-test", "-f",
+                          str(crd))
+    control_plane.wait_established(["servicemonitors.monitoring.coreos.com"])
+    ensure_namespace(api, RELEASE_NS)
+    docs = [d for d in render(RELEASE_NS, "--set", "metrics.serviceMonitor.enabled=true",
+                              "--set", "metrics.serviceMonitor.interval=15s",
+                              "--set", "metrics.serviceMonitor.labels.release=prometheus")
+            if d["kind"] in ("ServiceMonitor", "Service")]
+    apply(control_plane, docs, tmp_path, "servicemonitor")
+    sm = client.CustomObjectsApi(api).get_namespaced_custom_object(
+        "monitoring.coreos.com", "v1", RELEASE_NS, "servicemonitors", RELEASE)
+    assert sm["metadata"]["labels"]["release"] == "prometheus"
+    assert sm["spec"]["endpoints"] == [{"port": "metrics", "interval": "15s"}]
+    svc = client.CoreV1Api(api).read_namespaced_service(f"{RELEASE}-metrics", RELEASE_NS)
+    selector = sm["spec"]["selector"]["matchLabels"]
+    assert selector.items() <= svc.metadata.labels.items(), "the monitor must select the Service"
+    assert "metrics" in [p.name for p in svc.spec.ports]
+    # the CRD really validates: an interval it does not accept is refused
+    bad = next(d for d in docs if d["kind"] == "ServiceMonitor")
+    bad["spec"]["endpoints"][0]["interval"] = "15 seconds"
+    with pytest.raises(ControlPlaneError, match=r"spec.endpoints\[0\].interval"):
+        apply(control_plane, [bad], tmp_path, "bad-servicemonitor")
 
 
 NAMESPACED_RULES = {

@@ -57,7 +57,7 @@ check_pin helm helm.sh/helm/v3 "$HELM_VERSION"
 check_pin argo github.com/argoproj/argo-workflows/v3 "$ARGO_VERSION"
 check_pin kwok sigs.k8s.io/kwok "$KWOK_VERSION"
 
-only=${*:-kube-apiserver kube-controller-manager kube-scheduler kubectl etcd helm argo-crds workflow-controller kwok}
+only=${*:-kube-apiserver kube-controller-manager kube-scheduler kubectl etcd helm argo-crds prometheus-crds workflow-controller kwok}
 for what in $only; do
   case $what in
     kube-apiserver|kube-controller-manager|kube-scheduler|kubectl)
@@ -86,6 +86,19 @@ for what in $only; do
         log "copied Argo $ARGO_VERSION full CRDs to $out"
       fi
       ln -sfn "$out" "$CACHE/argo-crds" ;;
+    prometheus-crds)
+      # the ServiceMonitor CRD, so the chart's optional ServiceMonitor is checked by its schema
+      v=$PROMETHEUS_OPERATOR_VERSION
+      out="$CACHE/prometheus-operator-$v/crds"
+      if [[ ! -f "$out/monitoring.coreos.com_servicemonitors.yaml" ]]; then
+        src=$(go mod download -json "github.com/prometheus-operator/prometheus-operator@$v" \
+          | python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')
+        mkdir -p "$out"
+        cp "$src"/example/prometheus-operator-crd/monitoring.coreos.com_servicemonitors.yaml "$out/"
+        chmod u+w "$out"/*.yaml
+        log "copied the prometheus-operator $v ServiceMonitor CRD to $out"
+      fi
+      ln -sfn "$out" "$CACHE/prometheus-operator-crds" ;;
     *) log "unknown component $what"; exit 2 ;;
   esac
 done
