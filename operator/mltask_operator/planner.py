@@ -20,7 +20,7 @@ class Action(StrEnum):
     CONTINUE = "continue"          # new attempt from the step that did not finish
     ENSURE = "ensure"              # make sure the current attempt's Workflow exists
     STOP = "stop"                  # ask Argo to shut the Workflow down
-    STOP_UNSTARTED = "stop-unstarted"  # stop with no Workflow to shut down
+    STOP_WITHOUT_WORKFLOW = "stop-without-workflow"  # stop with no Workflow to shut down
     IGNORE_RETRY = "ignore-retry"  # a retry was requested while the task is active
     OBSERVE = "observe"            # nothing to change; mirror the Workflow
 
@@ -47,7 +47,7 @@ def plan(task: MLTask, status: MLTaskStatus, workflow_exists: bool) -> Plan:
         if spec.suspend:
             if status.status == Phase.STOPPED:
                 return Plan(Action.OBSERVE)
-            return Plan(Action.STOP_UNSTARTED)
+            return Plan(Action.STOP_WITHOUT_WORKFLOW)
         if status.status == Phase.STOPPED:  # created suspended, now continued
             return Plan(Action.CONTINUE, attempt=1, start_at=StepName.DOWNLOAD)
         return Plan(Action.START, attempt=1, start_at=StepName.DOWNLOAD)
@@ -57,10 +57,10 @@ def plan(task: MLTask, status: MLTaskStatus, workflow_exists: bool) -> Plan:
         if status.status in ACTIVE:
             return Plan(Action.IGNORE_RETRY)
     if status.status == Phase.STOPPING and not workflow_exists:
-        return Plan(Action.STOP_UNSTARTED)  # nothing is left for Argo to shut down
+        return Plan(Action.STOP_WITHOUT_WORKFLOW)  # nothing is left for Argo to shut down
     if spec.suspend:
         if status.status in (Phase.INIT, Phase.RUNNING, Phase.RETRY):
-            return Plan(Action.STOP if workflow_exists else Action.STOP_UNSTARTED)
+            return Plan(Action.STOP if workflow_exists else Action.STOP_WITHOUT_WORKFLOW)
         return Plan(Action.OBSERVE)
     if status.status == Phase.STOPPED:
         start = first_unfinished(status.steps or []) or StepName.UPLOAD

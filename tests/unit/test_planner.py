@@ -133,13 +133,13 @@ def test_stop_asks_argo_to_shut_the_workflow_down(phase: str) -> None:
     assert plan(task(suspend=True), status(phase), workflow_exists=True) == Plan(Action.STOP)
 
 
-# ---------------------------------------------------------------------- STOP_UNSTARTED
+# --------------------------------------------------------------- STOP_WITHOUT_WORKFLOW
 
 
 @pytest.mark.parametrize("phase", ["init", "running", "retry"])
-def test_stop_unstarted_when_there_is_no_workflow(phase: str) -> None:
+def test_stop_without_workflow_when_there_is_none(phase: str) -> None:
     assert plan(task(suspend=True), status(phase), workflow_exists=False) == \
-        Plan(Action.STOP_UNSTARTED)
+        Plan(Action.STOP_WITHOUT_WORKFLOW)
 
 
 @pytest.mark.parametrize("suspend", [True, False])
@@ -149,12 +149,12 @@ def test_stopping_whose_workflow_vanished_ends_stopped(suspend: bool) -> None:
     (continued while stopping) the next reconcile then continues the stopped task."""
     st = status("stopping", done=("download",))
     assert plan(task(suspend=suspend), st, workflow_exists=False) == \
-        Plan(Action.STOP_UNSTARTED)
+        Plan(Action.STOP_WITHOUT_WORKFLOW)
 
 
 @pytest.mark.parametrize("exists", [False, True])
-def test_stop_unstarted_for_a_task_created_suspended(exists: bool) -> None:
-    assert plan(task(suspend=True), MLTaskStatus(), exists) == Plan(Action.STOP_UNSTARTED)
+def test_stop_without_workflow_for_a_task_created_suspended(exists: bool) -> None:
+    assert plan(task(suspend=True), MLTaskStatus(), exists) == Plan(Action.STOP_WITHOUT_WORKFLOW)
 
 
 # ------------------------------------------------------------------------ IGNORE_RETRY

@@ -103,7 +103,7 @@ def _reconcile_once(kube: Kube, namespace: str, name: str, clock: Clock,
             kube.stop_workflow(namespace, wf_name)
             log.info("Stopped Workflow %s/%s of MLTask", namespace, wf_name)
             wf = kube.get_workflow(namespace, wf_name)
-    elif decision.action == Action.STOP_UNSTARTED:
+    elif decision.action == Action.STOP_WITHOUT_WORKFLOW:
         status.status = Phase.STOPPED
         status.message = "Stopped" if status.steps else "Stopped before any step ran"
         status.completion_time = now
