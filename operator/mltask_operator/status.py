@@ -317,8 +317,11 @@ def compute_status(task: MLTask, wf: dict[str, Any] | None,
     execute_step = EXECUTE_STEP_OF[current] if current else ExecuteStep.DONE
     message: str
     if obs is None:
+        # No Workflow (not created yet, or deleted): the steps recorded so far still say
+        # where the task is; with none, it is preparing.
         proposed = prev.status
-        execute_step = ExecuteStep.PREPARE_FILE
+        if not steps:
+            execute_step = ExecuteStep.PREPARE_FILE
         message = prev.message or "Preparing the working volume and Workflow"
     elif obs.phase == SUCCEEDED:
         proposed, execute_step, message = Phase.COMPLETED, ExecuteStep.DONE, "Completed"

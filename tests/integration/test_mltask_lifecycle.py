@@ -200,6 +200,8 @@ def test_stopping_task_whose_workflow_is_deleted_ends_stopped(tasks: Tasks, argo
                                                  "workflows", wf1)
     st = tasks.wait_state(name, "stopped", "run_task")["status"]
     assert st["message"] == "Stopped" and cond(st, "Stopped")["status"] == "True"
+    assert step(st, "download")["phase"] == "Succeeded"
+    assert step(st, "run")["phase"] == "Failed", "no pod runs once its Workflow is gone"
     tasks.patch(name, {"suspend": False})
     wf2 = argo.wait_for(namespace, f"{name}-2")
     assert wf2["metadata"]["annotations"]["mltask.dev/start-step"] == "run"

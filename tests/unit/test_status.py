@@ -412,6 +412,22 @@ def test_workflow_failed_while_suspended_is_stopped() -> None:
     assert st.status == "stopped"
 
 
+def test_stopped_task_whose_workflow_is_gone_keeps_its_step() -> None:
+    """Once stopped, a reconcile that finds no Workflow (deleted) must not move the step back
+    to prepare_file: the recorded steps still say the run step did not finish."""
+    t = task(suspend=True)
+    wf = argo.run_pod(through(workflow(t), "download"), "run")
+    t, st = observe(t, wf)
+    assert (st.status, st.execute_step) == ("running", "run_task")
+    t = t.model_copy(update={"status": st.model_copy(update={"status": "stopped",
+                                                             "message": "Stopped"})})
+    _, again = observe(t, None, NOW + datetime.timedelta(seconds=5))
+    assert (again.status, again.execute_step, again.message) == ("stopped", "run_task",
+                                                                 "Stopped")
+    assert [(s.name, s.phase) for s in again.steps or []] == [("download", "Succeeded"),
+                                                              ("run", "Running")]
+
+
 # ------------------------------------------------------------------------ attempts, merge
 
 

@@ -12,14 +12,20 @@ import logging
 from typing import Any
 
 from mltask_operator import metrics
-from mltask_operator.api.v1alpha1.mltask import MLTask, MLTaskStatus, Phase, StepName
+from mltask_operator.api.v1alpha1.mltask import (
+    MLTask,
+    MLTaskStatus,
+    Phase,
+    StepName,
+    StepStatus,
+)
 from mltask_operator.builders import workflow as wfb
 from mltask_operator.clients.kube import Kube
 from mltask_operator.handlers import Clock, reconcile_exclusively, utcnow
 from mltask_operator.planner import Action, Plan, plan
 from mltask_operator.settings import RunStepDefaults
 from mltask_operator.state_machine import begin_attempt
-from mltask_operator.status import compute_status, conditions_for
+from mltask_operator.status import FINISHED_NODE_PHASES, compute_status, conditions_for
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +112,7 @@ def _reconcile_once(kube: Kube, namespace: str, name: str, clock: Clock,
     elif decision.action == Action.STOP_WITHOUT_WORKFLOW:
         status.status = Phase.STOPPED
         status.message = "Stopped" if status.steps else "Stopped before any step ran"
+        status.steps = _steps_ended(status, now)
         status.completion_time = now
         status.conditions = conditions_for(Phase.STOPPED, status.message, status.conditions,
                                            task.metadata.get("generation"), now)
@@ -148,6 +155,17 @@ def _begin_attempt(task: MLTask, status: MLTaskStatus, decision: Plan,
     new.conditions = conditions_for(phase, new.message, status.conditions,
                                     task.metadata.get("generation"), now)
     return new
+
+
+def _steps_ended(status: MLTaskStatus, now: datetime.datetime) -> list[StepStatus] | None:
+    """The current attempt's unfinished steps end Failed when its Workflow is gone (what Argo
+    writes for a shut-down node), so status never shows a pod running that nothing runs."""
+    if not status.steps:
+        return status.steps
+    return [s.model_copy(update={"phase": "Failed", "finished_at": now,
+                                 "message": "Workflow gone before the step finished"})
+            if s.attempt == status.attempt and s.phase not in FINISHED_NODE_PHASES else s
+            for s in status.steps]
 
 
 def _waiting(task: MLTask, status: MLTaskStatus, message: str,
