@@ -4,17 +4,28 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+#: Where Kubernetes mounts the pod's namespace (the fallback when POD_NAMESPACE is unset).
+SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+
+_LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
+DNS1123_LABEL = re.compile(rf"^{_LABEL}$")
+DNS1123_SUBDOMAIN = re.compile(rf"^{_LABEL}(\.{_LABEL})*$")
+#: The name part of a qualified name (after the slash), as Kubernetes validates it.
+QUALIFIED_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
 
 
 class ConfigError(ValueError):
     """A configuration value is invalid; the message names the variable."""
 
 
-def _int(env: dict[str, str], name: str, default: int, minimum: int) -> int:
+def _int(env: dict[str, str], name: str, default: int, minimum: int,
+         maximum: int | None = None) -> int:
     raw = env.get(name)
     if raw is None or raw == "":
         return default
@@ -24,7 +35,53 @@ def _int(env: dict[str, str], name: str, default: int, minimum: int) -> int:
         raise ConfigError(f"{name}={raw!r} is not an integer") from None
     if value < minimum:
         raise ConfigError(f"{name}={value} must be >= {minimum}")
+    if maximum is not None and value > maximum:
+        raise ConfigError(f"{name}={value} must be <= {maximum}")
     return value
+
+
+def _port(env: dict[str, str], name: str, default: int, *, zero_disables: bool = False) -> int:
+    value = _int(env, name, default, 0, 65535)
+    if value == 0 and not zero_disables:
+        raise ConfigError(f"{name}=0 must be a port from 1 to 65535")
+    return value
+
+
+def _dns_label(name: str, value: str) -> str:
+    if len(value) > 63 or not DNS1123_LABEL.match(value):
+        raise ConfigError(f"{name}: {value!r} is not a valid namespace name (DNS-1123 label: "
+                          "lower-case letters, digits and '-', at most 63 characters)")
+    return value
+
+
+def _dns_subdomain(name: str, value: str) -> str:
+    if len(value) > 253 or not DNS1123_SUBDOMAIN.match(value):
+        raise ConfigError(f"{name}={value!r} is not a valid object name (DNS-1123 subdomain: "
+                          "lower-case letters, digits, '-' and '.', at most 253 characters)")
+    return value
+
+
+def _extended_resource(name: str, value: str) -> str:
+    """A vendor resource name as Kubernetes accepts it: `domain/name`, not kubernetes.io's."""
+    domain, slash, short = value.partition("/")
+    if (not slash or "/" in short or len(domain) > 253 or not DNS1123_SUBDOMAIN.match(domain)
+            or len(short) > 63 or not QUALIFIED_NAME.match(short)
+            or domain == "kubernetes.io" or domain.endswith(".kubernetes.io")
+            or value.startswith("requests.")):
+        raise ConfigError(f"{name}={value!r} must be an extended resource name such as "
+                          "nvidia.com/gpu (a domain, one '/', a name; not kubernetes.io)")
+    return value
+
+
+def _pod_namespace(env: dict[str, str]) -> str:
+    """POD_NAMESPACE (the chart sets it from the downward API), else the mounted
+    service-account namespace, else `default` (outside a cluster)."""
+    if env.get("POD_NAMESPACE"):
+        return env["POD_NAMESPACE"]
+    try:
+        return SERVICE_ACCOUNT_NAMESPACE.read_text().strip() or "default"
+    except OSError:
+        return "default"
 
 
 def _bool(env: dict[str, str], name: str, default: bool) -> bool:
@@ -76,20 +133,24 @@ class RunStepDefaults:
     tolerations: list[dict[str, Any]] = field(default_factory=list)
     """MLTASK_RUN_TOLERATIONS: JSON list of tolerations, added to the task's."""
     runtime_class_name: str | None = None
-    """MLTASK_RUN_RUNTIME_CLASS_NAME: e.g. nvidia."""
+    """MLTASK_RUN_RUNTIME_CLASS_NAME: e.g. nvidia (a DNS-1123 subdomain)."""
     gpu_resource_name: str = "nvidia.com/gpu"
-    """MLTASK_GPU_RESOURCE_NAME: the cluster's GPU resource; a step's `gpu` resource key is
-    translated to it."""
+    """MLTASK_GPU_RESOURCE_NAME: the cluster's GPU resource (an extended resource name,
+    `domain/name`); a step's `gpu` resource key is translated to it."""
 
 
 @dataclass(frozen=True)
 class LeaderElection:
+    """Which Lease the replicas compete for (see mltask_operator.leader)."""
+
     enabled: bool = False
     """MLTASK_LEADER_ELECTION: true when several replicas run; only the Lease holder works."""
     namespace: str = "default"
-    """MLTASK_LEADER_ELECTION_NAMESPACE: namespace of the Lease (default: POD_NAMESPACE)."""
+    """MLTASK_LEADER_ELECTION_NAMESPACE: namespace of the Lease. Default: the pod's own
+    namespace (POD_NAMESPACE from the downward API, else the service-account mount), so a
+    kustomize `namespace:` override moves the Lease along with its Role."""
     lease_name: str = "mltask-operator"
-    """MLTASK_LEADER_ELECTION_LEASE_NAME."""
+    """MLTASK_LEADER_ELECTION_LEASE_NAME: a DNS-1123 subdomain."""
     lease_seconds: int = 15
     """MLTASK_LEADER_ELECTION_LEASE_SECONDS: a standby takes over this long after the leader
     stops renewing."""
@@ -97,6 +158,8 @@ class LeaderElection:
 
 @dataclass(frozen=True)
 class Settings:
+    """Everything the operator reads from its environment, validated."""
+
     namespaces: list[str] = field(default_factory=list)
     """MLTASK_NAMESPACES: comma-separated namespaces to watch; empty watches the whole cluster."""
     resync_seconds: int = 60
@@ -104,7 +167,8 @@ class Settings:
     workers: int = 8
     """MLTASK_WORKERS: threads that run reconciles."""
     metrics_port: int = 8080
-    """MLTASK_METRICS_PORT: Prometheus metrics port; 0 disables the server."""
+    """MLTASK_METRICS_PORT: Prometheus metrics port (1-65535, not the health port); 0
+    disables the server."""
     watch_server_timeout: int = 300
     """MLTASK_WATCH_SERVER_TIMEOUT: seconds the API server keeps a watch open."""
     watch_client_timeout: int = 330
@@ -112,14 +176,15 @@ class Settings:
     log_level: str = "INFO"
     """MLTASK_LOG_LEVEL: DEBUG, INFO, WARNING or ERROR."""
     health_port: int = 8081
-    """MLTASK_HEALTH_PORT: the default port of the /healthz endpoint (see --liveness)."""
+    """MLTASK_HEALTH_PORT: the default port of the /healthz endpoint (see --liveness), 1-65535."""
     leader_election: LeaderElection = field(default_factory=LeaderElection)
     run_defaults: RunStepDefaults = field(default_factory=RunStepDefaults)
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
         env = dict(os.environ if env is None else env)
-        namespaces = [n.strip() for n in env.get("MLTASK_NAMESPACES", "").split(",") if n.strip()]
+        namespaces = [_dns_label("MLTASK_NAMESPACES", n.strip())
+                      for n in env.get("MLTASK_NAMESPACES", "").split(",") if n.strip()]
         server = _int(env, "MLTASK_WATCH_SERVER_TIMEOUT", 300, 10)
         client = _int(env, "MLTASK_WATCH_CLIENT_TIMEOUT", server + 30, 10)
         if client <= server:
@@ -129,34 +194,43 @@ class Settings:
         if level not in LOG_LEVELS:
             raise ConfigError(f"MLTASK_LOG_LEVEL={env['MLTASK_LOG_LEVEL']!r} must be one of "
                               + ", ".join(LOG_LEVELS))
-        gpu = env.get("MLTASK_GPU_RESOURCE_NAME") or "nvidia.com/gpu"
-        if "/" not in gpu:
-            raise ConfigError(f"MLTASK_GPU_RESOURCE_NAME={gpu!r} must be a vendor resource "
-                              "name such as nvidia.com/gpu")
+        gpu = _extended_resource("MLTASK_GPU_RESOURCE_NAME",
+                                 env.get("MLTASK_GPU_RESOURCE_NAME") or "nvidia.com/gpu")
+        runtime_class = env.get("MLTASK_RUN_RUNTIME_CLASS_NAME") or None
+        if runtime_class:
+            _dns_subdomain("MLTASK_RUN_RUNTIME_CLASS_NAME", runtime_class)
+        metrics_port = _port(env, "MLTASK_METRICS_PORT", 8080, zero_disables=True)
+        health_port = _port(env, "MLTASK_HEALTH_PORT", 8081)
+        if metrics_port == health_port:
+            raise ConfigError(f"MLTASK_METRICS_PORT={metrics_port} must differ from "
+                              f"MLTASK_HEALTH_PORT={health_port}")
         selector = _json(env, "MLTASK_RUN_NODE_SELECTOR", dict)
         if not all(isinstance(v, str) for v in selector.values()):
             raise ConfigError("MLTASK_RUN_NODE_SELECTOR values must be strings")
         lease = LeaderElection(
             enabled=_bool(env, "MLTASK_LEADER_ELECTION", False),
-            namespace=env.get("MLTASK_LEADER_ELECTION_NAMESPACE") or env.get("POD_NAMESPACE")
-            or "default",
-            lease_name=env.get("MLTASK_LEADER_ELECTION_LEASE_NAME") or "mltask-operator",
+            namespace=_dns_label("MLTASK_LEADER_ELECTION_NAMESPACE",
+                                 env.get("MLTASK_LEADER_ELECTION_NAMESPACE")
+                                 or _pod_namespace(env)),
+            lease_name=_dns_subdomain("MLTASK_LEADER_ELECTION_LEASE_NAME",
+                                      env.get("MLTASK_LEADER_ELECTION_LEASE_NAME")
+                                      or "mltask-operator"),
             lease_seconds=_int(env, "MLTASK_LEADER_ELECTION_LEASE_SECONDS", 15, 5),
         )
         return cls(
             log_level=level,
-            health_port=_int(env, "MLTASK_HEALTH_PORT", 8081, 1),
+            health_port=health_port,
             leader_election=lease,
             run_defaults=RunStepDefaults(
                 node_selector=selector,
                 tolerations=_tolerations(env, "MLTASK_RUN_TOLERATIONS"),
-                runtime_class_name=env.get("MLTASK_RUN_RUNTIME_CLASS_NAME") or None,
+                runtime_class_name=runtime_class,
                 gpu_resource_name=gpu,
             ),
             namespaces=namespaces,
             resync_seconds=_int(env, "MLTASK_RESYNC_SECONDS", 60, 5),
             workers=_int(env, "MLTASK_WORKERS", 8, 1),
-            metrics_port=_int(env, "MLTASK_METRICS_PORT", 8080, 0),
+            metrics_port=metrics_port,
             watch_server_timeout=server,
             watch_client_timeout=client,
         )
