@@ -1,8 +1,11 @@
 """Leader election over a coordination.k8s.io Lease: of several replicas only the holder works.
 
 Kopf's peering is not leader election (replicas of equal priority all freeze), so the operator
-does what kube-controller-manager and controller-runtime do: hold a Lease, renew it, and exit
-when it cannot, so a standby replica takes over once the Lease expires.
+does what client-go's leaderelection does for kube-controller-manager: hold a Lease, renew it
+every retry period, and give up once it has not renewed within the renew deadline (2/3 of the
+Lease), which is before a standby may take the Lease over (the full Lease after the last renew).
+Every Lease call carries a request timeout, so a hanging API server cannot hold the leader past
+its deadline either.
 """
 
 from __future__ import annotations
@@ -10,12 +13,17 @@ from __future__ import annotations
 import datetime
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
 from kubernetes import client
 
 log = logging.getLogger(__name__)
+
+#: A standby whose Lease calls failed this many times in a row (403, 500, timeouts; not a
+#: 409 race) reports unhealthy, so the kubelet restarts it and the failure shows.
+STANDBY_ERROR_LIMIT = 5
 
 
 def _now() -> datetime.datetime:
@@ -36,17 +44,48 @@ def may_hold(holder: str | None, renewed: datetime.datetime | None, duration: in
     return now > renewed + datetime.timedelta(seconds=duration or 0)
 
 
+def describe(error: BaseException) -> str:
+    """An API error as `HTTP 403 Forbidden`, anything else by its type and text."""
+    if isinstance(error, client.ApiException):
+        return f"HTTP {error.status} {error.reason}"
+    return f"{type(error).__name__}: {error}"
+
+
 class LeaseElector:
+    """One replica's side of the election for one Lease."""
+
     def __init__(self, api: client.ApiClient, namespace: str, name: str, identity: str,
                  lease_seconds: int = 15, clock: Callable[[], datetime.datetime] = _now) -> None:
         self.leases = client.CoordinationV1Api(api)
         self.namespace, self.name, self.identity = namespace, name, identity
         self.lease_seconds = lease_seconds
         self.clock = clock
+        self.errors = 0
+        """Lease calls that failed in a row while standing by (a 409 race is no failure)."""
+        self.last_error = ""
+        self.other_holder: str | None = None
+        """Who held the Lease at the last try that found it held by another replica."""
 
     @property
     def retry_seconds(self) -> float:
-        return max(self.lease_seconds / 3, 1.0)
+        """How often a standby tries and the leader renews (client-go: 2 s of a 15 s Lease)."""
+        return max(self.lease_seconds * 2 / 15, 0.5)
+
+    @property
+    def renew_deadline(self) -> float:
+        """The leader gives up when it has not renewed for this long (client-go: 10 s of a
+        15 s Lease): before a standby may take the Lease, so two never work at once."""
+        return self.lease_seconds * 2 / 3
+
+    @property
+    def request_timeout(self) -> float:
+        """Limit of one try (a read and a write of the Lease), so a try ends in time."""
+        return self.renew_deadline / 2
+
+    @property
+    def healthy(self) -> bool:
+        """False once STANDBY_ERROR_LIMIT Lease calls failed in a row."""
+        return self.errors < STANDBY_ERROR_LIMIT
 
     def _body(self, now: datetime.datetime, acquired: datetime.datetime,
               transitions: int, resource_version: str | None = None) -> dict[str, Any]:
@@ -61,24 +100,36 @@ class LeaseElector:
                      "leaseTransitions": transitions},
         }
 
-    def try_acquire(self) -> bool:
-        """Take or renew the Lease; False if someone else holds it or a write raced us."""
+    def try_acquire(self, timeout: float | None = None) -> bool:
+        """Take or renew the Lease; False if someone else holds it or a write raced us.
+
+        `timeout`: seconds for the whole try (default `request_timeout`); a call still
+        running then fails with a urllib3 timeout."""
+        deadline = time.monotonic() + (timeout or self.request_timeout)
+
+        def left() -> float:
+            return max(deadline - time.monotonic(), 0.05)
+
         now = self.clock()
         try:
-            lease = self.leases.read_namespaced_lease(self.name, self.namespace)
+            lease = self.leases.read_namespaced_lease(self.name, self.namespace,
+                                                      _request_timeout=left())
         except client.ApiException as e:
             if e.status != 404:
                 raise
             try:
-                self.leases.create_namespaced_lease(self.namespace, self._body(now, now, 0))
+                self.leases.create_namespaced_lease(self.namespace, self._body(now, now, 0),
+                                                    _request_timeout=left())
                 return True
             except client.ApiException as e2:
                 if e2.status == 409:
                     return False
                 raise
         spec = lease.spec
+        self.other_holder = None
         if not may_hold(spec.holder_identity, spec.renew_time, spec.lease_duration_seconds,
                         self.identity, now):
+            self.other_holder = spec.holder_identity
             return False
         mine = spec.holder_identity == self.identity
         acquired = spec.acquire_time if mine and spec.acquire_time else now
@@ -86,7 +137,8 @@ class LeaseElector:
         try:
             self.leases.replace_namespaced_lease(
                 self.name, self.namespace,
-                self._body(now, acquired, transitions, lease.metadata.resource_version))
+                self._body(now, acquired, transitions, lease.metadata.resource_version),
+                _request_timeout=left())
             return True
         except client.ApiException as e:
             if e.status == 409:
@@ -96,52 +148,81 @@ class LeaseElector:
     def release(self) -> None:
         """Give the Lease up at shutdown so a standby takes over at once."""
         try:
-            lease = self.leases.read_namespaced_lease(self.name, self.namespace)
+            lease = self.leases.read_namespaced_lease(self.name, self.namespace,
+                                                      _request_timeout=self.request_timeout)
             if lease.spec.holder_identity != self.identity:
                 return
             self.leases.patch_namespaced_lease(self.name, self.namespace, {
                 "metadata": {"resourceVersion": lease.metadata.resource_version},
-                "spec": {"holderIdentity": None, "renewTime": None, "acquireTime": None}})
+                "spec": {"holderIdentity": None, "renewTime": None, "acquireTime": None}},
+                _request_timeout=self.request_timeout)
             log.info("Released Lease %s/%s", self.namespace, self.name)
-        except client.ApiException as e:
+        except Exception as e:  # noqa: BLE001 - shutting down; the Lease expires anyway
             log.warning("Could not release Lease %s/%s: %s", self.namespace, self.name,
-                        e.reason)
+                        describe(e))
 
     def wait_until_leader(self, stop: threading.Event) -> bool:
-        """Block until this replica holds the Lease (True), or `stop` is set (False)."""
+        """Block until this replica holds the Lease (True), or `stop` is set (False).
+
+        Failed Lease calls are counted (see `healthy`); at STANDBY_ERROR_LIMIT in a row an
+        error names the Lease and the HTTP status, since such a standby would never lead."""
         logged = False
         while not stop.is_set():
             try:
                 if self.try_acquire():
+                    self.errors = 0
                     log.info("Acquired Lease %s/%s as %s", self.namespace, self.name,
                              self.identity)
                     return True
-            except client.ApiException as e:
-                log.warning("Lease %s/%s: %s", self.namespace, self.name, e.reason)
-            if not logged:
-                log.info("Standing by: Lease %s/%s is held by another replica", self.namespace,
-                         self.name)
-                logged = True
+                self.errors = 0
+                if not logged:
+                    log.info("Standing by: Lease %s/%s is held by another replica",
+                             self.namespace, self.name)
+                    logged = True
+            except Exception as e:  # noqa: BLE001 - any failure counts, and is retried
+                self.errors += 1
+                self.last_error = describe(e)
+                if self.errors == STANDBY_ERROR_LIMIT:
+                    log.error("Failed to get Lease %s/%s %d times in a row, last with %s; "
+                              "/healthz fails until a Lease call succeeds (does the "
+                              "operator's Role in %s allow get/create/update on leases?)",
+                              self.namespace, self.name, self.errors, self.last_error,
+                              self.namespace)
+                else:
+                    log.warning("Failed to get Lease %s/%s: %s", self.namespace, self.name,
+                                self.last_error)
             stop.wait(self.retry_seconds)
         return False
 
     def keep_renewing(self, on_lost: Callable[[], None], stop: threading.Event) -> threading.Thread:
-        """Renew in the background; call `on_lost` once the Lease could not be renewed for
-        longer than its duration (another replica may hold it by then)."""
+        """Renew in the background every `retry_seconds`; call `on_lost` once the Lease has
+        not been renewed within `renew_deadline` of the last renew (before a standby may take
+        it: the full Lease duration after that renew)."""
 
         def loop() -> None:
-            last_ok = self.clock()
+            last_ok = time.monotonic()  # the caller has just acquired it
             while not stop.wait(self.retry_seconds):
-                try:
-                    if self.try_acquire():
-                        last_ok = self.clock()
-                        continue
-                    reason = "held by another replica"
-                except Exception as e:  # noqa: BLE001 - any failure counts as not renewed
-                    reason = str(e)
-                if (self.clock() - last_ok).total_seconds() >= self.lease_seconds:
-                    log.error("Lost Lease %s/%s (%s); stopping", self.namespace, self.name,
-                              reason)
+                started = time.monotonic()
+                left = self.renew_deadline - (started - last_ok)
+                reason = "renew deadline passed"
+                if left > 0:
+                    try:
+                        if self.try_acquire(timeout=min(self.request_timeout, left)):
+                            last_ok = started
+                            continue
+                        if self.other_holder:
+                            log.error("Lost Lease %s/%s: %s holds it; stopping",
+                                      self.namespace, self.name, self.other_holder)
+                            on_lost()
+                            return
+                        reason = "write conflict"
+                    except Exception as e:  # noqa: BLE001 - any failure counts as not renewed
+                        reason = describe(e)
+                        log.warning("Failed to renew Lease %s/%s: %s", self.namespace,
+                                    self.name, reason)
+                if time.monotonic() - last_ok >= self.renew_deadline:
+                    log.error("Lost Lease %s/%s: not renewed within %.1fs (%s); stopping",
+                              self.namespace, self.name, self.renew_deadline, reason)
                     on_lost()
                     return
 

@@ -1,4 +1,5 @@
-"""Kopf registrations: thin wrappers that hand every MLTask and Workflow event to the reconciler."""
+"""Kopf registrations: thin wrappers that hand every MLTask, Pipeline and Workflow event to the
+reconcilers, and the finalizer-free resync (no timers, no on.delete: nothing needs a finalizer)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,6 @@ import logging
 from typing import Any
 
 import kopf
-from prometheus_client import start_http_server
 
 from mltask_operator import labels as keys
 from mltask_operator import metrics
@@ -16,11 +16,13 @@ from mltask_operator.api.v1alpha1.common import GROUP, VERSION
 from mltask_operator.clients.kube import ARGO_GROUP, ARGO_VERSION, WORKFLOWS, Kube, load_config
 from mltask_operator.handlers.mltask import reconcile_task
 from mltask_operator.handlers.pipeline import reconcile_pipeline
+from mltask_operator.resync import Resync
 from mltask_operator.settings import Settings
 
 log = logging.getLogger(__name__)
 SETTINGS = Settings.from_env()
 _kube: Kube | None = None
+_resync: Resync | None = None
 
 
 def kube() -> Kube:
@@ -37,6 +39,9 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=GROUP, key="last-handled-configuration")
+    # No handler needs a finalizer (no timers, daemons or on.delete). Kopf removes its finalizer
+    # from an object no handler needs it for, but only the one named here: this name makes it
+    # remove the finalizer that versions with timers put on every task and pipeline.
     settings.persistence.finalizer = f"{GROUP}/finalizer"
     # Without these a watch can hang silently on a half-dead connection.
     settings.watching.server_timeout = SETTINGS.watch_server_timeout
@@ -44,10 +49,32 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.watching.connect_timeout = 30
     settings.posting.level = logging.WARNING
     settings.execution.max_workers = SETTINGS.workers
-    if SETTINGS.metrics_port:
-        start_http_server(SETTINGS.metrics_port)
+    if SETTINGS.namespaces:
+        # Listed namespaces are fixed, and Roles in them do not let Kopf list namespaces or
+        # watch CRDs cluster-wide (it would log 403s): no dynamic scanning.
+        settings.scanning.disabled = True
     kube()
-    log.info("Started mltask-operator (namespaces: %s)", SETTINGS.namespaces or "all")
+    global _resync
+    _resync = Resync([(mltask_api.KIND, kube().list_tasks, _resync_task),
+                      (pipeline_api.KIND, kube().list_pipelines, _resync_pipeline)],
+                     SETTINGS.namespaces, SETTINGS.resync_seconds)
+    _resync.start()
+    log.info("Started mltask-operator (namespaces: %s; resync every %ds)",
+             SETTINGS.namespaces or "all", SETTINGS.resync_seconds)
+
+
+@kopf.on.cleanup()
+def shutdown(**_: Any) -> None:
+    if _resync is not None:
+        _resync.stop()
+
+
+def _resync_task(namespace: str, name: str) -> None:
+    reconcile_task(kube(), namespace, name, defaults=SETTINGS.run_defaults)
+
+
+def _resync_pipeline(namespace: str, name: str) -> None:
+    reconcile_pipeline(kube(), namespace, name)
 
 
 def _reconcile(namespace: str, name: str) -> None:
@@ -66,12 +93,6 @@ def task_changed(namespace: str, name: str, **_: Any) -> None:
     _reconcile(namespace, name)
 
 
-@kopf.timer(GROUP, VERSION, mltask_api.PLURAL, interval=SETTINGS.resync_seconds,
-            initial_delay=SETTINGS.resync_seconds)
-def task_resync(namespace: str, name: str, **_: Any) -> None:
-    _reconcile(namespace, name)
-
-
 @kopf.on.event(ARGO_GROUP, ARGO_VERSION, WORKFLOWS, labels={keys.TASK: kopf.PRESENT})
 def workflow_event(namespace: str, labels: dict[str, str], type: str | None,
                    **_: Any) -> None:
@@ -84,7 +105,6 @@ def workflow_event(namespace: str, labels: dict[str, str], type: str | None,
         metrics.RECONCILE_ERRORS.labels(kind="Workflow").inc()
         log.exception("Reconcile of MLTask %s/%s after a Workflow %s event failed",
                       namespace, task, type)
-
 
 
 def _reconcile_pipeline(namespace: str, name: str) -> None:
@@ -100,12 +120,6 @@ def _reconcile_pipeline(namespace: str, name: str) -> None:
 @kopf.on.create(GROUP, VERSION, pipeline_api.PLURAL)
 @kopf.on.update(GROUP, VERSION, pipeline_api.PLURAL, field="spec")
 def pipeline_changed(namespace: str, name: str, **_: Any) -> None:
-    _reconcile_pipeline(namespace, name)
-
-
-@kopf.timer(GROUP, VERSION, pipeline_api.PLURAL, interval=SETTINGS.resync_seconds,
-            initial_delay=SETTINGS.resync_seconds)
-def pipeline_resync(namespace: str, name: str, **_: Any) -> None:
     _reconcile_pipeline(namespace, name)
 
 

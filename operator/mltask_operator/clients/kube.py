@@ -33,6 +33,10 @@ class Rejected(RuntimeError):
 class OwnershipError(RuntimeError):
     """An object with the deterministic name exists but belongs to someone else."""
 
+    def __init__(self, message: str, existing: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.existing: dict[str, Any] = existing or {}  # the object that holds the name
+
 
 def load_config() -> client.ApiClient:
     """In-cluster credentials when running in a pod, else the KUBECONFIG."""
@@ -74,6 +78,10 @@ class Kube:
                 raise Conflict(f"MLTask {meta['namespace']}/{meta['name']} changed") from e
             raise
 
+    def list_tasks(self, namespace: str | None) -> list[dict[str, Any]]:
+        """Every MLTask in `namespace`, or in the cluster if None (the resync)."""
+        return self._list(mltask_api.PLURAL, namespace)
+
     def list_pipeline_tasks(self, namespace: str, pipeline: str) -> list[dict[str, Any]]:
         return self.objects.list_namespaced_custom_object(
             GROUP, VERSION, namespace, mltask_api.PLURAL,
@@ -112,6 +120,28 @@ class Kube:
                 return None
             raise
 
+    def list_pipelines(self, namespace: str | None) -> list[dict[str, Any]]:
+        """Every Pipeline in `namespace`, or in the cluster if None (the resync)."""
+        return self._list(pipeline_api.PLURAL, namespace)
+
+    def _list(self, plural: str, namespace: str | None) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = []
+        token: str | None = None
+        while True:
+            page_args: dict[str, Any] = {"limit": 500}
+            if token:
+                page_args["_continue"] = token
+            if namespace is None:
+                page = self.objects.list_cluster_custom_object(GROUP, VERSION, plural,
+                                                               **page_args)
+            else:
+                page = self.objects.list_namespaced_custom_object(GROUP, VERSION, namespace,
+                                                                  plural, **page_args)
+            items.extend(page["items"])
+            token = page["metadata"].get("continue")
+            if not token:
+                return items
+
     def replace_pipeline_status(self, body: dict[str, Any]) -> dict[str, Any]:
         """Write status with the body's resourceVersion: a concurrent change raises Conflict."""
         meta = body["metadata"]
@@ -142,10 +172,13 @@ class Kube:
                 ARGO_GROUP, ARGO_VERSION, meta["namespace"], WORKFLOWS, body)
             return created, True
         except client.ApiException as e:
+            if e.status in (400, 422):  # Argo's schema, or an admission policy, refused it
+                raise Rejected(f"Workflow {meta['namespace']}/{meta['name']} was rejected: "
+                               f"{_message(e)}") from e
             if e.status != 409:
                 raise RuntimeError(
                     f"Failed to create Workflow {meta['namespace']}/{meta['name']}: "
-                    f"{e.status} {e.reason}: {e.body}") from e
+                    f"{e.status} {e.reason}: {_message(e)}") from e
         existing = self.get_workflow(meta["namespace"], meta["name"])
         if existing is None:
             raise Conflict(f"Workflow {meta['namespace']}/{meta['name']} vanished")
@@ -170,6 +203,9 @@ class Kube:
             self.core.create_namespaced_persistent_volume_claim(meta["namespace"], body)
             return True
         except client.ApiException as e:
+            if e.status in (400, 422):
+                raise Rejected(f"PersistentVolumeClaim {meta['namespace']}/{meta['name']} was "
+                               f"rejected: {_message(e)}") from e
             if e.status != 409:
                 raise
         existing = self.core.read_namespaced_persistent_volume_claim(meta["name"],
@@ -227,4 +263,4 @@ def _check_owner(existing: dict[str, Any], desired: dict[str, Any]) -> None:
         raise OwnershipError(
             f"{desired['kind']} {meta['namespace']}/{meta['name']} exists but is not owned by "
             f"this {desired['metadata']['ownerReferences'][0]['kind']} (uid {want}); delete or "
-            "rename it")
+            "rename it", existing)
