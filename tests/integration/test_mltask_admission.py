@@ -153,6 +153,10 @@ INVALID: list[Case] = [
          put("spec/steps/run/env", [{"name": "db_password", "value": "hunter2"}]),
          "spec.steps.run.env[0].value", "credentials must come from a Secret",
          "FieldValueForbidden"),
+    Case("inline-token-parameter", "training",
+         put("spec/config/parameters", {"epochs": "10", "hf_token": "hf_x"}),
+         "spec.config.parameters", "credentials must come from a Secret",
+         "FieldValueForbidden"),
     Case("name-too-long", "training", put("metadata/name", "t" * (MAX_NAME_LENGTH + 1)),
          "metadata.name", f"metadata.name must be at most {MAX_NAME_LENGTH} characters",
          "FieldValueInvalid", at_field=False),
@@ -356,6 +360,16 @@ def test_every_example_is_accepted_strictly(objects: client.CustomObjectsApi, na
     names = [t["metadata"]["name"]
              for t in objects.list_namespaced_custom_object(G, V, namespace, P)["items"]]
     assert names == [body["metadata"]["name"]]
+
+
+def test_names_that_only_contain_a_credential_word_are_accepted(
+        objects: client.CustomObjectsApi, namespace: str) -> None:
+    """The credential rules match whole words: ML knobs such as tokenizer settings pass."""
+    body = example("training")
+    body["spec"]["steps"]["run"]["env"] = [{"name": "TOKENIZERS_PARALLELISM", "value": "false"}]
+    body["spec"]["config"]["parameters"] = {"tokenizer": "bpe", "max_tokens": "512"}
+    created = create(objects, namespace, body)
+    assert created["spec"]["config"]["parameters"]["tokenizer"] == "bpe"
 
 
 # ---------------------------------------------------------------------------- update rules

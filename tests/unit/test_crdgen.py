@@ -1,5 +1,6 @@
 """crds/ is generated from the models: it must not drift, and the schema must stay structural."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -44,3 +45,31 @@ def test_status_schema_has_no_defaults() -> None:
             walk(node["items"])
 
     walk(schema)
+
+
+@pytest.mark.parametrize(("name", "credential"), [
+    ("AWS_SECRET_ACCESS_KEY", True),
+    ("HF_TOKEN", True),
+    ("GITHUB_TOKEN", True),
+    ("WANDB_API_KEY", True),
+    ("db_password", True),
+    ("apikey", True),
+    ("aws.secret.key", True),
+    ("private-key", True),
+    ("GOOGLE_APPLICATION_CREDENTIALS", True),
+    ("hfToken", True),
+    ("openaiApiKey", True),
+    ("clientSecret", True),
+    ("TOKENIZERS_PARALLELISM", False),  # Hugging Face's usual knob, not a credential
+    ("tokenizer", False),
+    ("max_tokens", False),
+    ("numTokens", False),
+    ("SECRETS_DIR", False),
+    ("learning_rate", False),
+    ("epochs", False),
+])
+def test_credential_names(name: str, credential: bool) -> None:
+    """The CEL rule's regex (RE2), checked with Python's re: the syntax both share."""
+    from mltask_operator.api.v1alpha1.common import CREDENTIAL_NAME
+
+    assert bool(re.search(CREDENTIAL_NAME, name)) is credential

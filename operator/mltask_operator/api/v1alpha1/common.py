@@ -32,12 +32,6 @@ Quantity = Annotated[
     ),
 ]
 
-#: An object whose schema is Kubernetes' own (e.g. corev1.Affinity); kept as-is.
-OpenObject = Annotated[
-    dict[str, Any],
-    WithJsonSchema({"type": "object", "x-kubernetes-preserve-unknown-fields": True}),
-]
-
 Time = Annotated[
     datetime.datetime,
     WithJsonSchema({"type": "string", "format": "date-time"}),
@@ -112,6 +106,122 @@ class Toleration(Model):
         default=None, description="For NoExecute: how long the pod stays bound after the taint.")
 
 
+# ------------------------------------------------------------------ affinity (corev1.Affinity)
+# Typed here, not passed through as an open object, so a mistake is refused at apply with the
+# field's path, instead of later when Argo's schema refuses the Workflow.
+
+_LABEL_KEY = 317  # [prefix/]name: 253 + 1 + 63
+
+
+class NodeSelectorRequirement(Model):
+    """A node label (or field) requirement: key, operator, values."""
+
+    key: str = Field(description="Label key, e.g. nvidia.com/gpu.product.", min_length=1,
+                     max_length=_LABEL_KEY)
+    operator: str = Field(description="In, NotIn, Exists, DoesNotExist, Gt or Lt.",
+                          pattern="^(In|NotIn|Exists|DoesNotExist|Gt|Lt)$")
+    values: list[str] | None = Field(default=None, max_length=64, description="Values for In "
+                                     "and NotIn; one integer for Gt and Lt; empty otherwise.")
+
+
+class NodeSelectorTerm(Model):
+    """Node requirements that must all hold (AND)."""
+
+    match_expressions: list[NodeSelectorRequirement] | None = Field(
+        default=None, max_length=32, description="Requirements on node labels.")
+    match_fields: list[NodeSelectorRequirement] | None = Field(
+        default=None, max_length=32, description="Requirements on node fields "
+        "(metadata.name).")
+
+
+class NodeSelector(Model):
+    """Node selector terms, any of which may match (OR)."""
+
+    node_selector_terms: list[NodeSelectorTerm] = Field(
+        min_length=1, max_length=32, description="The terms; a node must match one of them.")
+
+
+class PreferredSchedulingTerm(Model):
+    """A weighted node preference."""
+
+    weight: int = Field(ge=1, le=100, description="Weight, 1-100.")
+    preference: NodeSelectorTerm = Field(description="The node requirements preferred.")
+
+
+class NodeAffinity(Model):
+    """Which nodes the pods may or should run on."""
+
+    required_during_scheduling_ignored_during_execution: NodeSelector | None = Field(
+        default=None, description="Nodes the pods must run on.")
+    preferred_during_scheduling_ignored_during_execution: list[PreferredSchedulingTerm] | None = \
+        Field(default=None, max_length=32, description="Nodes the pods should run on.")
+
+
+class LabelSelectorRequirement(Model):
+    """A label requirement: key, operator, values."""
+
+    key: str = Field(description="Label key.", min_length=1, max_length=_LABEL_KEY)
+    operator: str = Field(description="In, NotIn, Exists or DoesNotExist.",
+                          pattern="^(In|NotIn|Exists|DoesNotExist)$")
+    values: list[str] | None = Field(default=None, max_length=64,
+                                     description="Values for In and NotIn; empty otherwise.")
+
+
+class LabelSelector(Model):
+    """A label selector (metav1.LabelSelector)."""
+
+    match_labels: dict[str, str] | None = Field(
+        default=None, description="Labels that must all be present with these values.",
+        json_schema_extra={"maxProperties": 32})
+    match_expressions: list[LabelSelectorRequirement] | None = Field(
+        default=None, max_length=32, description="Requirements that must all hold.")
+
+
+class PodAffinityTerm(Model):
+    """Pods (by label) near which the pods run, within a topology domain."""
+
+    label_selector: LabelSelector | None = Field(default=None,
+                                                 description="The pods to be near (or apart).")
+    namespace_selector: LabelSelector | None = Field(
+        default=None, description="Namespaces of those pods, by label.")
+    namespaces: list[str] | None = Field(default=None, max_length=64,
+                                         description="Namespaces of those pods, by name.")
+    topology_key: str = Field(min_length=1, max_length=_LABEL_KEY,
+                              description="Node label defining the domain, e.g. "
+                              "kubernetes.io/hostname or topology.kubernetes.io/zone.")
+    match_label_keys: list[str] | None = Field(
+        default=None, max_length=32, description="Pod label keys whose values must match "
+        "those of the incoming pod.")
+    mismatch_label_keys: list[str] | None = Field(
+        default=None, max_length=32, description="Pod label keys whose values must differ "
+        "from those of the incoming pod.")
+
+
+class WeightedPodAffinityTerm(Model):
+    """A weighted pod (anti-)affinity preference."""
+
+    weight: int = Field(ge=1, le=100, description="Weight, 1-100.")
+    pod_affinity_term: PodAffinityTerm = Field(description="The preference.")
+
+
+class PodAffinity(Model):
+    """Pods the task's pods must or should run near (or, for anti-affinity, apart from)."""
+
+    required_during_scheduling_ignored_during_execution: list[PodAffinityTerm] | None = Field(
+        default=None, max_length=32, description="Terms that must hold.")
+    preferred_during_scheduling_ignored_during_execution: list[WeightedPodAffinityTerm] | None = \
+        Field(default=None, max_length=32, description="Terms that should hold.")
+
+
+class Affinity(Model):
+    """Pod scheduling constraints (corev1.Affinity)."""
+
+    node_affinity: NodeAffinity | None = Field(default=None, description="Node affinity.")
+    pod_affinity: PodAffinity | None = Field(default=None, description="Pod affinity.")
+    pod_anti_affinity: PodAffinity | None = Field(default=None,
+                                                  description="Pod anti-affinity.")
+
+
 class SecretKeySelector(Model):
     """A key of a Secret in the task's namespace."""
 
@@ -139,8 +249,15 @@ class EnvVarSource(Model):
         default=None, description="A key of a ConfigMap.")
 
 
-CREDENTIAL_NAME = (r"(?i).*(secret|password|passwd|token|api_?key|access_?key|private_?key"
-                   r"|credential).*")
+#: A name that looks like a credential: a whole word of snake/kebab/dotted case
+#: (`HF_TOKEN`, `aws.secret.key`) or a capitalised camelCase word (`hfToken`, `openaiApiKey`).
+#: Whole words only, so `TOKENIZERS_PARALLELISM`, `max_tokens` or `tokenizer` are not credentials.
+#: RE2 syntax (CEL's `matches`), also valid for Python's `re`.
+_CREDENTIAL_WORDS = ("secret|password|passwd|token|api[_.-]?key|access[_.-]?key|private[_.-]?key"
+                     "|credentials?")
+CREDENTIAL_NAME = (rf"(?i:(^|[_.-])({_CREDENTIAL_WORDS})([_.-]|$))"
+                   r"|(Secret|Password|Passwd|Token|ApiKey|AccessKey|PrivateKey|Credentials?)"
+                   r"([A-Z_.-]|$)")
 
 
 class EnvVar(Model):
@@ -153,7 +270,7 @@ class EnvVar(Model):
             field_path=".value", reason="FieldValueForbidden"),
     ]})
 
-    name: str = Field(description="Variable name.", min_length=1, max_length=256)
+    name: str = Field(description="Variable name.", min_length=1, max_length=128)
     value: str | None = Field(default=None, description="Literal value. Variables whose name "
                               "looks like a credential must use valueFrom.", max_length=32768)
     value_from: EnvVarSource | None = Field(

@@ -7,12 +7,14 @@ from enum import StrEnum
 from pydantic import ConfigDict, Field
 
 from mltask_operator.api.v1alpha1.common import (
+    CREDENTIAL_NAME,
     DNS_LABEL,
+    DNS_SUBDOMAIN,
+    Affinity,
     Condition,
     EnvVar,
     LocalObjectReference,
     Model,
-    OpenObject,
     Quantity,
     Resource,
     ResourceRequirements,
@@ -66,8 +68,10 @@ class DatasetInput(Model):
     uri: str | None = Field(default=None, max_length=2048,
                             description="Where the dataset is, e.g. s3://bucket/datasets/cifar10.zip.")
     from_task: str | None = Field(default=None, max_length=253,
-                                  description="Name of an MLTask in this namespace whose output "
-                                  "dataset to use (it must have completed).")
+                                  description="The task whose output dataset to use (it must "
+                                  "have completed). In an MLTask: the name of an MLTask in this "
+                                  "namespace; in a Pipeline: the name of a preprocessing task of "
+                                  "the pipeline.")
     kind: DatasetKind | None = Field(default=None,
                                      description="Kind of dataset: project (for training) or "
                                      "application (for optimization).")
@@ -81,8 +85,10 @@ class ModelInput(Model):
     uri: str | None = Field(default=None, max_length=2048,
                             description="Where the model is, e.g. s3://bucket/models/resnet.pt.")
     from_task: str | None = Field(default=None, max_length=253,
-                                  description="Name of an MLTask in this namespace whose output "
-                                  "model to use (it must have completed).")
+                                  description="The task whose output model to use (it must "
+                                  "have completed). In an MLTask: the name of an MLTask in this "
+                                  "namespace; in a Pipeline: the name of a training or "
+                                  "optimization task of the pipeline.")
 
 
 class Inputs(Model):
@@ -97,11 +103,19 @@ class Inputs(Model):
 class ConfigSpec(Model):
     """Task configuration: a ConfigMap mounted into every step and/or inline parameters."""
 
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [
+        cel(f"!has(self.parameters) || self.parameters.all(k, !k.matches('{CREDENTIAL_NAME}'))",
+            "credentials must come from a Secret (storage.secretRef, or a step's env with "
+            "valueFrom.secretKeyRef), not config.parameters, which every step sees",
+            field_path=".parameters", reason="FieldValueForbidden"),
+    ]})
+
     config_map_ref: LocalObjectReference | None = Field(
         default=None, description="ConfigMap mounted read-only at $MLTASK_CONFIG_DIR.")
     parameters: dict[str, str] | None = Field(
         default=None, description="Inline parameters, passed to every step as JSON in "
-        "$MLTASK_PARAMETERS (e.g. epochs: \"10\").",
+        "$MLTASK_PARAMETERS (e.g. epochs: \"10\"). Never credentials: keys that look like one "
+        "(token, password, api_key...) are refused.",
         json_schema_extra={"maxProperties": 256})
 
 
@@ -118,7 +132,7 @@ class StepSpec(Model):
         "entrypoint up in the registry, which fails for private or unreachable registries.")
     args: list[str] | None = Field(default=None, max_length=256,
                                    description="Arguments to the entrypoint.")
-    env: list[EnvVar] | None = Field(default=None, max_length=128,
+    env: list[EnvVar] | None = Field(default=None, max_length=64,
                                      description="Extra environment variables, after the "
                                      "MLTASK_* contract variables.")
     resources: ResourceRequirements | None = Field(default=None,
@@ -226,7 +240,7 @@ class WorkVolume(Model):
     ]})
 
     size: Quantity = Field(default="10Gi", description="Requested size, e.g. 50Gi.")
-    storage_class_name: str | None = Field(default=None, max_length=253,
+    storage_class_name: str | None = Field(default=None, max_length=253, pattern=DNS_SUBDOMAIN,
                                            description="StorageClass; the cluster default if "
                                            "unset.")
 
@@ -239,12 +253,11 @@ class Runtime(Model):
         json_schema_extra={"maxProperties": 64})
     tolerations: list[Toleration] | None = Field(default=None, max_length=64,
                                                  description="Tolerations for every step's pod.")
-    affinity: OpenObject | None = Field(default=None,
-                                        description="Pod affinity (corev1.Affinity), validated "
-                                        "by Argo's Workflow schema.")
-    priority_class_name: str | None = Field(default=None, max_length=253,
+    affinity: Affinity | None = Field(default=None, description="Node and pod affinity of "
+                                      "every step's pod (corev1.Affinity).")
+    priority_class_name: str | None = Field(default=None, max_length=253, pattern=DNS_SUBDOMAIN,
                                             description="PriorityClass of the pods.")
-    service_account_name: str | None = Field(default=None, max_length=253,
+    service_account_name: str | None = Field(default=None, max_length=253, pattern=DNS_SUBDOMAIN,
                                              description="ServiceAccount the pods run as.")
     active_deadline_seconds: int | None = Field(default=None, ge=1,
                                                 description="Fail an attempt running longer "
@@ -256,6 +269,15 @@ class Runtime(Model):
 
 
 # -------------------------------------------------------------------------------------- spec
+
+
+class PipelineReference(Model):
+    """The Pipeline a task belongs to."""
+
+    name: str = Field(min_length=1, max_length=63, pattern=DNS_LABEL,
+                      description="Name of the Pipeline; it labels the task's Workflows and "
+                      "pods (mltask.dev/pipeline), so it is a DNS label of at most 63 characters.")
+
 
 #: Fields fixed once the task exists; only suspend, retryGeneration and description may change.
 IMMUTABLE_FIELDS = ["type", "pipelineRef", "input", "config", "steps", "output", "storage",
@@ -328,7 +350,7 @@ class MLTaskSpec(TaskTemplate):
 
     model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": _SPEC_RULES})
 
-    pipeline_ref: LocalObjectReference | None = Field(
+    pipeline_ref: PipelineReference | None = Field(
         default=None, description="The Pipeline this task belongs to, if any.")
     suspend: bool = Field(default=False,
                           description="Stop the task (true) or continue it from the step that "
