@@ -109,6 +109,40 @@ def test_pod_lost_on_spot_node_is_retried_automatically(tasks: Tasks) -> None:
     assert st["attempt"] == 1
 
 
+def test_evicted_pod_is_retried_automatically(tasks: Tasks) -> None:
+    """The kubelet evicts the run pod (node pressure; a spot node's graceful shutdown looks the
+    same): Argo marks the node Failed with the kubelet's message, and the default OnError
+    retry policy still retries it, because the infrastructure failed, not the user's code."""
+    body = with_env(example("training"), "run", E2E_DURATION="12s")
+    name = tasks.create(body)["metadata"]["name"]
+    pod = wait_pod_running(tasks, name, "run", timeout=60)
+    time.sleep(4)  # past Argo's grace for recently started pods, as in the spot-node test
+    message = "The node was low on resource: memory. Threshold quantity: 100Mi, available: 42Mi."
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    tasks.core.patch_namespaced_pod_status(pod.metadata.name, tasks.ns, {"status": {
+        "phase": "Failed", "reason": "Evicted", "message": message,
+        "containerStatuses": [
+            {"name": c.name, "image": c.image, "imageID": "", "ready": False,
+             "restartCount": 0, "state": {"terminated": {
+                 "exitCode": 137, "reason": "Error", "startedAt": now, "finishedAt": now}}}
+            for c in pod.spec.containers],
+    }})  # what the kubelet writes when it evicts a pod
+    st = tasks.wait(name, lambda s: s.get("status") == "retry" or step(s, "run").get(
+        "retries", 0) >= 1, "the evicted pod's retry", timeout=60)["status"]
+    st = tasks.wait_state(name, "completed", "done", timeout=90)["status"]
+    assert step(st, "run")["retries"] == 1 and st["attempt"] == 1
+
+
+def test_users_non_zero_exit_is_not_retried_by_default(tasks: Tasks) -> None:
+    """The same default policy (retryOn OnError, limit 3) leaves the user's own failure alone:
+    Argo evaluates the operator's retry expression and fails the step at once."""
+    body = with_env(example("training"), "run", E2E_EXIT_CODE="2")
+    name = tasks.create(body)["metadata"]["name"]
+    st = tasks.wait_state(name, "failed", "run_task", timeout=60)["status"]
+    assert step(st, "run")["retries"] == 0 and step(st, "run")["exitCode"] == 2
+    assert "exit code 2" in st["message"]
+
+
 def test_stop_uses_argo_shutdown_and_continue_resumes_at_run(tasks: Tasks) -> None:
     body = with_env(example("optimization"), "run", E2E_DURATION="8s")
     name = tasks.create(body)["metadata"]["name"]

@@ -11,11 +11,14 @@ from harness import argo_standin as argo
 from harness.tasks import example
 from mltask_operator.api.v1alpha1.mltask import MLTask, StepName
 from mltask_operator.builders.workflow import (
+    ON_INFRASTRUCTURE_ERROR,
     ResolvedInputs,
     build_work_pvc,
     build_workflow,
 )
 from mltask_operator.settings import RunStepDefaults
+
+ON_INFRA = ON_INFRASTRUCTURE_ERROR
 
 EXAMPLES = ["preprocessing", "training", "optimization"]
 STEPS = ["download", "run", "upload"]
@@ -31,7 +34,7 @@ EXPECTED: dict[str, dict[str, Any]] = {
         "resources": {"requests": {"cpu": "2", "memory": "4Gi"}},
         "node_selector": None,
         "tolerations": None,
-        "retry": {"limit": 3, "retryPolicy": "OnError",
+        "retry": {"limit": 3, "retryPolicy": "Always", "expression": ON_INFRA,
                   "backoff": {"duration": "10s", "factor": 2, "maxDuration": "10m"}},
         "pvc_size": "10Gi",
         "deadline": None,
@@ -47,7 +50,7 @@ EXPECTED: dict[str, dict[str, Any]] = {
                       "limits": {"nvidia.com/gpu": "1"}},
         "node_selector": {"nvidia.com/gpu.present": "true"},
         "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
-        "retry": {"limit": 3, "retryPolicy": "OnError",
+        "retry": {"limit": 3, "retryPolicy": "Always", "expression": ON_INFRA,
                   "backoff": {"duration": "10s", "factor": 2, "maxDuration": "10m"}},
         "pvc_size": "50Gi",
         "deadline": 86400,
@@ -313,11 +316,25 @@ def test_config_map_mounted_only_when_set(name: str) -> None:
             assert {"name": "config", "mountPath": "/etc/mltask/config",
                     "readOnly": True} in mounts
         else:
-            assert [m["name"] for m in mounts] == ["work"]
+            assert [m["name"] for m in mounts] == ["work", "meta"]
     if cm:
         assert {"name": "config", "configMap": {"name": cm}} in volumes
     else:
-        assert [v["name"] for v in volumes] == ["work"]
+        assert [v["name"] for v in volumes] == ["work", "meta"]
+
+
+@pytest.mark.parametrize("name", EXAMPLES)
+def test_metrics_and_result_files_are_on_a_volume_of_each_pod(name: str) -> None:
+    """An emptyDir per pod: a retried pod or a later attempt starts with no metrics or result
+    file, so it can never report an earlier pod's (the working volume outlives attempts)."""
+    wf = build(task(name))
+    assert {"name": "meta", "emptyDir": {"sizeLimit": "16Mi"}} in wf["spec"]["volumes"]
+    for step in STEPS:
+        mounts = templates(wf)[step]["container"]["volumeMounts"]
+        assert {"name": "meta", "mountPath": "/mltask/meta"} in mounts
+    paths = [p["valueFrom"]["path"] for s in ("run", "upload")
+             for p in templates(wf)[s]["outputs"]["parameters"]]
+    assert paths == ["/mltask/meta/metrics.json", "/mltask/meta/result.json"]
 
 
 # --------------------------------------------------------------------------------- retries
@@ -333,19 +350,57 @@ def test_retry_strategy_on_every_step(name: str) -> None:
 
 @pytest.mark.parametrize("name", EXAMPLES)
 def test_retry_policy_covers_errors_not_only_failures(name: str) -> None:
-    """A deleted or preempted pod makes an Argo node `Error`, not `Failed`: OnFailure (Argo's
-    own default) would never retry it."""
-    policy = templates(build(task(name)))["run"]["retryStrategy"]["retryPolicy"]
-    assert policy in ("OnError", "Always")
-    assert "Error" in argo.RETRYABLE[policy]
+    """A deleted pod makes an Argo node `Error`, not `Failed`: OnFailure (Argo's own default)
+    would never retry it."""
+    rs = templates(build(task(name)))["run"]["retryStrategy"]
+    assert argo.retried(rs, "Error", "pod deleted")
 
 
 def test_default_retry_policy_is_on_error() -> None:
     b = body("training")
     del b["spec"]["runtime"]["retryPolicy"]
     rs = templates(build(MLTask.model_validate(b)))["run"]["retryStrategy"]
-    assert rs == {"limit": 3, "retryPolicy": "OnError",
+    assert rs == {"limit": 3, "retryPolicy": "Always", "expression": ON_INFRA,
                   "backoff": {"duration": "10s", "factor": 2, "maxDuration": "10m"}}
+
+
+# (Argo node phase, node message as Argo v3.6 writes it, retried under the default OnError)
+INFRA_CASES = [
+    ("Error", "pod deleted", True),
+    ("Error", "node lost", True),
+    ("Failed", "The node was low on resource: memory. Threshold quantity: 100Mi, available: "
+               "42Mi. Container main was using 31Gi, request is 32Gi.", True),      # eviction
+    ("Failed", "Pod was terminated in response to imminent node shutdown.", True),  # spot
+    ("Failed", "Preempted in order to admit critical pod", True),
+    ("Failed", "Pod was rejected: Node didn't have enough resource: nvidia.com/gpu, "
+               "requested: 1, used: 1, capacity: 1", True),
+    ("Failed", "Evicted", True),
+    ("Failed", "Error (exit code 1)", False),            # the user's code
+    ("Failed", "OOMKilled (exit code 137)", False),       # the user's memory request
+    ("Failed", "Pod was active on the node longer than the specified deadline", False),
+    ("Failed", "workflow shutdown with strategy:  Stop", False),
+]
+
+
+@pytest.mark.parametrize(("phase", "message", "retry"), INFRA_CASES,
+                         ids=[m[:40] for _, m, _ in INFRA_CASES])
+def test_on_error_retries_what_the_infrastructure_did_not_the_users_code(
+        phase: str, message: str, retry: bool) -> None:
+    """Argo v3.6 marks a failed pod that carries a message `Failed` (inferFailedReason), so
+    Argo's own OnError would never retry an evicted or shut-down pod: the expression does."""
+    rs = templates(build(task("training")))["run"]["retryStrategy"]
+    assert argo.retried(rs, phase, message) is retry
+
+
+@pytest.mark.parametrize(("retry_on", "phase", "retry"), [
+    ("OnFailure", "Failed", True), ("OnFailure", "Error", False),
+    ("Always", "Failed", True), ("Always", "Error", True),
+])
+def test_other_policies_are_argos_own(retry_on: str, phase: str, retry: bool) -> None:
+    rs = templates(build(task("training", retryPolicy={"retryOn": retry_on})))["run"][
+        "retryStrategy"]
+    assert rs["retryPolicy"] == retry_on and "expression" not in rs
+    assert argo.retried(rs, phase, "Error (exit code 1)") is retry
 
 
 def test_a_lost_run_pod_is_retried_by_argo() -> None:

@@ -14,6 +14,7 @@ from mltask_operator import labels
 from mltask_operator.api.v1alpha1.mltask import (
     STEP_ORDER,
     MLTask,
+    RetryOn,
     StepName,
     StepSpec,
 )
@@ -27,6 +28,9 @@ METRICS_FILE = f"{META_DIR}/metrics.json"
 RESULT_FILE = f"{META_DIR}/result.json"
 CONFIG_DIR = "/etc/mltask/config"
 WORK_VOLUME = "work"
+#: The metrics and result files live on a volume of each pod's own (emptyDir), not on the
+#: working volume: a retried pod or a later attempt can never report an earlier one's files.
+META_VOLUME = "meta"
 CONFIG_VOLUME = "config"
 METRICS_PARAM = "metrics"
 RESULT_PARAM = "result"
@@ -170,20 +174,38 @@ def _container(task: MLTask, step: StepName, step_spec: StepSpec, attempt: int,
     resources = _resources(step_spec, gpu_resource)
     if resources:
         container["resources"] = resources
-    mounts = [{"name": WORK_VOLUME, "mountPath": WORKDIR}]
+    mounts = [{"name": WORK_VOLUME, "mountPath": WORKDIR},
+              {"name": META_VOLUME, "mountPath": META_DIR}]
     if task.spec.config and task.spec.config.config_map_ref:
         mounts.append({"name": CONFIG_VOLUME, "mountPath": CONFIG_DIR, "readOnly": True})
     container["volumeMounts"] = mounts
     return container
 
 
+#: What the kubelet and scheduler write on a pod the infrastructure took away while its node
+#: kept running: eviction under node pressure, graceful node shutdown (how GPU spot and
+#: preemptible nodes are reclaimed), preemption, and admission refusal (e.g. the GPU device
+#: plugin lost its devices). Argo marks such pods Failed, not Error, since they carry a message.
+INFRASTRUCTURE_FAILURE = ("(?i)(evict|low on resource|node shutdown|preempt|pod was rejected"
+                          "|didn't have enough resource)")
+#: OnError in the task's sense: Argo's errors (pod deleted, node lost, init or wait container
+#: failed) and the infrastructure failures above, never the user's own non-zero exit.
+ON_INFRASTRUCTURE_ERROR = (
+    f'lastRetry.status == "Error" || (lastRetry.status == "Failed"'
+    f' && lastRetry.message matches "{INFRASTRUCTURE_FAILURE}")')
+
+
 def _retry_strategy(task: MLTask) -> dict[str, Any] | None:
+    """Argo's retryStrategy for every step. `OnError` goes beyond Argo's own OnError (which
+    retries only Error nodes) so that evicted and shut-down pods are retried too."""
     policy = task.spec.runtime.retry_policy
     if policy.limit == 0:
         return None
+    strategy: dict[str, Any] = {"limit": policy.limit, "retryPolicy": str(policy.retry_on)}
+    if policy.retry_on == RetryOn.ON_ERROR:
+        strategy.update(retryPolicy=str(RetryOn.ALWAYS), expression=ON_INFRASTRUCTURE_ERROR)
     return {
-        "limit": policy.limit,
-        "retryPolicy": str(policy.retry_on),
+        **strategy,
         "backoff": {
             "duration": policy.backoff.duration,
             "factor": policy.backoff.factor,
@@ -252,7 +274,8 @@ def build_workflow(task: MLTask, *, attempt: int, start_at: StepName,
         templates.append(template)
 
     volumes: list[dict[str, Any]] = [
-        {"name": WORK_VOLUME, "persistentVolumeClaim": {"claimName": work_pvc_name(task.name)}}
+        {"name": WORK_VOLUME, "persistentVolumeClaim": {"claimName": work_pvc_name(task.name)}},
+        {"name": META_VOLUME, "emptyDir": {"sizeLimit": "16Mi"}},
     ]
     if task.spec.config and task.spec.config.config_map_ref:
         volumes.append({"name": CONFIG_VOLUME,
@@ -273,7 +296,7 @@ def build_workflow(task: MLTask, *, attempt: int, start_at: StepName,
     if runtime.tolerations:
         spec["tolerations"] = [t.to_k8s() for t in runtime.tolerations]
     if runtime.affinity:
-        spec["affinity"] = runtime.affinity
+        spec["affinity"] = runtime.affinity.to_k8s()
     if runtime.priority_class_name:
         spec["podPriorityClassName"] = runtime.priority_class_name
     if runtime.active_deadline_seconds:
