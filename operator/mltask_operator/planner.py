@@ -22,6 +22,7 @@ class Action(StrEnum):
     STOP = "stop"                  # ask Argo to shut the Workflow down
     STOP_WITHOUT_WORKFLOW = "stop-without-workflow"  # stop with no Workflow to shut down
     IGNORE_RETRY = "ignore-retry"  # a retry was requested while the task is active
+    HOLD_RETRY = "hold-retry"      # a retry was requested while the task is held stopped
     OBSERVE = "observe"            # nothing to change; mirror the Workflow
 
 
@@ -56,6 +57,8 @@ def plan(task: MLTask, status: MLTaskStatus, workflow_exists: bool) -> Plan:
             return Plan(Action.RETRY, attempt=status.attempt + 1, start_at=StepName.DOWNLOAD)
         if status.status in ACTIVE:
             return Plan(Action.IGNORE_RETRY)
+        if status.status in TERMINAL and spec.suspend:
+            return Plan(Action.HOLD_RETRY)  # kept as a request: runs once suspend is false
     if status.status == Phase.STOPPING and not workflow_exists:
         return Plan(Action.STOP_WITHOUT_WORKFLOW)  # nothing is left for Argo to shut down
     if spec.suspend:

@@ -339,8 +339,8 @@ def compute_status(task: MLTask, wf: dict[str, Any] | None,
         # between two steps the task is running, even when this is its first observation
         # (e.g. after an operator restart); before any step it keeps init
         proposed = (Phase.RUNNING if started or prev.status not in ACTIVE else prev.status)
-        if not started:
-            execute_step = ExecuteStep.PREPARE_FILE
+        if not started and not steps:
+            execute_step = ExecuteStep.PREPARE_FILE  # a continued attempt keeps its next step
         message = f"Starting {execute_step}" if started else "Workflow created, waiting for pods"
     elif _retrying(current_obs):
         proposed = Phase.RETRY

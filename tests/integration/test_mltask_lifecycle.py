@@ -130,7 +130,9 @@ def test_automatic_retry_of_lost_pod_shows_retry(tasks: Tasks, argo, namespace: 
     # the GPU spot node went away: Argo marks the pod Error and retries it
     argo.update(namespace, wf, argo_fn.finish_pod, "run", "Error", message="pod deleted")
     st = tasks.wait_state(name, "retry", "run_task")["status"]
-    assert step(st, "run")["retries"] == 0 or "pod deleted" in st["message"]
+    assert st["message"] == "Retrying run step (retry 1 of 3) after: pod deleted"
+    assert step(st, "run")["retries"] == 0, "the next pod is not there yet"
+    tasks.wait_event(name, "Retrying", "Warning")
     argo.update(namespace, wf, argo_fn.run_pod, "run")
     st = tasks.wait(name, lambda s: s.get("status") == "running"
                     and step(s, "run").get("retries") == 1, "the retried run pod")["status"]
@@ -139,6 +141,27 @@ def test_automatic_retry_of_lost_pod_shows_retry(tasks: Tasks, argo, namespace: 
     argo.update(namespace, wf, argo_fn.run_pod, "upload")
     argo.update(namespace, wf, argo_fn.finish_pod, "upload", outputs={"result": json.dumps(RESULT)})
     tasks.wait_state(name, "completed", "done")
+
+
+@pytest.mark.parametrize("message", [
+    "The node was low on resource: memory. Threshold quantity: 100Mi, available: 42Mi.",
+    "Pod was terminated in response to imminent node shutdown.",
+])
+def test_evicted_or_shut_down_pod_is_retried_under_on_error(tasks: Tasks, argo, namespace,
+                                                             message: str) -> None:
+    """The kubelet's eviction and graceful node shutdown (GPU spot nodes) make Argo nodes
+    Failed with the kubelet's message: still the infrastructure, so the default retries them."""
+    name = tasks.create(example("training"))["metadata"]["name"]
+    wf = f"{name}-1"
+    argo.wait_for(namespace, wf)
+    argo.update(namespace, wf, argo_fn.run_pod, "download")
+    argo.update(namespace, wf, argo_fn.finish_pod, "download")
+    argo.update(namespace, wf, argo_fn.run_pod, "run")
+    argo.update(namespace, wf, argo_fn.finish_pod, "run", "Failed", exit_code=137,
+                message=message)
+    st = tasks.wait_state(name, "retry", "run_task")["status"]
+    assert st["message"] == f"Retrying run step (retry 1 of 3) after: {message}"
+    assert argo.get(namespace, wf)["status"]["phase"] == "Running"
 
 
 def test_user_code_failure_is_not_retried_under_on_error(tasks: Tasks, argo, namespace) -> None:
@@ -173,8 +196,12 @@ def test_stop_then_continue_resumes_at_the_unfinished_step(tasks: Tasks, argo, n
     assert cond(st, "Stopped")["status"] == "True"
     assert st["completionTime"]
 
+    tasks.wait_event(name, "Stopping")
+    tasks.wait_event(name, "Stopped")
+
     tasks.patch(name, {"suspend": False})
     st = tasks.wait(name, lambda s: s.get("attempt") == 2, "attempt 2")["status"]
+    assert st["executeStep"] == "run_task", "continue resumes at run, never back to prepare"
     wf2 = argo.wait_for(namespace, f"{name}-2")
     assert [t["name"] for t in wf2["spec"]["templates"][0]["dag"]["tasks"]] == ["run", "upload"]
     assert wf2["metadata"]["annotations"]["mltask.dev/start-step"] == "run"
@@ -233,6 +260,7 @@ def test_from_task_input_waits_for_upstream_then_uses_its_output(
                     "waiting message")["status"]
     assert st["status"] == "init" and st["executeStep"] == "prepare_file"
     assert cond(st, "Running")["reason"] == "WaitingForInputs"
+    assert st["observedGeneration"] == 1
     assert not tasks.workflows()
 
     tasks.create(example("preprocessing"))
@@ -294,3 +322,96 @@ def test_list_with_field_selectors(tasks: Tasks, argo, namespace: str) -> None:
     assert names("status.status=failed") == ["preprocess-cifar10"]
     assert names("spec.pipelineRef.name=cifar10-pipeline") == ["preprocess-cifar10"]
     assert names("status.status!=failed") == ["optimize-resnet18", "train-resnet18"]
+
+
+def test_task_created_suspended_is_stopped_before_any_step(tasks: Tasks, argo,
+                                                           namespace: str) -> None:
+    body = example("training")
+    body["spec"]["suspend"] = True
+    name = tasks.create(body)["metadata"]["name"]
+    st = tasks.wait_state(name, "stopped", "prepare_file")["status"]
+    assert st["message"] == "Stopped before any step ran"
+    assert st["observedGeneration"] == 1 and st["attempt"] == 0
+    assert not tasks.workflows()
+    tasks.patch(name, {"description": "reviewed"})  # generation 2: observed without a run
+    tasks.wait(name, lambda s: s.get("observedGeneration") == 2, "generation 2 observed")
+    tasks.patch(name, {"suspend": False})
+    argo.wait_for(namespace, f"{name}-1")
+
+
+def test_retry_of_a_stopped_task_waits_for_suspend_false(tasks: Tasks, argo,
+                                                         namespace: str) -> None:
+    """Stopped means suspend is true: a retry asked then is held, and says so, until the user
+    also sets suspend back to false; then it runs from download as a new attempt."""
+    name, wf1 = _stopping_in_run_step(tasks, argo, namespace, "training")
+    argo.update(namespace, wf1, argo_fn.stop)
+    tasks.wait_state(name, "stopped", "run_task")
+    tasks.patch(name, {"retryGeneration": 1})
+    st = tasks.wait(name, lambda s: "Retry 1 waits" in (s.get("message") or ""),
+                    "the held retry")["status"]
+    assert st["status"] == "stopped" and st["attempt"] == 1
+    tasks.wait_event(name, "RetryHeld", "Warning")
+    assert [w["metadata"]["name"] for w in tasks.workflows()] == [wf1]
+
+    tasks.patch(name, {"suspend": False})
+    st = tasks.wait(name, lambda s: s.get("attempt") == 2, "attempt 2")["status"]
+    assert st["status"] == "retry" and "waits" not in st["message"]
+    assert any(e["message"].endswith("Retry: attempt 2 starts from download")
+               for e in tasks.wait_event(name, "Retrying", "Warning"))
+    wf2 = argo.wait_for(namespace, f"{name}-2")
+    assert wf2["metadata"]["annotations"]["mltask.dev/start-step"] == "download"
+
+
+def test_workflow_refused_by_a_cluster_policy_fails_the_task(
+        tasks: Tasks, api: client.ApiClient, namespace: str) -> None:
+    """An admission policy (here a ValidatingAdmissionPolicy; Kyverno or Gatekeeper alike)
+    refuses the Workflow: retrying cannot help, so the task fails at once and says why."""
+    adm = client.AdmissionregistrationV1Api(api)
+    policy = f"require-deadline-{namespace}"
+    adm.create_validating_admission_policy({
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingAdmissionPolicy",
+        "metadata": {"name": policy},
+        "spec": {
+            "failurePolicy": "Fail",
+            "matchConstraints": {"resourceRules": [{
+                "apiGroups": ["argoproj.io"], "apiVersions": ["*"],
+                "operations": ["CREATE"], "resources": ["workflows"]}]},
+            "validations": [{"expression": "has(object.spec.activeDeadlineSeconds)",
+                             "message": "Workflows must set spec.activeDeadlineSeconds"}],
+        },
+    })
+    adm.create_validating_admission_policy_binding({
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingAdmissionPolicyBinding",
+        "metadata": {"name": policy},
+        "spec": {"policyName": policy, "validationActions": ["Deny"],
+                 "matchResources": {"namespaceSelector": {"matchLabels": {
+                     "kubernetes.io/metadata.name": namespace}}}},
+    })
+    try:
+        body = example("preprocessing")  # sets no activeDeadlineSeconds
+        deadline = time.monotonic() + 20  # the policy takes a moment to be enforced
+        while True:
+            probe = {"apiVersion": "argoproj.io/v1alpha1", "kind": "Workflow",
+                     "metadata": {"generateName": "probe-"},
+                     "spec": {"entrypoint": "m", "templates": [{"name": "m"}]}}
+            try:
+                tasks.objects.create_namespaced_custom_object(
+                    "argoproj.io", "v1alpha1", namespace, "workflows", probe, dry_run="All")
+            except client.ApiException as e:
+                if e.status == 422:
+                    break
+                raise
+            assert time.monotonic() < deadline, "the policy is not enforced"
+            time.sleep(0.3)
+        name = tasks.create(body)["metadata"]["name"]
+        st = tasks.wait_state(name, "failed")["status"]
+        assert "Workflows must set spec.activeDeadlineSeconds" in st["message"]
+        assert cond(st, "Failed")["reason"] == "WorkflowRejected"
+        assert cond(st, "Failed")["status"] == "True"
+        tasks.wait_event(name, "Failed", "Warning")
+        assert not tasks.workflows()
+    finally:
+        adm.delete_validating_admission_policy_binding(policy)
+        adm.delete_validating_admission_policy(policy)

@@ -72,9 +72,11 @@ def test_retry_requested_needs_a_baseline_and_an_increase() -> None:
 
 @pytest.mark.parametrize("phase", TERMINAL)
 def test_retry_while_suspended_waits(phase: str) -> None:
-    """Retry and stop both asked: nothing starts until suspend is cleared, then the retry."""
+    """Retry and stop both asked: nothing starts until suspend is cleared, then the retry;
+    meanwhile the task says the retry is held (HOLD_RETRY), so the user knows why."""
     st = status(phase, observed_retry=0, done=("download",))
-    assert plan(task(suspend=True, retry_generation=1), st, True) == Plan(Action.OBSERVE)
+    assert plan(task(suspend=True, retry_generation=1), st, True) == Plan(Action.HOLD_RETRY)
+    assert plan(task(suspend=True, retry_generation=1), st, False) == Plan(Action.HOLD_RETRY)
     assert plan(task(retry_generation=1), st, True) == Plan(Action.RETRY, attempt=2,
                                                             start_at="download")
 

@@ -470,6 +470,8 @@ def test_continued_attempt_keeps_the_finished_steps() -> None:
     _, st = observe(t2, wf2)
     assert [(s.name, s.attempt, s.phase) for s in st.steps or []] == [
         ("download", 1, "Succeeded")], "attempt 1's stopped run is dropped, download kept"
+    assert (st.status, st.execute_step) == ("running", "run_task"), \
+        "waiting for attempt 2's first pod, the step does not go back to prepare_file"
     wf2 = argo.run_pod(wf2, "run")
     _, st = observe(t2, wf2)
     assert (st.status, st.execute_step) == ("running", "run_task")

@@ -20,7 +20,7 @@ from mltask_operator.api.v1alpha1.mltask import (
     StepStatus,
 )
 from mltask_operator.builders import workflow as wfb
-from mltask_operator.clients.kube import Kube
+from mltask_operator.clients.kube import Kube, OwnershipError, Rejected
 from mltask_operator.handlers import Clock, reconcile_exclusively, utcnow
 from mltask_operator.planner import Action, Plan, plan
 from mltask_operator.settings import RunStepDefaults
@@ -95,10 +95,16 @@ def _reconcile_once(kube: Kube, namespace: str, name: str, clock: Clock,
             body = _write(kube, body, task, prev, status)
             task, prev = MLTask.model_validate(body), status
         assert decision.start_at is not None
-        kube.ensure_pvc(wfb.build_work_pvc(task))
         wf_body = wfb.build_workflow(task, attempt=status.attempt, start_at=decision.start_at,
                                      inputs=inputs, defaults=defaults)
-        wf, created = kube.create_workflow(wf_body)
+        try:
+            kube.ensure_pvc(wfb.build_work_pvc(task))
+            wf, created = kube.create_workflow(wf_body)
+        except (Rejected, OwnershipError) as refused:
+            # Retrying cannot help: the attempt fails, saying why; a retry starts a new one.
+            reason = "WorkflowRejected" if isinstance(refused, Rejected) else "NameTaken"
+            _write(kube, body, task, prev, _failed(task, status, str(refused), reason, now))
+            return
         if created:
             log.info("Created Workflow %s/%s for MLTask attempt %d from %s", namespace,
                      wf_body["metadata"]["name"], status.attempt, decision.start_at)
@@ -114,8 +120,18 @@ def _reconcile_once(kube: Kube, namespace: str, name: str, clock: Clock,
         status.message = "Stopped" if status.steps else "Stopped before any step ran"
         status.steps = _steps_ended(status, now)
         status.completion_time = now
+        status.observed_generation = task.metadata.get("generation")
         status.conditions = conditions_for(Phase.STOPPED, status.message, status.conditions,
                                            task.metadata.get("generation"), now)
+        _write(kube, body, task, prev, status)
+        return
+    elif decision.action == Action.HOLD_RETRY:
+        held = (f"Retry {task.spec.retry_generation} waits: the task is stopped; set "
+                "spec.suspend to false to run it")
+        if status.message != held:
+            kube.event(body, "Warning", "RetryHeld", held)
+        status.message = held
+        status.observed_generation = task.metadata.get("generation")
         _write(kube, body, task, prev, status)
         return
     elif decision.action == Action.IGNORE_RETRY:
@@ -168,10 +184,24 @@ def _steps_ended(status: MLTaskStatus, now: datetime.datetime) -> list[StepStatu
             for s in status.steps]
 
 
+def _failed(task: MLTask, status: MLTaskStatus, message: str, reason: str,
+            now: datetime.datetime) -> MLTaskStatus:
+    """The attempt could not start: its Workflow (or working volume) was refused."""
+    new = status.model_copy(deep=True)
+    new.status = Phase.FAILED
+    new.message = message
+    new.completion_time = now
+    new.observed_generation = task.metadata.get("generation")
+    new.conditions = conditions_for(Phase.FAILED, message, status.conditions,
+                                    task.metadata.get("generation"), now, reason=reason)
+    return new
+
+
 def _waiting(task: MLTask, status: MLTaskStatus, message: str,
              now: datetime.datetime) -> MLTaskStatus:
     new = status.model_copy(deep=True)
     new.message = message[0].upper() + message[1:]
+    new.observed_generation = task.metadata.get("generation")
     new.conditions = conditions_for(new.status, new.message, status.conditions,
                                     task.metadata.get("generation"), now,
                                     reason="WaitingForInputs")
