@@ -84,7 +84,9 @@ def files() -> dict[str, str]:
     leader = [d for d in cluster if d["kind"] in RBAC_KINDS
               and d["metadata"]["name"].endswith("-leader-election")]
     workload = [d for d in cluster if d["kind"] not in RBAC_KINDS | {"CustomResourceDefinition"}]
-    ns = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}
+    # the operator's pods meet the restricted Pod Security Standard: have the API server enforce it
+    ns = {"apiVersion": "v1", "kind": "Namespace", "metadata": {
+        "name": NAMESPACE, "labels": {"pod-security.kubernetes.io/enforce": "restricted"}}}
     cluster_rbac = [d for d in cluster if d["kind"] in {"ClusterRole", "ClusterRoleBinding"}]
     ns_rbac = [d for d in namespaced if d["kind"] in {"Role", "RoleBinding"}
                and d["metadata"]["namespace"] == SINGLE_NAMESPACE]

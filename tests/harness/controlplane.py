@@ -258,6 +258,28 @@ class ControlPlane:
     def log(self, name: str) -> Path:
         return self.workdir / "logs" / f"{name}.log"
 
+    @property
+    def audit_log(self) -> Path:
+        """The API server's audit log (JSON lines): requests of ServiceAccounts outside
+        kube-system at Metadata level, so a test can see which verbs an identity used."""
+        return self.workdir / "logs" / "audit.log"
+
+    def audit_events(self, user: str, since: datetime.datetime) -> list[dict]:
+        """Audit events (stage ResponseComplete or, for watches, ResponseStarted) of `user`
+        received at or after `since`."""
+        events = []
+        with contextlib.suppress(FileNotFoundError), open(self.audit_log) as f:
+            for line in f:
+                event = json.loads(line)
+                if event["user"]["username"] != user or event["stage"] not in (
+                        "ResponseComplete", "ResponseStarted"):
+                    continue
+                received = datetime.datetime.fromisoformat(
+                    event["requestReceivedTimestamp"].replace("Z", "+00:00"))
+                if received >= since:
+                    events.append(event)
+        return events
+
     # -- lifecycle
 
     def start(self, *, detach: bool = False, tries: int = 3) -> None:
@@ -349,6 +371,15 @@ class ControlPlane:
 
     def _start_apiserver(self, apiserver: Path, certs: dict[str, Path], detach: bool) -> None:
         self.api_port = free_port()
+        audit_policy = self.workdir / "audit-policy.yaml"
+        audit_policy.write_text(yaml.safe_dump({
+            "apiVersion": "audit.k8s.io/v1", "kind": "Policy",
+            "omitStages": ["RequestReceived"],
+            "rules": [
+                {"level": "None", "userGroups": ["system:serviceaccounts:kube-system"]},
+                {"level": "Metadata", "userGroups": ["system:serviceaccounts"]},
+                {"level": "None"},
+            ]}))
         self._spawn(
             "kube-apiserver",
             [
@@ -369,6 +400,10 @@ class ControlPlane:
                 "--allow-privileged=true",
                 "--enable-priority-and-fairness=false",
                 "--profiling=false",
+                f"--audit-policy-file={audit_policy}",
+                f"--audit-log-path={self.audit_log}",
+                "--audit-log-maxbackup=1",
+                "--audit-log-maxsize=200",
                 "-v=1",
             ],
             detach,

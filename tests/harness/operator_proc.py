@@ -10,6 +10,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+import yaml
+
 from harness.controlplane import REPO, free_port
 
 
@@ -71,3 +73,23 @@ class OperatorProcess:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         except FileNotFoundError:
             return ""
+
+
+def service_account_kubeconfig(control_plane, api, namespace: str, name: str,
+                               path: Path) -> Path:
+    """A kubeconfig with a real token (TokenRequest) of ServiceAccount namespace/name, so an
+    operator process runs with exactly that identity's RBAC."""
+    from kubernetes import client
+
+    token = client.CoreV1Api(api).create_namespaced_service_account_token(
+        name, namespace, client.AuthenticationV1TokenRequest(
+            spec=client.V1TokenRequestSpec(audiences=[control_plane.server],
+                                           expiration_seconds=3600))).status.token
+    path.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "sa",
+        "clusters": [{"name": "c", "cluster": {
+            "server": control_plane.server,
+            "certificate-authority": str(control_plane.certs / "ca.crt")}}],
+        "users": [{"name": "sa", "user": {"token": token}}],
+        "contexts": [{"name": "sa", "context": {"cluster": "c", "user": "sa"}}]}))
+    return path

@@ -27,33 +27,44 @@ app.kubernetes.io/part-of: mltask-operator
 {{- define "mltask-operator.serviceAccountName" -}}
 {{- if .Values.serviceAccount.create -}}
 {{- default (include "mltask-operator.fullname" .) .Values.serviceAccount.name -}}
+{{- else if .Values.serviceAccount.name -}}
+{{- .Values.serviceAccount.name -}}
 {{- else -}}
-{{- default "default" .Values.serviceAccount.name -}}
+{{- fail "serviceAccount.create=false needs serviceAccount.name: the ServiceAccount you made for the operator (the rules would otherwise be bound to the namespace's default ServiceAccount, which every pod there uses)" -}}
 {{- end -}}
 {{- end -}}
 
-{{/* What the operator does in a watched namespace, and nothing more. */}}
+{{/* What the operator does in a watched namespace, and nothing more. Every verb is used by the
+operator (clients/kube.py) or by Kopf; tests/integration/test_install.py checks the API server's
+audit log of a full run against these rules. */}}
 {{- define "mltask-operator.namespacedRules" -}}
+# get: reconciles read them; list/watch: Kopf, a Pipeline's children, the resync; create: a
+# Pipeline's children; patch: Kopf's annotations, a Pipeline stopping or retrying its children
 - apiGroups: [mltask.dev]
-  resources: [mltasks, pipelines]
-  verbs: [get, list, watch, create, patch, update]
+  resources: [mltasks]
+  verbs: [get, list, watch, create, patch]
+# the same without create: nothing creates Pipelines
+- apiGroups: [mltask.dev]
+  resources: [pipelines]
+  verbs: [get, list, watch, patch]
+# status is replaced with the resourceVersion read (a concurrent change is a conflict)
 - apiGroups: [mltask.dev]
   resources: [mltasks/status, pipelines/status]
-  verbs: [get, update, patch]
-# owner references with blockOwnerDeletion (Workflows and PVCs owned by tasks, tasks by pipelines)
+  verbs: [update]
+# owner references with blockOwnerDeletion (Workflows and PVCs owned by tasks, tasks by
+# pipelines) need this where the OwnerReferencesPermissionEnforcement admission plugin is on
 - apiGroups: [mltask.dev]
   resources: [mltasks/finalizers, pipelines/finalizers]
   verbs: [update]
+# patch: stopping a Workflow (spec.shutdown)
 - apiGroups: [argoproj.io]
   resources: [workflows]
   verbs: [get, list, watch, create, patch]
 - apiGroups: [""]
   resources: [persistentvolumeclaims]
   verbs: [get, create]
+# core v1 Events, posted by the operator and by Kopf (never updated)
 - apiGroups: [""]
   resources: [events]
-  verbs: [create, patch]
-- apiGroups: [events.k8s.io]
-  resources: [events]
-  verbs: [create, patch]
+  verbs: [create]
 {{- end -}}
