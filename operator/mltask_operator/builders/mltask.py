@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from mltask_operator import labels
-from mltask_operator.api.v1alpha1.common import API_VERSION, LocalObjectReference
+from mltask_operator.api.v1alpha1.common import API_VERSION
 from mltask_operator.api.v1alpha1.mltask import KIND as MLTASK_KIND
 from mltask_operator.api.v1alpha1.mltask import MLTaskSpec
 from mltask_operator.api.v1alpha1.pipeline import Pipeline, PipelineTask
@@ -50,7 +50,7 @@ def child_spec(pipeline: Pipeline, task: PipelineTask,
     model = tpl.input.model
     if model is not None and model.from_task:
         model.uri, model.from_task = outputs[model.from_task], None
-    return MLTaskSpec(**dict(tpl), pipeline_ref=LocalObjectReference(name=pipeline.name))
+    return MLTaskSpec.model_validate({**dict(tpl), "pipeline_ref": {"name": pipeline.name}})
 
 
 def build_child(pipeline: Pipeline, task: PipelineTask,
