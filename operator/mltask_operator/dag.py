@@ -65,7 +65,9 @@ def validate(spec: PipelineSpec) -> list[str]:
         ds = t.spec.input.dataset.from_task
         if ds:
             up = by_name.get(ds)
-            if up is None:
+            if ds == t.name:
+                problems.append(f"task {t.name}: input.dataset.fromTask names the task itself")
+            elif up is None:
                 problems.append(f"task {t.name}: input.dataset.fromTask names unknown task {ds}")
             elif up.spec.type != TaskType.PREPROCESSING:
                 problems.append(f"task {t.name}: input.dataset.fromTask {ds} is a "
@@ -73,7 +75,9 @@ def validate(spec: PipelineSpec) -> list[str]:
         model = t.spec.input.model.from_task if t.spec.input.model else None
         if model:
             up = by_name.get(model)
-            if up is None:
+            if model == t.name:
+                problems.append(f"task {t.name}: input.model.fromTask names the task itself")
+            elif up is None:
                 problems.append(f"task {t.name}: input.model.fromTask names unknown task "
                                 f"{model}")
             elif up.spec.type == TaskType.PREPROCESSING:

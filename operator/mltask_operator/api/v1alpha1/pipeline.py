@@ -70,6 +70,9 @@ class PipelineTask(Model):
 
 _UNKNOWN_DEP = ("has(t.dependsOn) && t.dependsOn.exists(d, !self.tasks.exists(u, u.name == d))")
 _SELF_DEP = "has(t.dependsOn) && t.dependsOn.exists(d, d == t.name)"
+_SELF_INPUT = ("(has(t.spec.input.dataset.fromTask) && t.spec.input.dataset.fromTask == t.name) "
+               "|| (has(t.spec.input.model) && has(t.spec.input.model.fromTask) && "
+               "t.spec.input.model.fromTask == t.name)")
 _BAD_DATASET_REF = ("has(t.spec.input.dataset.fromTask) && !self.tasks.exists(u, "
                     "u.name == t.spec.input.dataset.fromTask && u.spec.type == 'preprocessing')")
 _BAD_MODEL_REF = ("has(t.spec.input.model) && has(t.spec.input.model.fromTask) && "
@@ -86,6 +89,7 @@ def _each_task(bad: str, message: str, reason: str = "FieldValueInvalid") -> dic
 _SPEC_RULES = [
     _each_task(_UNKNOWN_DEP, "dependsOn names a task that is not in the pipeline"),
     _each_task(_SELF_DEP, "a task cannot depend on itself"),
+    _each_task(_SELF_INPUT, "a task cannot take its input from itself (fromTask names the task)"),
     _each_task(_BAD_DATASET_REF, "input.dataset.fromTask must name a preprocessing task of "
                "the pipeline (the one that produces the dataset)"),
     _each_task(_BAD_MODEL_REF, "input.model.fromTask must name a training or optimization task "
@@ -167,6 +171,10 @@ class PipelineTaskStatus(Model):
                                    "task produced.")
     start_time: Time | None = Field(default=None, description="When the task started.")
     completion_time: Time | None = Field(default=None, description="When the task ended.")
+    reason: str | None = Field(default=None, max_length=64, description="Why the task failed "
+                               "without an MLTask: TaskNameTaken (an MLTask the pipeline does "
+                               "not own has its name) or TaskRejected (the API server refused "
+                               "the MLTask). It stays failed until the pipeline is retried.")
 
 
 class PipelineStatus(Model):
@@ -195,6 +203,11 @@ class PipelineStatus(Model):
                                             ".metadata.generation the status reflects.")
     observed_retry_generation: int | None = Field(default=None, description="The "
                                                   "spec.retryGeneration last acted on.")
+    retry_pending: list[str] | None = Field(
+        default=None, max_length=MAX_TASKS, description="Failed or stopped tasks the last retry "
+        "has yet to restart, in spec order: each gets its new attempt once spec.concurrency "
+        "leaves room.",
+        json_schema_extra={"items": {"type": "string", "maxLength": MAX_TASK_NAME_LENGTH}})
 
 
 class Pipeline(Resource):
