@@ -2,7 +2,9 @@
 
 Level-based: every call looks at the whole pipeline and all its children, so running it twice,
 or after a crash, gives the same answer. Stop, continue and retry cascade to the children
-through their own declarative fields (spec.suspend, spec.retryGeneration).
+through their own declarative fields (spec.suspend, spec.retryGeneration). What cannot be seen
+on the children is remembered in the status: the tasks a retry has yet to restart
+(retryPending) and the tasks whose MLTask could not be created (a failed entry with a reason).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any
 from mltask_operator import dag
 from mltask_operator.api.v1alpha1.mltask import ExecuteStep, Phase
 from mltask_operator.api.v1alpha1.pipeline import (
+    KIND,
     Pipeline,
     PipelineStatus,
     PipelineTask,
@@ -72,6 +75,44 @@ def child_view(task: str, body: dict[str, Any]) -> Child:
     )
 
 
+@dataclass(frozen=True)
+class NotCreated:
+    """Why the API server did not create a task's MLTask."""
+
+    reason: str               # TASK_NAME_TAKEN, TASK_REJECTED or OLD_TASK_LEFT
+    message: str
+    transient: bool = False   # it goes away by itself: wait, fail nothing
+
+
+TASK_NAME_TAKEN = "TaskNameTaken"
+TASK_REJECTED = "TaskRejected"
+OLD_TASK_LEFT = "OldTaskLeft"
+#: A task failed with one of these reasons has no MLTask; it stays failed until a retry.
+NOT_CREATED = frozenset({TASK_NAME_TAKEN, TASK_REJECTED})
+HELD = "is held until spec.suspend is false"
+
+
+def name_taken(pipeline: Pipeline, existing: dict[str, Any]) -> NotCreated:
+    """An MLTask with a child's name exists but is not the pipeline's. Left by an earlier
+    Pipeline of the same name (the garbage collector removes it) or being deleted: wait for it.
+    Anyone else's: the task cannot run under that name."""
+    meta = existing.get("metadata") or {}
+    name = meta.get("name")
+    earlier = any(o.get("kind") == KIND and o.get("name") == pipeline.name
+                  and o.get("uid") != pipeline.metadata.get("uid")
+                  for o in meta.get("ownerReferences") or [])
+    if meta.get("deletionTimestamp") or earlier:
+        return NotCreated(OLD_TASK_LEFT, f"waiting: MLTask {name} of an earlier Pipeline "
+                          f"{pipeline.name} is being deleted", transient=True)
+    return NotCreated(TASK_NAME_TAKEN, f"could not be created: MLTask {name} already exists "
+                      "and is not owned by this Pipeline; delete or rename it, then retry")
+
+
+def rejected(why: str) -> NotCreated:
+    """The API server refused the task's MLTask (HTTP 422); `why` is its message."""
+    return NotCreated(TASK_REJECTED, f"could not be created: {why}")
+
+
 @dataclass
 class PipelinePlan:
     status: PipelineStatus
@@ -88,8 +129,12 @@ def _names(names: list[str]) -> str:
     return ", ".join(names)
 
 
-def overall(tasks: list[PipelineTask], states: dict[str, TaskState], suspended: bool) -> Phase:
-    """The pipeline's status from its tasks' states (a task without a child is pending)."""
+def overall(tasks: list[PipelineTask], states: dict[str, TaskState], suspended: bool,
+            held: frozenset[str] = frozenset()) -> Phase:
+    """The pipeline's status from its tasks' states (a task without a child is pending).
+    `held`: pending tasks that would start now but for spec.suspend; a suspended pipeline
+    that nothing would move on from (every task completed, failed or blocked by a failure)
+    is failed, not stopped, as a suspended MLTask that failed stays failed."""
     vals = [states.get(t.name, S.PENDING) for t in tasks]
     if all(v == S.COMPLETED for v in vals):
         return Phase.COMPLETED
@@ -102,14 +147,16 @@ def overall(tasks: list[PipelineTask], states: dict[str, TaskState], suspended: 
             return Phase.RETRY
         started = any(v not in (S.PENDING, S.INIT) for v in vals)
         return Phase.RUNNING if started else Phase.INIT
-    if suspended or S.STOPPED in vals:
+    if S.STOPPED in vals or held:
         return Phase.STOPPED
     return Phase.FAILED  # something failed, or pending tasks can never start
 
 
 def plan_pipeline(pipeline: Pipeline, children: dict[str, dict[str, Any]],
-                  now: datetime.datetime) -> PipelinePlan:
-    """Decide; `children` maps task name -> child MLTask body (only the existing ones)."""
+                  now: datetime.datetime,
+                  not_created: dict[str, NotCreated] | None = None) -> PipelinePlan:
+    """Decide; `children` maps task name -> child MLTask body (only the existing ones);
+    `not_created`: tasks whose MLTask this reconcile failed to create (plan again with it)."""
     spec = pipeline.spec
     prev = pipeline.status or PipelineStatus()
     st = prev.model_copy(deep=True)
@@ -123,6 +170,7 @@ def plan_pipeline(pipeline: Pipeline, children: dict[str, dict[str, Any]],
     problems = dag.validate(spec)
     if problems:
         msg = "Invalid pipeline: " + "; ".join(problems)
+        st.retry_pending = None
         status = _finish(pipeline.name, st, prev, spec.tasks, {}, {}, Phase.FAILED, msg,
                          generation, now, reason="InvalidSpec")
         return PipelinePlan(status, invalid=True)
@@ -135,25 +183,52 @@ def plan_pipeline(pipeline: Pipeline, children: dict[str, dict[str, Any]],
     plan.outputs = {n: v.output_uri for n, v in views.items()
                     if v.state == S.COMPLETED and v.output_uri}
     waiting: dict[str, str] = {}
+    ended = (S.FAILED, S.STOPPED)
+    # Remembered in the status: tasks whose MLTask could not be created, and a retry's rest.
+    unmade = {e.name: NotCreated(e.reason, e.message or "") for e in prev.tasks or []
+              if e.status == S.FAILED and e.reason in NOT_CREATED and e.name in deps
+              and e.name not in views}
+    queue = [n for n in prev.retry_pending or [] if n in views and views[n].state in ended]
+    retried: list[str] = []
+    retry_held = False
 
-    # Retry: failed and stopped tasks get a new attempt; completed ones are kept.
-    if spec.retry_generation > (st.observed_retry_generation or 0) and not spec.suspend:
-        before = overall(spec.tasks, states, suspended=False)
-        if before in (Phase.FAILED, Phase.STOPPED):
-            for n, v in views.items():
-                if v.state in (S.FAILED, S.STOPPED):
-                    plan.retry[v.name] = v.retry_generation + 1
-                    states[n] = S.RETRY
-            plan.notes.append(("Normal", "Retrying", "Retry requested: new attempt for "
-                               + (_names([v.task for v in views.values()
-                                          if v.name in plan.retry]) or "no task")))
+    # Retry: failed and stopped tasks get a new attempt (within spec.concurrency, the rest
+    # queue in retryPending), tasks that could not be created are created again; completed
+    # ones are kept. Held while the pipeline is suspended.
+    if spec.retry_generation > (st.observed_retry_generation or 0):
+        if spec.suspend:
+            retry_held = True
         else:
-            plan.notes.append(("Warning", "RetryIgnored",
-                               f"retryGeneration {spec.retry_generation} ignored: the pipeline "
-                               f"is {before}; retry applies to failed or stopped pipelines"))
-        st.observed_retry_generation = spec.retry_generation
+            before = overall(spec.tasks, {**states, **dict.fromkeys(unmade, S.FAILED)},
+                             suspended=False)
+            if before in (Phase.FAILED, Phase.STOPPED):
+                queue = [t.name for t in spec.tasks if t.name in views
+                         and views[t.name].state in ended]
+                retried = [t.name for t in spec.tasks if t.name in queue or t.name in unmade]
+                unmade = {}
+                if not retried:
+                    plan.notes.append((
+                        "Warning", "NothingToRetry",
+                        f"retryGeneration {spec.retry_generation}: nothing to retry, no task "
+                        f"failed or stopped; the pipeline stays {before}"
+                        + (f" ({prev.message})" if prev.message else "")))
+            else:
+                plan.notes.append(("Warning", "RetryIgnored",
+                                   f"retryGeneration {spec.retry_generation} ignored: the "
+                                   f"pipeline is {before}; retry applies to failed or stopped "
+                                   "pipelines"))
+            st.observed_retry_generation = spec.retry_generation
+    for n, nc in (not_created or {}).items():
+        if nc.transient:
+            waiting[n] = nc.message
+            states[n] = S.INIT             # created once the namesake is gone
+        else:
+            unmade[n] = nc
+    for n in unmade:
+        states[n] = S.FAILED
 
-    # Stop and continue cascade through the children's spec.suspend.
+    # Stop and continue cascade through the children's spec.suspend (a child waiting for its
+    # retry is left alone: the retry un-suspends it).
     if spec.suspend:
         for n, v in views.items():
             if not v.suspend and v.raw in (Phase.INIT, Phase.RUNNING, Phase.RETRY):
@@ -161,35 +236,46 @@ def plan_pipeline(pipeline: Pipeline, children: dict[str, dict[str, Any]],
                 states[n] = S.STOPPING
     else:
         for n, v in views.items():
-            if v.suspend and v.name not in plan.retry:
+            if v.suspend and n not in queue:
                 plan.resume.append(v.name)
                 if v.raw == Phase.STOPPED or states[n] == S.STOPPING:
                     states[n] = S.RUNNING
 
+    # The retry's new attempts, in spec order, as far as spec.concurrency leaves room.
+    if queue and not spec.suspend:
+        active = sum(1 for s in states.values() if s in ACTIVE)
+        room = max(spec.concurrency - active, 0) if spec.concurrency else len(queue)
+        for n in queue[:room]:
+            plan.retry[views[n].name] = views[n].retry_generation + 1
+            states[n] = S.RETRY
+        queue = queue[room:]
+        for n in queue:
+            states[n] = S.RETRY
+            waiting[n] = (f"retry waiting: {spec.concurrency} tasks already running "
+                          "(concurrency)")
+    st.retry_pending = queue or None
+    if retried:
+        text = f"Retry requested: new attempt for {_names(retried)}"
+        if queue and not spec.suspend:
+            text += f"; {_names(queue)} wait for room (concurrency {spec.concurrency})"
+        plan.notes.append(("Normal", "Retrying", text))
+
     # Start every task whose dependencies completed, within the concurrency limit.
-    failed = [n for n, s in states.items() if s == S.FAILED]
-    active = sum(1 for s in states.values() if s in ACTIVE)
+    failed = [n for n in deps if states.get(n) == S.FAILED]
+    queued = set(queue) if not spec.suspend else set()
+    active = sum(1 for n, s in states.items() if s in ACTIVE and n not in queued)
+    held: list[str] = []
     for t in spec.tasks:
-        if t.name in views:
+        if t.name in views or t.name in unmade or t.name in waiting:
+            continue
+        why = _blocked(t, deps[t.name], states, plan.outputs, failed, unmade,
+                       spec.fail_fast, spec.suspend)
+        if why:
+            waiting[t.name] = why
             continue
         if spec.suspend:
             waiting[t.name] = "not started: the pipeline is stopped"
-            continue
-        if spec.fail_fast and failed:
-            waiting[t.name] = f"not started: {_names(failed)} failed (failFast)"
-            continue
-        blocked = [d for d in deps[t.name] if states.get(d, S.PENDING) != S.COMPLETED]
-        if blocked:
-            bad = [d for d in blocked if states.get(d) in (S.FAILED, S.STOPPED)]
-            waiting[t.name] = (f"not started: {_names(bad)} did not complete" if bad
-                               else f"waiting for {_names(blocked)}")
-            continue
-        refs = [r for r in (t.spec.input.dataset.from_task,
-                            t.spec.input.model.from_task if t.spec.input.model else None) if r]
-        missing = [r for r in refs if r not in plan.outputs]
-        if missing:
-            waiting[t.name] = (f"cannot start: {_names(missing)} completed without an output "
-                               "URI (its upload step wrote no result)")
+            held.append(t.name)
             continue
         if spec.concurrency and active >= spec.concurrency:
             waiting[t.name] = f"waiting: {spec.concurrency} tasks already running (concurrency)"
@@ -198,15 +284,53 @@ def plan_pipeline(pipeline: Pipeline, children: dict[str, dict[str, Any]],
         states[t.name] = S.INIT
         active += 1
 
-    phase = overall(spec.tasks, states, spec.suspend)
-    msg = _message(spec.tasks, states, phase, waiting, views, spec.fail_fast)
+    phase = overall(spec.tasks, states, spec.suspend, frozenset(held))
+    msg = _message(spec.tasks, states, phase, waiting, views, unmade, spec.fail_fast)
+    if retry_held:
+        held_text = f"retry (retryGeneration {spec.retry_generation}) {HELD}"
+        msg += f"; {held_text}"
+        if held_text not in (prev.message or ""):   # said once, not at every reconcile
+            plan.notes.append(("Warning", "RetryHeld", f"{held_text[0].upper()}{held_text[1:]}:"
+                               " set suspend to false too to retry the pipeline"))
+    elif queue and spec.suspend:
+        msg += f"; retry of {_names(queue)} {HELD}"
+    first_failed = next((t.name for t in spec.tasks if states.get(t.name) == S.FAILED), None)
+    reason = unmade[first_failed].reason if phase == Phase.FAILED and first_failed in unmade \
+        else None
     plan.status = _finish(pipeline.name, st, prev, spec.tasks, views, states, phase, msg,
-                          generation, now, waiting=waiting, started=bool(views or plan.create))
+                          generation, now, reason=reason, waiting=waiting, unmade=unmade,
+                          created={t.name for t in plan.create},
+                          started=bool(views or plan.create))
     return plan
 
 
+def _blocked(task: PipelineTask, deps: list[str], states: dict[str, TaskState],
+             outputs: dict[str, str], failed: list[str], unmade: dict[str, NotCreated],
+             fail_fast: bool, suspended: bool) -> str | None:
+    """Why a task without an MLTask cannot start, or None if it could start now."""
+    if unmade:
+        return f"not started: {_names(list(unmade))} could not be created"
+    if fail_fast and failed:
+        return f"not started: {_names(failed)} failed (failFast)"
+    blocked = [d for d in deps if states.get(d, S.PENDING) != S.COMPLETED]
+    if blocked:
+        bad = [d for d in blocked if states.get(d) == S.FAILED]
+        if bad:
+            return f"not started: {_names(bad)} did not complete"
+        return "not started: the pipeline is stopped" if suspended \
+            else f"waiting for {_names(blocked)}"
+    refs = [r for r in (task.spec.input.dataset.from_task,
+                        task.spec.input.model.from_task if task.spec.input.model else None) if r]
+    missing = [r for r in refs if r not in outputs]
+    if missing:
+        return (f"cannot start: {_names(missing)} completed without an output URI (its upload "
+                "step wrote no result)")
+    return None
+
+
 def _message(tasks: list[PipelineTask], states: dict[str, TaskState], phase: Phase,
-             waiting: dict[str, str], views: dict[str, Child], fail_fast: bool) -> str:
+             waiting: dict[str, str], views: dict[str, Child], unmade: dict[str, NotCreated],
+             fail_fast: bool) -> str:
     def with_state(*wanted: TaskState) -> list[str]:
         return [t.name for t in tasks if states.get(t.name, S.PENDING) in wanted]
 
@@ -215,15 +339,18 @@ def _message(tasks: list[PipelineTask], states: dict[str, TaskState], phase: Pha
         return f"All {len(tasks)} tasks completed"
     if phase == Phase.FAILED:
         if failed:
-            first = views.get(failed[0])
-            detail = f": {first.message}" if first and first.message else ""
+            first = failed[0]
+            why = unmade[first].message if first in unmade else (
+                views[first].message if first in views else None)
+            detail = f": {why}" if why else ""
             return f"Task {_names(failed)} failed{detail}"
         stuck = [f"{n} {why}" for n, why in waiting.items()]
         return "Pipeline cannot go on: " + "; ".join(stuck)
     if phase in (Phase.STOPPING, Phase.STOPPED):
         parts = [f"{_names(x)} {what}" for x, what in (
             (with_state(S.STOPPING, S.INIT, S.RUNNING, S.RETRY), "stopping"),
-            (with_state(S.STOPPED), "stopped"), (with_state(S.PENDING), "not started")) if x]
+            (with_state(S.STOPPED), "stopped"), (with_state(S.PENDING), "not started"),
+            (with_state(S.FAILED), "failed")) if x]
         return ("Stopping: " if phase == Phase.STOPPING else "Stopped: ") + "; ".join(parts)
     if phase == Phase.RETRY:
         return f"Retrying: {_names(with_state(S.RETRY))}"
@@ -231,7 +358,9 @@ def _message(tasks: list[PipelineTask], states: dict[str, TaskState], phase: Pha
         return f"Starting: {_names(with_state(S.INIT))}"
     running = with_state(S.RUNNING, S.RETRY, S.INIT)
     out = f"Running: {_names(running)}"
-    if failed:
+    if unmade:
+        out += f"; {_names(list(unmade))} could not be created, no new task starts"
+    elif failed:
         out += f"; {_names(failed)} failed, " + (
             "no new task starts" if fail_fast else "independent branches go on")
     return out
@@ -240,22 +369,27 @@ def _message(tasks: list[PipelineTask], states: dict[str, TaskState], phase: Pha
 def _finish(pipeline: str, st: PipelineStatus, prev: PipelineStatus, tasks: list[PipelineTask],
             views: dict[str, Child], states: dict[str, TaskState], phase: Phase, message: str,
             generation: int | None, now: datetime.datetime, *, reason: str | None = None,
-            waiting: dict[str, str] | None = None, started: bool = False) -> PipelineStatus:
+            waiting: dict[str, str] | None = None, unmade: dict[str, NotCreated] | None = None,
+            created: set[str] | None = None, started: bool = False) -> PipelineStatus:
     waiting = waiting or {}
+    unmade = unmade or {}
     entries = []
     for t in tasks:
         v = views.get(t.name)
         state = states.get(t.name, S.PENDING)
         if v is None:
+            nc = unmade.get(t.name)
             entries.append(PipelineTaskStatus(
                 name=t.name, status=state,
-                mltask=None if state == S.PENDING else child_name(pipeline, t.name),
-                message=waiting.get(t.name)))
+                mltask=child_name(pipeline, t.name) if t.name in (created or ()) else None,
+                message=nc.message if nc else waiting.get(t.name),
+                reason=nc.reason if nc else None))
             continue
         entries.append(PipelineTaskStatus(
             name=t.name, mltask=v.name, status=state, execute_step=v.execute_step,
-            attempt=v.attempt, message=v.message, output_uri=v.output_uri,
-            start_time=v.start_time, completion_time=v.completion_time))
+            attempt=v.attempt, message=waiting.get(t.name) or v.message,
+            output_uri=v.output_uri, start_time=v.start_time,
+            completion_time=v.completion_time))
     done = sum(1 for e in entries if e.status == S.COMPLETED)
     st.tasks = entries
     st.completed_tasks = done

@@ -43,7 +43,8 @@ def _no_retries(body: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_three_stage_pipeline_hands_each_output_to_the_next(pipes: Pipelines, argo,
-                                                            namespace: str) -> None:
+                                                            namespace: str,
+                                                            control_plane) -> None:
     body = pipeline_example("cifar10")
     body["metadata"]["labels"] = {"app.kubernetes.io/instance": "ml-team-apps"}
     body["metadata"]["annotations"] = {"argocd.argoproj.io/tracking-id": "ml:mltask.dev/x"}
@@ -99,6 +100,16 @@ def test_three_stage_pipeline_hands_each_output_to_the_next(pipes: Pipelines, ar
     assert after["metadata"]["labels"] == body["metadata"]["labels"]
     reasons = [e["reason"] for e in pipes.events("cifar10")]
     assert reasons.count("TaskCreated") == 3 and "Completed" in reasons, reasons
+
+    # `kubectl get mlp`: the CRD's printer columns, filled from the status
+    header, row = control_plane.kubectl("get", "mlp", "-n", namespace).stdout.splitlines()
+    assert header.split() == ["NAME", "STATUS", "PROGRESS", "AGE", "DURATION"]
+    assert row.split()[:3] == ["cifar10", "completed", "3/3"]
+    assert row.split()[4] == st["duration"]
+    wide = control_plane.kubectl("get", "mlp", "-n", namespace, "-o", "wide").stdout
+    assert wide.splitlines()[0].split() == ["NAME", "STATUS", "PROGRESS", "MESSAGE", "AGE",
+                                            "DURATION"]
+    assert "All 3 tasks completed" in wide
 
 
 def test_parallel_branches_run_at_the_same_time(pipes: Pipelines, argo, namespace: str) -> None:
@@ -246,6 +257,177 @@ def test_stop_continue_and_retry_cascade(pipes: Pipelines, argo, namespace: str)
     assert "Stopped" in reasons and "Retrying" in reasons, reasons
 
 
+def _stop_train(pipes: Pipelines, argo, namespace: str) -> None:
+    """cifar10 with preprocess completed and train stopped in its download step."""
+    pipes.create(_no_retries(pipeline_example("cifar10")))
+    pipes.wait_child("cifar10-preprocess")
+    _succeed(argo, namespace, "cifar10-preprocess-1", DATASET)
+    pipes.wait_child("cifar10-train")
+    argo.wait_for(namespace, "cifar10-train-1")
+    argo.update(namespace, "cifar10-train-1", argo_fn.run_pod, "download")
+    pipes.wait("cifar10", lambda s: task_state(s, "train")["status"] == "running", "train runs")
+    pipes.patch("cifar10", {"suspend": True})
+    deadline = time.monotonic() + 30
+    wf = argo.get(namespace, "cifar10-train-1")
+    while not wf["spec"].get("shutdown") and time.monotonic() < deadline:
+        time.sleep(0.1)
+        wf = argo.get(namespace, "cifar10-train-1")
+    argo.update(namespace, "cifar10-train-1", argo_fn.stop)
+    pipes.wait_state("cifar10", "stopped")
+
+
+def test_retry_of_a_stopped_pipeline_is_held_while_suspended_then_reruns_downstream(
+        pipes: Pipelines, argo, namespace: str) -> None:
+    _stop_train(pipes, argo, namespace)
+
+    # asked while suspend is still true: held, and the status says so
+    pipes.patch("cifar10", {"retryGeneration": 1})
+    st = pipes.wait("cifar10", lambda s: "held until spec.suspend is false"
+                    in (s.get("message") or ""), "retry held")["status"]
+    assert st["status"] == "stopped" and st["observedRetryGeneration"] == 0
+    assert any(e["reason"] == "RetryHeld" and e["type"] == "Warning"
+               for e in pipes.events("cifar10"))
+    time.sleep(1)
+    train = pipes.children()["cifar10-train"]["spec"]
+    assert (train["retryGeneration"], train["suspend"]) == (0, True), "nothing retried yet"
+
+    # suspend: false: the stopped task gets a new attempt; what depends on it waits for it
+    pipes.patch("cifar10", {"suspend": False})
+    argo.wait_for(namespace, "cifar10-train-2")
+    st = pipes.wait("cifar10", lambda s: s.get("observedRetryGeneration") == 1, "retry")["status"]
+    assert st["status"] in ("retry", "running")
+    kids = pipes.children()
+    assert (kids["cifar10-train"]["spec"]["retryGeneration"],
+            kids["cifar10-train"]["spec"]["suspend"]) == (1, False)
+    assert kids["cifar10-preprocess"]["spec"]["retryGeneration"] == 0, "completed task kept"
+    assert "cifar10-optimize" not in kids
+    assert task_state(st, "optimize")["message"] == "waiting for train"
+    model = model_result("resnet18-retried")
+    _succeed(argo, namespace, "cifar10-train-2", model)
+    opt = pipes.wait_child("cifar10-optimize")
+    assert opt["spec"]["input"]["model"] == {"uri": model["uri"]}, "the retried task's output"
+    _succeed(argo, namespace, "cifar10-optimize-1", model_result("resnet18-field-fp16"))
+    st = pipes.wait_state("cifar10", "completed")
+    assert task_state(st, "train")["attempt"] == 2
+    assert any(e["reason"] == "Retrying" for e in pipes.events("cifar10"))
+
+
+def test_retry_with_nothing_to_retry_warns(pipes: Pipelines, argo, namespace: str) -> None:
+    pipes.create(pipeline_example("cifar10"))
+    pipes.wait_child("cifar10-preprocess")
+    _succeed(argo, namespace, "cifar10-preprocess-1", {"size": 10})   # no output URI
+    st = pipes.wait_state("cifar10", "failed")
+    assert "preprocess completed without an output URI" in st["message"]
+    pipes.patch("cifar10", {"retryGeneration": 1})
+    pipes.wait("cifar10", lambda s: s.get("observedRetryGeneration") == 1, "retry observed")
+    warned = [e for e in pipes.events("cifar10") if e["reason"] == "NothingToRetry"]
+    assert warned and warned[0]["type"] == "Warning", pipes.events("cifar10")
+    assert "no task failed or stopped" in warned[0]["message"]
+    assert not any(e["reason"] == "Retrying" for e in pipes.events("cifar10"))
+    assert pipes.get("cifar10")["status"]["status"] == "failed"
+
+
+def _mltask(namespace: str, name: str, spec: dict[str, Any]) -> dict[str, Any]:
+    return {"apiVersion": f"{G}/{V}", "kind": "MLTask",
+            "metadata": {"name": name, "namespace": namespace}, "spec": spec}
+
+
+def test_task_name_taken_by_an_mltask_it_does_not_own_fails_the_pipeline(
+        pipes: Pipelines, namespace: str) -> None:
+    body = pipeline_example("cifar10")
+    squatter = _mltask(namespace, "cifar10-preprocess",
+                       {**copy.deepcopy(_task(body, "preprocess")["spec"]), "suspend": True})
+    pipes.objects.create_namespaced_custom_object(G, V, namespace, P, squatter)
+    pipeline_uid = pipes.create(body)["metadata"]["uid"]
+
+    st = pipes.wait_state("cifar10", "failed")
+    assert "Task preprocess failed" in st["message"]
+    assert "MLTask cifar10-preprocess already exists" in st["message"], st["message"]
+    assert cond(st, "Failed")["reason"] == "TaskNameTaken"
+    pre = task_state(st, "preprocess")
+    assert (pre["status"], pre.get("mltask"), pre["reason"]) == ("failed", None, "TaskNameTaken")
+    assert task_state(st, "train")["status"] == "pending"
+    events = pipes.events("cifar10")
+    assert any(e["reason"] == "TaskNameTaken" and e["type"] == "Warning"
+               and "preprocess" in e["message"] for e in events), events
+    time.sleep(2)  # resyncs every 5 s in the tests: it is not tried again and again
+    kids = pipes.children()
+    assert list(kids) == ["cifar10-preprocess"], "no further child"
+    assert not kids["cifar10-preprocess"]["metadata"].get("ownerReferences"), "not taken over"
+    assert sum(e["reason"] == "TaskNameTaken" for e in pipes.events("cifar10")) == 1
+
+    # once the name is free, a retry creates the pipeline's own task
+    pipes.objects.delete_namespaced_custom_object(G, V, namespace, P, "cifar10-preprocess")
+    deadline = time.monotonic() + 30
+    while "cifar10-preprocess" in pipes.children() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    pipes.patch("cifar10", {"retryGeneration": 1})
+    pre = pipes.wait_child("cifar10-preprocess")
+    assert pre["metadata"]["ownerReferences"][0]["uid"] == pipeline_uid
+    pipes.wait("cifar10", lambda s: task_state(s, "preprocess")["status"] != "failed", "retried")
+
+
+@pytest.fixture
+def deny_training(api: client.ApiClient, namespace: str):
+    """A ValidatingAdmissionPolicy refusing training MLTasks in the test namespace (HTTP 422),
+    as a cluster's own policy might; it passes the operator's CRD rules."""
+    adm = client.AdmissionregistrationV1Api(api)
+    name = f"no-training-{namespace}"
+    adm.create_validating_admission_policy({
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy",
+        "metadata": {"name": name},
+        "spec": {"failurePolicy": "Fail",
+                 "matchConstraints": {"resourceRules": [{
+                     "apiGroups": [G], "apiVersions": [V], "operations": ["CREATE"],
+                     "resources": [P]}]},
+                 "validations": [{"expression": "object.spec.type != 'training'",
+                                  "message": "training is not allowed in this namespace"}]}})
+    adm.create_validating_admission_policy_binding({
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingAdmissionPolicyBinding",
+        "metadata": {"name": name},
+        "spec": {"policyName": name, "validationActions": ["Deny"],
+                 "matchResources": {"namespaceSelector": {
+                     "matchLabels": {"kubernetes.io/metadata.name": namespace}}}}})
+    probe = _mltask(namespace, "probe", {
+        **copy.deepcopy(_task(pipeline_example("cifar10"), "train")["spec"]),
+        "input": {"dataset": {"uri": "s3://x/y.zip"}}})
+    objects = client.CustomObjectsApi(api)
+    deadline = time.monotonic() + 30
+    while True:  # the policy takes effect once the API server has loaded it
+        try:
+            objects.create_namespaced_custom_object(G, V, namespace, P, probe, dry_run="All")
+        except client.ApiException as e:
+            if e.status == 422:
+                break
+            raise
+        assert time.monotonic() < deadline, "the admission policy never took effect"
+        time.sleep(0.2)
+    yield
+    adm.delete_validating_admission_policy_binding(name)
+    adm.delete_validating_admission_policy(name)
+
+
+def test_child_refused_by_the_api_server_fails_the_pipeline(pipes: Pipelines, argo,
+                                                            namespace: str,
+                                                            deny_training) -> None:
+    pipes.create(pipeline_example("cifar10"))
+    pipes.wait_child("cifar10-preprocess")
+    _succeed(argo, namespace, "cifar10-preprocess-1", DATASET)
+    st = pipes.wait_state("cifar10", "failed")
+    assert "Task train failed: could not be created" in st["message"], st["message"]
+    assert "training is not allowed in this namespace" in st["message"]
+    assert cond(st, "Failed")["reason"] == "TaskRejected"
+    train = task_state(st, "train")
+    assert (train["status"], train.get("mltask"), train["reason"]) == (
+        "failed", None, "TaskRejected")
+    assert task_state(st, "optimize")["message"] == "not started: train could not be created"
+    assert st["progress"] == "1/3"
+    assert sorted(pipes.children()) == ["cifar10-preprocess"]
+    events = pipes.events("cifar10")
+    assert any(e["reason"] == "TaskRejected" and e["type"] == "Warning" for e in events), events
+
+
 def test_retry_of_a_running_pipeline_is_ignored(pipes: Pipelines, namespace: str) -> None:
     pipes.create(pipeline_example("cifar10"))
     pipes.wait_child("cifar10-preprocess")
@@ -353,6 +535,18 @@ def _both_uri_and_from_task(b):
     _task(b, "train")["spec"]["input"]["dataset"]["uri"] = "s3://x/y.zip"
 
 
+def _model_from_unknown(b):
+    _task(b, "optimize")["spec"]["input"]["model"] = {"fromTask": "distill"}
+
+
+def _model_from_itself(b):
+    _task(b, "optimize")["spec"]["input"]["model"] = {"fromTask": "optimize"}
+
+
+def _dataset_from_itself(b):
+    _task(b, "preprocess")["spec"]["input"]["dataset"] = {"fromTask": "preprocess"}
+
+
 INVALID = [
     ("duplicate-task-name", _dup, "spec.tasks[3]", "Duplicate value"),
     ("unknown-dependsOn", _unknown_dep, "spec.tasks", "dependsOn names a task that is not in"),
@@ -375,6 +569,12 @@ INVALID = [
     ("failFast-not-bool", _fail_fast_string, "spec.failFast", "boolean"),
     ("uri-and-fromTask", _both_uri_and_from_task, "spec.tasks[1].spec.input.dataset",
      "set exactly one of uri or fromTask"),
+    ("model-from-unknown", _model_from_unknown, "spec.tasks",
+     "input.model.fromTask must name a training or optimization task"),
+    ("model-from-itself", _model_from_itself, "spec.tasks",
+     "a task cannot take its input from itself"),
+    ("dataset-from-itself", _dataset_from_itself, "spec.tasks",
+     "a task cannot take its input from itself"),
 ]
 
 

@@ -7,12 +7,19 @@ import datetime
 from typing import Any
 
 import pytest
+from pydantic.alias_generators import to_snake
 
 from harness.pipelines import pipeline_example
 from mltask_operator import dag
 from mltask_operator.api.v1alpha1.pipeline import Pipeline
 from mltask_operator.builders.mltask import build_child, child_spec
-from mltask_operator.pipeline_planner import child_view, overall, plan_pipeline
+from mltask_operator.pipeline_planner import (
+    child_view,
+    name_taken,
+    overall,
+    plan_pipeline,
+    rejected,
+)
 
 NOW = datetime.datetime(2026, 11, 23, 12, 0, tzinfo=datetime.UTC)
 
@@ -213,26 +220,31 @@ def test_child_view_sees_requests_not_yet_acted_on() -> None:
     assert child_view("train", child(p, "train")).state == "init"
 
 
-@pytest.mark.parametrize(("states", "suspended", "phase"), [
-    ({}, False, "failed"),  # nothing can start: only reachable when pending tasks are blocked
-    ({"a": "completed", "b": "completed"}, False, "completed"),
-    ({"a": "init"}, False, "init"),
-    ({"a": "completed", "b": "init"}, False, "running"),
-    ({"a": "retry"}, False, "retry"),
-    ({"a": "running", "b": "retry"}, False, "running"),
-    ({"a": "running"}, True, "stopping"),
-    ({"a": "stopped"}, True, "stopped"),
-    ({"a": "completed"}, True, "stopped"),
-    ({"a": "failed", "b": "running"}, False, "running"),
-    ({"a": "failed", "b": "completed"}, False, "failed"),
+@pytest.mark.parametrize(("states", "suspended", "held", "phase"), [
+    ({}, False, (), "failed"),  # nothing can start: only reachable when pending tasks are blocked
+    ({"a": "completed", "b": "completed"}, False, (), "completed"),
+    ({"a": "init"}, False, (), "init"),
+    ({"a": "completed", "b": "init"}, False, (), "running"),
+    ({"a": "retry"}, False, (), "retry"),
+    ({"a": "running", "b": "retry"}, False, (), "running"),
+    ({"a": "running"}, True, (), "stopping"),
+    ({"a": "stopped"}, True, (), "stopped"),
+    ({"a": "completed"}, True, ("b",), "stopped"),  # b would start but for suspend
+    ({"a": "completed"}, True, (), "failed"),       # b can never start: suspend changes nothing
+    ({"a": "failed"}, True, (), "failed"),          # a failed pipeline stays failed when suspended
+    ({"a": "failed", "b": "stopped"}, True, (), "stopped"),
+    ({"a": "failed", "b": "running"}, False, (), "running"),
+    ({"a": "failed", "b": "completed"}, False, (), "failed"),
 ])
-def test_overall_status(states: dict[str, str], suspended: bool, phase: str) -> None:
+def test_overall_status(states: dict[str, str], suspended: bool, held: tuple[str, ...],
+                        phase: str) -> None:
     body = pipeline_example("parallel-training")
     body["spec"]["tasks"] = body["spec"]["tasks"][:2]
     body["spec"]["tasks"][0]["name"], body["spec"]["tasks"][1]["name"] = "a", "b"
     body["spec"]["tasks"][1]["spec"]["input"]["dataset"] = {"uri": "s3://x"}
     p = Pipeline.model_validate(body)
-    assert overall(p.spec.tasks, states, suspended) == phase  # type: ignore[arg-type]
+    got = overall(p.spec.tasks, states, suspended, frozenset(held))  # type: ignore[arg-type]
+    assert got == phase
 
 
 def test_invalid_graph_fails_without_children() -> None:
@@ -245,3 +257,269 @@ def test_invalid_graph_fails_without_children() -> None:
     assert "dependency cycle: preprocess -> train -> preprocess" in out.status.message
     failed = next(c for c in out.status.conditions or [] if c.type == "Failed")
     assert (failed.status, failed.reason, failed.observed_generation) == ("True", "InvalidSpec", 3)
+
+
+def after(p: Pipeline, out: Any, **spec: Any) -> Pipeline:
+    """The pipeline as the next reconcile reads it: the status just planned, `spec` changed."""
+    new_spec = p.spec.model_copy(update={to_snake(k): v for k, v in spec.items()})
+    return p.model_copy(update={"status": out.status, "spec": new_spec})
+
+
+def test_validate_names_a_task_whose_input_is_itself() -> None:
+    body = pipeline_example("cifar10")
+    body["spec"]["tasks"][0]["spec"]["input"]["dataset"] = {"fromTask": "preprocess"}
+    body["spec"]["tasks"][2]["spec"]["input"]["model"] = {"fromTask": "optimize"}
+    problems = dag.validate(Pipeline.model_validate(body).spec)
+    assert problems == ["task preprocess: input.dataset.fromTask names the task itself",
+                        "task optimize: input.model.fromTask names the task itself"]
+
+
+@pytest.mark.parametrize(("own", "expect"), [
+    ({}, ("trainer", "batch-low")),
+    ({"serviceAccountName": "gpu-sa", "priorityClassName": "urgent"}, ("gpu-sa", "urgent")),
+], ids=["inherited", "overridden"])
+def test_child_inherits_service_account_and_priority_class(own: dict[str, str],
+                                                           expect: tuple[str, str]) -> None:
+    body = pipeline_example("cifar10")
+    body["spec"]["defaults"].update(serviceAccountName="trainer", priorityClassName="batch-low")
+    body["spec"]["tasks"][1]["spec"]["runtime"].update(own)
+    body["metadata"].update(namespace="ml", uid="u")
+    p = Pipeline.model_validate(body)
+    out = build_child(p, p.spec.tasks[1], {"preprocess": "s3://d"})["spec"]["runtime"]
+    assert (out.get("serviceAccountName"), out.get("priorityClassName")) == expect
+
+
+def test_without_defaults_the_child_has_no_service_account() -> None:
+    body = pipeline_example("cifar10")
+    del body["spec"]["defaults"]
+    body["metadata"].update(namespace="ml", uid="u")
+    p = Pipeline.model_validate(body)
+    rt = build_child(p, p.spec.tasks[0], {})["spec"]["runtime"]
+    assert "serviceAccountName" not in rt and "priorityClassName" not in rt
+
+
+# --------------------------------------------------------------------------- retry, suspend
+
+
+def _failed_sweep(concurrency: int | None) -> tuple[Pipeline, dict[str, dict[str, Any]]]:
+    """parallel-training with both trainings failed, its failed status already written."""
+    p = pipeline("parallel-training", concurrency=concurrency)
+    kids = {"preprocess": child(p, "preprocess", "completed", uri="s3://d"),
+            "train-resnet": child(p, "train-resnet", "failed"),
+            "train-vit": child(p, "train-vit", "failed")}
+    out = plan_pipeline(p, kids, NOW)
+    assert out.status.status == "failed"
+    return after(p, out), kids
+
+
+def test_retry_restarts_at_most_concurrency_children_and_queues_the_rest() -> None:
+    p, kids = _failed_sweep(concurrency=1)
+    p = after(p, plan_pipeline(p, kids, NOW), retryGeneration=1)
+    out = plan_pipeline(p, kids, NOW)
+    assert out.retry == {"cifar10-sweep-train-resnet": 1}, "spec order, one at a time"
+    assert out.status.retry_pending == ["train-vit"]
+    assert out.status.observed_retry_generation == 1
+    vit = out.status.tasks[2]
+    assert (vit.status, vit.mltask) == ("retry", "cifar10-sweep-train-vit")
+    assert "concurrency" in (vit.message or "")
+    assert out.status.status == "retry"
+    assert [n[1] for n in out.notes] == ["Retrying"] and "train-vit wait" in out.notes[0][2]
+
+    # the first retry runs: no room for the second; the request is still remembered
+    kids["train-resnet"] = child(p, "train-resnet", "running", retry_generation=1,
+                                 observed_retry=1)
+    p = after(p, out)
+    out = plan_pipeline(p, kids, NOW)
+    assert out.retry == {} and out.notes == []
+    assert out.status.retry_pending == ["train-vit"] and out.status.status == "running"
+
+    # it completes: the second one gets its new attempt, nothing is left to remember
+    kids["train-resnet"] = child(p, "train-resnet", "completed", uri="s3://m",
+                                 retry_generation=1, observed_retry=1)
+    p = after(p, out)
+    out = plan_pipeline(p, kids, NOW)
+    assert out.retry == {"cifar10-sweep-train-vit": 1}
+    assert out.status.retry_pending is None and out.status.status == "retry"
+
+
+def test_retry_without_concurrency_restarts_all_at_once() -> None:
+    p, kids = _failed_sweep(concurrency=None)
+    out = plan_pipeline(after(p, plan_pipeline(p, kids, NOW), retryGeneration=1), kids, NOW)
+    assert out.retry == {"cifar10-sweep-train-resnet": 1, "cifar10-sweep-train-vit": 1}
+    assert out.status.retry_pending is None
+
+
+def test_retry_of_stopped_children_within_concurrency_does_not_continue_the_rest() -> None:
+    p = pipeline("parallel-training", concurrency=1, suspend=True)
+    kids = {"preprocess": child(p, "preprocess", "completed", uri="s3://d"),
+            "train-resnet": child(p, "train-resnet", "stopped", suspend=True),
+            "train-vit": child(p, "train-vit", "stopped", suspend=True)}
+    out = plan_pipeline(p, kids, NOW)
+    assert out.status.status == "stopped"
+    out = plan_pipeline(after(p, out, suspend=False, retryGeneration=1), kids, NOW)
+    assert out.retry == {"cifar10-sweep-train-resnet": 1}
+    assert out.resume == [], "continuing train-vit would exceed the concurrency limit"
+    assert out.status.retry_pending == ["train-vit"]
+
+
+def test_retry_reruns_the_failed_task_then_what_depends_on_it() -> None:
+    p = pipeline()
+    kids = {"preprocess": child(p, "preprocess", "completed", uri="s3://d"),
+            "train": child(p, "train", "failed")}
+    out = plan_pipeline(p, kids, NOW)
+    assert out.status.status == "failed" and out.create == []
+    p = after(p, out, retryGeneration=1)
+    out = plan_pipeline(p, kids, NOW)
+    assert out.retry == {"cifar10-train": 1} and out.create == []
+    assert out.status.tasks[2].message == "waiting for train"
+    kids["train"] = child(p, "train", "running", retry_generation=1, observed_retry=1)
+    out = plan_pipeline(after(p, out), kids, NOW)
+    assert out.create == [] and out.retry == {}
+    kids["train"] = child(p, "train", "completed", uri="s3://m2", retry_generation=1,
+                          observed_retry=1)
+    out = plan_pipeline(after(p, out), kids, NOW)
+    assert [t.name for t in out.create] == ["optimize"] and out.outputs["train"] == "s3://m2"
+    assert out.status.status == "running"
+
+
+def test_suspending_a_failed_pipeline_keeps_it_failed() -> None:
+    p = pipeline()
+    kids = {"preprocess": child(p, "preprocess", "completed", uri="s3://d"),
+            "train": child(p, "train", "failed")}
+    kids["train"]["status"]["message"] = "CUDA out of memory"
+    failed = plan_pipeline(p, kids, NOW).status
+    assert failed.status == "failed" and failed.completion_time == NOW
+    p = p.model_copy(update={"status": failed,
+                             "spec": p.spec.model_copy(update={"suspend": True})})
+    out = plan_pipeline(p, kids, NOW + datetime.timedelta(minutes=5))
+    st = out.status
+    assert st.status == "failed" and st.message == failed.message
+    assert "CUDA out of memory" in (st.message or "")
+    assert st.completion_time == NOW, "completion time is kept"
+    assert out.suspend == [] and out.create == []
+    cond = next(c for c in st.conditions or [] if c.type == "Failed")
+    assert cond.status == "True"
+
+
+def test_suspended_pipeline_with_a_branch_left_to_run_is_stopped() -> None:
+    # failFast: false and train-vit failed: train-resnet would still start on continue
+    p = pipeline("parallel-training", suspend=True)
+    kids = {"preprocess": child(p, "preprocess", "completed", uri="s3://d"),
+            "train-vit": child(p, "train-vit", "failed")}
+    out = plan_pipeline(p, kids, NOW)
+    assert out.status.status == "stopped" and out.create == []
+    assert out.status.tasks[1].message == "not started: the pipeline is stopped"
+
+
+def test_retry_with_nothing_to_retry_warns_and_stays_failed() -> None:
+    p = pipeline()
+    kids = {"preprocess": child(p, "preprocess", "completed")}  # no output URI
+    out = plan_pipeline(p, kids, NOW)
+    assert out.status.status == "failed"
+    out = plan_pipeline(after(p, out, retryGeneration=1), kids, NOW)
+    assert out.retry == {} and out.create == [] and out.status.status == "failed"
+    assert [(t, r) for t, r, _ in out.notes] == [("Warning", "NothingToRetry")]
+    assert "no task failed or stopped" in out.notes[0][2]
+    assert "without an output URI" in out.notes[0][2], "says why the pipeline failed"
+    assert out.status.observed_retry_generation == 1
+
+
+def test_retry_requested_while_suspended_is_held_until_continue() -> None:
+    p = pipeline(suspend=True)
+    kids = {"preprocess": child(p, "preprocess", "completed", uri="s3://d"),
+            "train": child(p, "train", "stopped", suspend=True)}
+    out = plan_pipeline(p, kids, NOW)
+    assert out.status.status == "stopped"
+    p = after(p, out, retryGeneration=1)
+    out = plan_pipeline(p, kids, NOW)
+    assert out.retry == {} and out.status.observed_retry_generation == 0
+    assert "retry (retryGeneration 1) is held until spec.suspend is false" in (
+        out.status.message or "")
+    assert [(t, r) for t, r, _ in out.notes] == [("Warning", "RetryHeld")]
+    assert "set suspend to false" in out.notes[0][2]
+    p = after(p, out)
+    again = plan_pipeline(p, kids, NOW)
+    assert again.notes == [] and again.status.message == out.status.message, "said once"
+    out = plan_pipeline(after(p, out, suspend=False), kids, NOW)
+    assert out.retry == {"cifar10-train": 1} and out.resume == []
+    assert out.status.observed_retry_generation == 1 and out.status.status == "retry"
+
+
+# -------------------------------------------------------------- children the server refused
+
+
+def test_refused_child_fails_the_pipeline_and_no_entry_names_a_missing_mltask() -> None:
+    p = pipeline("parallel-training")
+    kids = {"preprocess": child(p, "preprocess", "completed", uri="s3://d")}
+    first = plan_pipeline(p, kids, NOW)
+    assert [t.name for t in first.create] == ["train-resnet", "train-vit"]
+    why = rejected("MLTask ml/cifar10-sweep-train-resnet was rejected: GPUs are not allowed")
+    out = plan_pipeline(p, kids, NOW, {"train-resnet": why})
+    assert out.create == [], "failFast: false, yet nothing more is created"
+    st = out.status
+    assert st.status == "failed"
+    assert "train-resnet" in (st.message or "") and "GPUs are not allowed" in (st.message or "")
+    resnet, vit = st.tasks[1], st.tasks[2]
+    assert (resnet.status, resnet.mltask, resnet.reason) == ("failed", None, "TaskRejected")
+    assert (vit.status, vit.mltask) == ("pending", None)
+    assert vit.message == "not started: train-resnet could not be created"
+    failed = next(c for c in st.conditions or [] if c.type == "Failed")
+    assert (failed.status, failed.reason) == ("True", "TaskRejected")
+
+    # remembered: the next reconcile does not try again, and keeps the reason
+    again = plan_pipeline(after(p, out), kids, NOW)
+    assert again.create == [] and again.status.status == "failed"
+    assert again.status.tasks[1].reason == "TaskRejected"
+    # until a retry, which creates it again
+    retry = plan_pipeline(after(p, again, retryGeneration=1), kids, NOW)
+    assert [t.name for t in retry.create] == ["train-resnet", "train-vit"]
+    assert [n[1] for n in retry.notes] == ["Retrying"]
+    assert retry.status.tasks[1].reason is None
+
+
+def test_refused_child_while_others_run_fails_once_they_end() -> None:
+    p = pipeline("parallel-training")
+    kids = {"preprocess": child(p, "preprocess", "completed", uri="s3://d"),
+            "train-resnet": child(p, "train-resnet", "running")}
+    why = rejected("MLTask ml/cifar10-sweep-train-vit was rejected: denied")
+    out = plan_pipeline(p, kids, NOW, {"train-vit": why})
+    assert out.status.status == "running" and "could not be created" in (out.status.message or "")
+    kids["train-resnet"] = child(p, "train-resnet", "completed", uri="s3://m")
+    out = plan_pipeline(after(p, out), kids, NOW)
+    assert out.status.status == "failed"
+    assert next(c for c in out.status.conditions or [] if c.type == "Failed").reason == \
+        "TaskRejected"
+
+
+def _mltask(name: str, owners: list[dict[str, Any]], **meta: Any) -> dict[str, Any]:
+    return {"metadata": {"name": name, "namespace": "ml", "ownerReferences": owners, **meta}}
+
+
+def test_name_taken_by_someone_else_fails_but_an_earlier_pipelines_task_is_waited_for() -> None:
+    p = pipeline()
+    mine = {"kind": "Pipeline", "name": "cifar10", "uid": "p-uid"}
+    earlier = {"kind": "Pipeline", "name": "cifar10", "uid": "old-uid"}
+    other = {"kind": "Pipeline", "name": "other", "uid": "x"}
+    assert name_taken(p, _mltask("cifar10-preprocess", [])).reason == "TaskNameTaken"
+    assert name_taken(p, _mltask("cifar10-preprocess", [other])).reason == "TaskNameTaken"
+    assert name_taken(p, _mltask("cifar10-preprocess", [earlier])).transient
+    gone = _mltask("cifar10-preprocess", [], deletionTimestamp="2026-11-23T12:00:00Z")
+    assert name_taken(p, gone).transient
+    assert not name_taken(p, _mltask("cifar10-preprocess", [mine, other])).transient
+
+    taken = name_taken(p, _mltask("cifar10-preprocess", []))
+    out = plan_pipeline(p, {}, NOW, {"preprocess": taken})
+    assert out.create == [] and out.status.status == "failed"
+    pre = out.status.tasks[0]
+    assert (pre.status, pre.mltask, pre.reason) == ("failed", None, "TaskNameTaken")
+    assert "MLTask cifar10-preprocess already exists" in (out.status.message or "")
+    assert next(c for c in out.status.conditions or [] if c.type == "Failed").reason == \
+        "TaskNameTaken"
+
+    wait = name_taken(p, _mltask("cifar10-preprocess", [earlier]))
+    out = plan_pipeline(p, {}, NOW, {"preprocess": wait})
+    assert out.create == [] and out.status.status != "failed"
+    assert (out.status.tasks[0].status, out.status.tasks[0].mltask) == ("init", None)
+    assert "earlier Pipeline cifar10 is being deleted" in (out.status.tasks[0].message or "")
+    again = plan_pipeline(after(p, out), {}, NOW)
+    assert [t.name for t in again.create] == ["preprocess"], "nothing remembered: tried again"

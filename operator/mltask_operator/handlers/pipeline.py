@@ -15,10 +15,15 @@ from mltask_operator import labels, metrics
 from mltask_operator.api.v1alpha1.mltask import Phase
 from mltask_operator.api.v1alpha1.pipeline import KIND, Pipeline, PipelineStatus
 from mltask_operator.builders.mltask import build_child
-from mltask_operator.clients.kube import Kube, Rejected
+from mltask_operator.clients.kube import Kube, OwnershipError, Rejected
 from mltask_operator.handlers import Clock, reconcile_exclusively, utcnow
-from mltask_operator.pipeline_planner import plan_pipeline
-from mltask_operator.status import conditions_for
+from mltask_operator.pipeline_planner import (
+    NotCreated,
+    PipelinePlan,
+    name_taken,
+    plan_pipeline,
+    rejected,
+)
 
 log = logging.getLogger(__name__)
 
@@ -49,47 +54,60 @@ def _reconcile_once(kube: Kube, namespace: str, name: str, clock: Clock) -> None
     pipeline = Pipeline.model_validate(body)
     prev = pipeline.status or PipelineStatus()
     now = clock()
-    decision = plan_pipeline(pipeline, _children(kube, pipeline), now)
+    children = _children(kube, pipeline)
+    decision = plan_pipeline(pipeline, children, now)
 
     for type_, reason, text in decision.notes:
         kube.event(body, type_, reason, text)
-        log.info("Pipeline %s/%s: %s", namespace, name, text)
+        log.info("%s %s/%s: %s", KIND, namespace, name, text)
     for child in decision.suspend:
         kube.patch_task_spec(namespace, child, {"suspend": True})
-        log.info("Stopping MLTask %s/%s of Pipeline", namespace, child)
+        log.info("Stopping MLTask %s/%s of Pipeline %s", namespace, child, name)
     for child in decision.resume:
         kube.patch_task_spec(namespace, child, {"suspend": False})
-        log.info("Continuing MLTask %s/%s of Pipeline", namespace, child)
+        log.info("Continuing MLTask %s/%s of Pipeline %s", namespace, child, name)
     for child, generation in decision.retry.items():
         kube.patch_task_spec(namespace, child, {"suspend": False, "retryGeneration": generation})
-        log.info("Retrying MLTask %s/%s of Pipeline", namespace, child)
-    status = decision.status
-    for task in decision.create:
-        child = build_child(pipeline, task, decision.outputs)
-        try:
-            _, created = kube.create_task(child)
-        except Rejected as e:
-            # Not expected once the CRDs' rules passed; report it instead of retrying blindly.
-            status = _rejected(pipeline, status, task.name, str(e), now)
-            break
-        if created:
+        log.info("Retrying MLTask %s/%s of Pipeline %s", namespace, child, name)
+    decision = _create_children(kube, body, pipeline, children, decision, now)
+    _write(kube, body, prev, decision.status)
+
+
+def _create_children(kube: Kube, body: dict[str, Any], pipeline: Pipeline,
+                     children: dict[str, dict[str, Any]], decision: PipelinePlan,
+                     now: datetime.datetime) -> PipelinePlan:
+    """Create the MLTasks the plan asks for. One the API server does not create (its name is
+    taken, or it is refused) is reported, and the pipeline planned again knowing it: only the
+    new plan's status is written, so no entry names an MLTask that does not exist."""
+    namespace, name = pipeline.namespace, pipeline.name
+    not_created: dict[str, NotCreated] = {}
+    while decision.create:
+        for task in decision.create:
+            child = build_child(pipeline, task, decision.outputs)
             child_name = child["metadata"]["name"]
-            log.info("Created MLTask %s/%s for Pipeline task %s", namespace, child_name,
-                     task.name)
-            kube.event(body, "Normal", "TaskCreated", f"Created MLTask {child_name} for task "
-                       f"{task.name}")
-            metrics.PIPELINE_TASKS_CREATED.inc()
-    _write(kube, body, prev, status)
-
-
-def _rejected(pipeline: Pipeline, status: PipelineStatus, task: str, why: str,
-              now: datetime.datetime) -> PipelineStatus:
-    new = status.model_copy(deep=True)
-    new.message = f"Task {task} could not be created: {why}"
-    new.conditions = conditions_for(new.status, new.message, status.conditions,
-                                    pipeline.metadata.get("generation"), now,
-                                    reason="TaskRejected")
-    return new
+            try:
+                children[task.name], created = kube.create_task(child)
+            except Rejected as e:
+                failure = rejected(str(e))
+            except OwnershipError as e:
+                failure = name_taken(pipeline, e.existing)
+            else:
+                if created:
+                    log.info("Created MLTask %s/%s for Pipeline %s task %s", namespace,
+                             child_name, name, task.name)
+                    kube.event(body, "Normal", "TaskCreated", f"Created MLTask {child_name} "
+                               f"for task {task.name}")
+                    metrics.PIPELINE_TASKS_CREATED.inc()
+                continue
+            not_created[task.name] = failure
+            text = f"Task {task.name}: {failure.message}"
+            kube.event(body, "Normal" if failure.transient else "Warning", failure.reason, text)
+            log.warning("%s %s/%s: %s", KIND, namespace, name, text)
+            break
+        else:
+            return decision
+        decision = plan_pipeline(pipeline, children, now, not_created)
+    return decision
 
 
 _REASONS = {Phase.FAILED: "Failed", Phase.COMPLETED: "Completed", Phase.STOPPED: "Stopped",
