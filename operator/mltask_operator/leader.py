@@ -10,6 +10,7 @@ its deadline either.
 
 from __future__ import annotations
 
+import copy
 import datetime
 import logging
 import threading
@@ -56,7 +57,11 @@ class LeaseElector:
 
     def __init__(self, api: client.ApiClient, namespace: str, name: str, identity: str,
                  lease_seconds: int = 15, clock: Callable[[], datetime.datetime] = _now) -> None:
-        self.leases = client.CoordinationV1Api(api)
+        # A client of its own without urllib3's retries (3 by default): a timed-out call would
+        # otherwise be sent again, and a try could outlast its timeout four times over.
+        own = copy.deepcopy(api.configuration)
+        own.retries = False
+        self.leases = client.CoordinationV1Api(client.ApiClient(own))
         self.namespace, self.name, self.identity = namespace, name, identity
         self.lease_seconds = lease_seconds
         self.clock = clock

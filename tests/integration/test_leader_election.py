@@ -1,16 +1,23 @@
 """Two operator replicas on the real API server: one holds the Lease and works, the other
-stands by and takes over when the leader dies."""
+stands by (serving metrics and /healthz) and takes over when the leader dies; a leader cut off
+from the API server stops before a standby may take over; a standby refused the Lease says so
+and fails /healthz."""
 
 from __future__ import annotations
 
 import threading
 import time
+import urllib.error
+import urllib.request
+from pathlib import Path
 
 import pytest
-from kubernetes import client
+from kubernetes import client, config
 
-from harness.operator_proc import OperatorProcess
+from harness.controlplane import free_port
+from harness.operator_proc import OperatorProcess, service_account_kubeconfig
 from harness.tasks import Tasks, example
+from harness.tcpproxy import BlackholeProxy
 from mltask_operator.leader import LeaseElector
 
 pytestmark = pytest.mark.integration
@@ -34,14 +41,26 @@ def test_lease_elector_excludes_a_second_holder(api: client.ApiClient, namespace
     assert lease.spec.holder_identity == "replica-a" and lease.spec.lease_transitions == 2
 
 
+def metrics(port: int) -> dict[str, float]:
+    """The operator's own samples (mltask_*) from its Prometheus endpoint."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    return {line.split(" ")[0]: float(line.split(" ")[1]) for line in text.splitlines()
+            if line.startswith("mltask_") and " " in line}
+
+
 def test_only_the_leader_reconciles_and_a_standby_takes_over(
         control_plane, mltask_crds, api: client.ApiClient, namespace: str, argo) -> None:
-    env = {"MLTASK_LEADER_ELECTION": "true", "MLTASK_LEADER_ELECTION_NAMESPACE": namespace,
+    """The Lease namespace comes from POD_NAMESPACE, as in the chart's pods."""
+    env = {"MLTASK_LEADER_ELECTION": "true", "POD_NAMESPACE": namespace,
            "MLTASK_LEADER_ELECTION_LEASE_SECONDS": "5", "MLTASK_NAMESPACES": namespace}
+    ports = {"a": free_port(), "b": free_port()}
     a = OperatorProcess(control_plane.kubeconfig, control_plane.workdir / f"{namespace}-a.log",
-                        env={**env, "POD_NAME": "replica-a"})
+                        env={**env, "POD_NAME": "replica-a",
+                             "MLTASK_METRICS_PORT": str(ports["a"])})
     b = OperatorProcess(control_plane.kubeconfig, control_plane.workdir / f"{namespace}-b.log",
-                        env={**env, "POD_NAME": "replica-b"})
+                        env={**env, "POD_NAME": "replica-b",
+                             "MLTASK_METRICS_PORT": str(ports["b"])})
     leases = client.CoordinationV1Api(api)
     tasks = Tasks(api, namespace)
     try:
@@ -49,6 +68,9 @@ def test_only_the_leader_reconciles_and_a_standby_takes_over(
         b.start()  # healthy while standing by
         holder = leases.read_namespaced_lease("mltask-operator", namespace).spec.holder_identity
         assert holder == "replica-a"
+        # the metrics Service selects both replicas: the standby serves metrics too
+        assert metrics(ports["a"])["mltask_operator_leader"] == 1
+        assert metrics(ports["b"])["mltask_operator_leader"] == 0
         body = example("training")
         tasks.create(body)
         name = body["metadata"]["name"]
@@ -72,7 +94,76 @@ def test_only_the_leader_reconciles_and_a_standby_takes_over(
             time.sleep(0.2)
             wf = argo.get(namespace, f"{name}-1")
         assert wf["spec"].get("shutdown") == "Stop", b.tail()
+        assert metrics(ports["b"])["mltask_operator_leader"] == 1
         print(f"standby took over {took_over:.1f}s after the leader was killed")
     finally:
         a.stop()
         b.stop()
+
+
+def test_leader_cut_off_from_the_api_server_stops_before_a_standby_takes_over(
+        control_plane, api: client.ApiClient, namespace: str) -> None:
+    """The leader's connection to the API server goes silent (a proxy drops every byte): its
+    Lease calls time out, it gives up at the renew deadline, and that is before the standby
+    may take the Lease (one Lease duration after the last renew)."""
+    proxy = BlackholeProxy("127.0.0.1", control_plane.api_port)
+    cfg = client.Configuration()
+    config.load_kube_config(config_file=str(control_plane.kubeconfig), client_configuration=cfg)
+    cfg.host = f"https://127.0.0.1:{proxy.port}"
+    leader = LeaseElector(client.ApiClient(cfg), namespace, "cut-off", "leader", lease_seconds=6)
+    standby = LeaseElector(api, namespace, "cut-off", "standby", lease_seconds=6)
+    stop = threading.Event()
+    times: dict[str, float] = {}
+    try:
+        assert leader.try_acquire()
+        leader.keep_renewing(lambda: times.setdefault("leader gave up", time.monotonic()), stop)
+        time.sleep(leader.retry_seconds * 2.5)  # renewals pass through the proxy
+        renewed = client.CoordinationV1Api(api).read_namespaced_lease(
+            "cut-off", namespace).spec.renew_time
+        proxy.blackhole.set()
+        times["cut off"] = time.monotonic()
+        assert standby.wait_until_leader(stop)
+        times["standby took over"] = time.monotonic()
+        lease = client.CoordinationV1Api(api).read_namespaced_lease("cut-off", namespace).spec
+        assert lease.holder_identity == "standby" and lease.acquire_time > renewed
+    finally:
+        stop.set()
+        proxy.close()
+    assert "leader gave up" in times, "a hanging Lease call kept the leader past its deadline"
+    assert times["leader gave up"] < times["standby took over"], times
+    # the last renew happened at most one retry period before the cut
+    assert times["leader gave up"] - times["cut off"] <= (
+        leader.renew_deadline + leader.retry_seconds + 0.5), times
+
+
+def test_standby_refused_the_lease_fails_healthz_and_names_the_lease(
+        control_plane, api: client.ApiClient, namespace: str, tmp_path: Path) -> None:
+    """A ServiceAccount without a Role for Leases (the Lease namespace is not where its Role
+    is): the standby logs an error naming the Lease and the HTTP status and fails /healthz, so
+    it is restarted rather than looking healthy forever."""
+    client.CoreV1Api(api).create_namespaced_service_account(
+        namespace, client.V1ServiceAccount(metadata=client.V1ObjectMeta(name="no-lease")))
+    kubeconfig = service_account_kubeconfig(control_plane, api, namespace, "no-lease",
+                                            tmp_path / "sa.yaml")
+    proc = OperatorProcess(kubeconfig, tmp_path / "operator.log", env={
+        "MLTASK_LEADER_ELECTION": "true", "POD_NAMESPACE": namespace, "POD_NAME": "refused",
+        "MLTASK_LEADER_ELECTION_LEASE_SECONDS": "5", "MLTASK_NAMESPACES": namespace})
+    proc.start()  # healthy at first: a standby
+    try:
+        deadline = time.monotonic() + 30
+        code, body = 200, b""
+        while time.monotonic() < deadline and code == 200:
+            time.sleep(0.2)
+            try:
+                with urllib.request.urlopen(
+                        f"http://127.0.0.1:{proc.health_port}/healthz", timeout=2) as resp:
+                    code = resp.status
+            except urllib.error.HTTPError as e:
+                code, body = e.code, e.read()
+        assert code == 500, proc.tail()
+        assert b"HTTP 403 Forbidden" in body
+        errors = [line for line in proc.tail(200).splitlines() if " ERROR " in line]
+        assert errors and f"Lease {namespace}/mltask-operator" in errors[0] \
+            and "HTTP 403 Forbidden" in errors[0], proc.tail()
+    finally:
+        proc.stop()
