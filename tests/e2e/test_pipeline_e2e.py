@@ -53,7 +53,7 @@ def test_three_stage_example_hands_each_output_on(pipes: Pipelines, tasks: Tasks
     assert opt["status"]["startTime"] >= train["status"]["completionTime"]
 
 
-def test_parallel_trainings_run_at_the_same_time(pipes: Pipelines) -> None:
+def test_parallel_trainings_run_at_the_same_time(pipes: Pipelines, tasks: Tasks) -> None:
     body = pipeline_example("parallel-training")
     for t in ("train-resnet", "train-vit"):
         set_run_env(body, t, E2E_DURATION="6s")
@@ -69,6 +69,13 @@ def test_parallel_trainings_run_at_the_same_time(pipes: Pipelines) -> None:
                timeout=90)
     st = pipes.wait_state("cifar10-sweep", "completed", timeout=90)
     assert st["progress"] == "3/3"
+    # preprocessing overrides the GPU default and runs on the CPU pool; the trainings on GPUs
+    kids = pipes.children()
+    prep = kids["cifar10-sweep-preprocess"]["status"]
+    assert node_of(tasks, step(prep, "run")["pod"]) == "kwok-cpu-0"
+    for t in ("train-resnet", "train-vit"):
+        train = kids[f"cifar10-sweep-{t}"]["status"]
+        assert node_of(tasks, step(train, "run")["pod"]) == "kwok-gpu-0"
 
 
 def test_failure_in_the_middle_fails_the_pipeline(pipes: Pipelines) -> None:
