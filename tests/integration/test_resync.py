@@ -1,0 +1,121 @@
+"""No finalizers: tasks and pipelines the operator handles carry none (Kopf's timers would add
+one, nolar/kopf#1074), so they delete even with the operator gone; the finalizer earlier
+versions left is removed; the resync that replaced the timers still catches what no event
+announces."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from harness import argo_standin as argo_fn
+from harness.pipelines import Pipelines, pipeline_example
+from harness.tasks import G, Tasks, V, example
+
+pytestmark = pytest.mark.integration
+HANDLED = "mltask.dev/last-handled-configuration"  # Kopf's diff-base annotation
+OLD_FINALIZER = "mltask.dev/finalizer"
+
+
+def wait_for(read: Callable[[], dict[str, Any]], ok: Callable[[dict[str, Any]], bool],
+             what: str, timeout: float = 30) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    obj = read()
+    while not ok(obj):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}: {obj['metadata']}")
+        time.sleep(0.1)
+        obj = read()
+    return obj
+
+
+def wait_gone(read: Callable[[], Any], what: str, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            read()
+        except client.ApiException as e:
+            if e.status == 404:
+                return
+            raise
+        time.sleep(0.1)
+    raise AssertionError(f"{what} still exists after {timeout}s")
+
+
+def handled(obj: dict[str, Any]) -> bool:
+    return HANDLED in (obj["metadata"].get("annotations") or {})
+
+
+def test_no_finalizers_so_deletion_completes_without_the_operator(
+        api: client.ApiClient, argo, namespace: str, operator) -> None:
+    tasks, pipes = Tasks(api, namespace), Pipelines(api, namespace)
+    name = tasks.create(example("training"))["metadata"]["name"]
+    argo.wait_for(namespace, f"{name}-1")
+    pipeline = pipeline_example("cifar10")
+    pname = pipeline["metadata"]["name"]
+    pipes.create(pipeline)
+    child = pipes.wait_child(f"{pname}-preprocess")["metadata"]["name"]
+    argo.wait_for(namespace, f"{child}-1")
+    # Kopf has handled each of them (a timer's finalizer would be there by now), and the
+    # resync (every 5 s here) has passed over them
+    objs = [wait_for(lambda n=n: tasks.get(n), handled, f"MLTask {n} handled")
+            for n in (name, child)]
+    objs.append(wait_for(lambda: pipes.get(pname), handled, f"Pipeline {pname} handled"))
+    time.sleep(6)
+    objs = [tasks.get(name), tasks.get(child), pipes.get(pname)]
+    assert [o["metadata"].get("finalizers") for o in objs] == [None, None, None]
+
+    operator.stop()  # as after `helm uninstall`
+    try:
+        tasks.objects.delete_namespaced_custom_object(G, V, namespace, "mltasks", name)
+        tasks.objects.delete_namespaced_custom_object(G, V, namespace, "pipelines", pname)
+        wait_gone(lambda: tasks.get(name), f"MLTask {name}")
+        wait_gone(lambda: pipes.get(pname), f"Pipeline {pname}")
+        wait_gone(lambda: tasks.get(child), f"MLTask {child} (garbage-collected)", timeout=60)
+    finally:
+        operator.start()
+
+
+def test_the_finalizer_of_earlier_versions_is_removed(
+        api: client.ApiClient, argo, namespace: str, operator) -> None:
+    tasks = Tasks(api, namespace)
+    body = example("training")
+    name = body["metadata"]["name"] = f"old-{uuid.uuid4().hex[:6]}"
+    body["metadata"]["finalizers"] = [OLD_FINALIZER, "example.com/keep"]
+    tasks.create(body)
+    task = wait_for(lambda: tasks.get(name),
+                    lambda o: OLD_FINALIZER not in (o["metadata"].get("finalizers") or []),
+                    f"{OLD_FINALIZER} removed from MLTask {name}")
+    assert task["metadata"]["finalizers"] == ["example.com/keep"], "others' finalizers stay"
+    argo.wait_for(namespace, f"{name}-1")
+    tasks.objects.patch_namespaced_custom_object(G, V, namespace, "mltasks", name,
+                                                 {"metadata": {"finalizers": None}})
+
+
+def test_resync_starts_a_task_whose_standalone_upstream_finished(
+        api: client.ApiClient, argo, namespace: str, operator) -> None:
+    """No event tells a task that the task it takes input from (outside any Pipeline) has
+    finished: only the resync (every 5 s here) notices."""
+    tasks = Tasks(api, namespace)
+    upstream = example("preprocessing")
+    up = upstream["metadata"]["name"]
+    upstream["metadata"].pop("labels", None)
+    train = example("training")
+    name = train["metadata"]["name"]
+    train["spec"]["input"]["dataset"] = {"fromTask": up, "kind": "project"}
+    tasks.create(train)
+    tasks.wait(name, lambda s: up in (s.get("message") or ""), "waiting for its upstream")
+    tasks.create(upstream)
+    argo.wait_for(namespace, f"{up}-1")
+    argo.update(namespace, f"{up}-1", argo_fn.succeed_all,
+                result={"uri": "s3://ml-datasets/processed/x.zip", "size": 1,
+                        "sha256": "ab" * 32})
+    tasks.wait_state(up, "completed")
+    started = time.monotonic()
+    argo.wait_for(namespace, f"{name}-1", timeout=20)
+    print(f"resync started the downstream task {time.monotonic() - started:.1f}s later")
