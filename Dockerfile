@@ -1,14 +1,20 @@
 # mltask-operator image. Multi-stage: wheels are built with the toolchain in `build`; the final
 # image has only the Python runtime, the installed wheels and a non-root user.
-# Base images are pinned by tag; pin by digest in your registry mirror for reproducible builds.
-ARG PYTHON_IMAGE=python:3.12.8-slim-bookworm
+#
+# Reproducible: dependencies are installed at the exact versions the tests ran with
+# (requirements.lock, written by `make lock` from the tested venv), on the Python minor version
+# the tests ran on. The base image is pinned by exact tag only: its digest could not be looked up
+# where this file was written (no registry access); pin it as
+# python:3.11.7-slim-bookworm@sha256:<digest> (`docker buildx imagetools inspect`) for builds
+# that cannot change under you.
+ARG PYTHON_IMAGE=python:3.11.7-slim-bookworm
 
 FROM ${PYTHON_IMAGE} AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md requirements.lock ./
 COPY operator/ operator/
-RUN pip wheel --wheel-dir /wheels .
+RUN pip wheel --wheel-dir /wheels --constraint requirements.lock .
 
 FROM ${PYTHON_IMAGE}
 ARG VERSION=0.1.0
@@ -19,8 +25,10 @@ LABEL org.opencontainers.image.title="mltask-operator" \
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
 COPY --from=build /wheels /wheels
-RUN pip install --no-index --find-links=/wheels mltask-operator \
-    && rm -rf /wheels \
+COPY requirements.lock /tmp/requirements.lock
+RUN pip install --no-index --find-links=/wheels --constraint /tmp/requirements.lock \
+        mltask-operator \
+    && rm -rf /wheels /tmp/requirements.lock \
     && pip uninstall -y pip setuptools wheel \
     && groupadd --gid 65532 mltask \
     && useradd --uid 65532 --gid 65532 --no-create-home --shell /usr/sbin/nologin mltask
@@ -28,5 +36,6 @@ RUN pip install --no-index --find-links=/wheels mltask-operator \
 # root filesystem can be read-only.
 USER 65532:65532
 EXPOSE 8080 8081
+# No CMD: the ports come from MLTASK_METRICS_PORT and MLTASK_HEALTH_PORT (8080, 8081 by
+# default); `--liveness=URL` overrides the health endpoint.
 ENTRYPOINT ["mltask-operator"]
-CMD ["--liveness=http://0.0.0.0:8081/healthz"]

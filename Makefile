@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 CLUSTER_DIR ?= .cluster
 export PYTHONPATH := $(CURDIR)/operator:$(CURDIR)/tests
 
-.PHONY: help venv tools test unit integration e2e lint generate check-generated cluster-up cluster-down cluster-status demo clean
+.PHONY: help venv tools test unit integration e2e lint generate check-generated lock cluster-up cluster-down cluster-status demo clean
 
 help: ## List targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -14,7 +14,7 @@ help: ## List targets
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
-	$(VENV)/bin/pip install --quiet -e '.[test]'
+	$(VENV)/bin/pip install --quiet $(if $(wildcard requirements.lock),--constraint requirements.lock) -e '.[test]'
 	touch $@
 
 venv: $(VENV)/.installed ## Create .venv with the project and test dependencies
@@ -36,10 +36,14 @@ generate: venv tools ## Regenerate crds/, the chart's CRDs and manifests/ from t
 	$(PY) manifests/generate.py
 	$(PY) manifests/argocd/gen_argocd_cm.py
 
-check-generated: venv tools ## Fail if crds/, charts/ CRDs or manifests/ drifted
+check-generated: venv tools ## Fail if crds/, charts/ CRDs, manifests/ or requirements.lock drifted
 	$(PY) -m mltask_operator.crdgen --check --out crds --out charts/mltask-operator/crds
 	$(PY) manifests/generate.py --check
 	$(PY) manifests/argocd/gen_argocd_cm.py --check
+	$(PY) tests/tools/requirements_lock.py --check
+
+lock: venv ## Pin the image's runtime dependencies (requirements.lock) to the venv's versions
+	$(PY) tests/tools/requirements_lock.py
 
 e2e: venv tools ## Run the end-to-end tests only (Argo's workflow-controller, kwok nodes)
 	$(PY) -m pytest tests/e2e
