@@ -107,6 +107,33 @@ def workflow_event(namespace: str, labels: dict[str, str], type: str | None,
                       namespace, task, type)
 
 
+def _upstreams(spec: kopf.Spec) -> set[str]:
+    inputs = spec.get("input") or {}
+    return {src["fromTask"] for src in (inputs.get("dataset"), inputs.get("model"))
+            if isinstance(src, dict) and src.get("fromTask")}
+
+
+@kopf.index(GROUP, VERSION, mltask_api.PLURAL,
+            when=lambda spec, status, **_: bool(_upstreams(spec)) and not status.get("attempt"))
+def waiting_for(namespace: str, name: str, spec: kopf.Spec, **_: Any) -> dict[Any, str]:
+    """Tasks that have not started because they wait for an upstream task's output (fromTask),
+    by (namespace, upstream): kept in memory from the watch Kopf already runs."""
+    return {(namespace, upstream): name for upstream in _upstreams(spec)}
+
+
+@kopf.on.event(GROUP, VERSION, mltask_api.PLURAL,
+               when=lambda status, **_: status.get("status") == mltask_api.Phase.COMPLETED)
+def upstream_completed(namespace: str, name: str, waiting_for: kopf.Index, **_: Any) -> None:
+    """A task completed: the tasks waiting for its output start now, not at the next resync."""
+    for dependent in waiting_for.get((namespace, name), []):
+        try:
+            reconcile_task(kube(), namespace, dependent, defaults=SETTINGS.run_defaults)
+        except Exception:
+            metrics.RECONCILE_ERRORS.labels(kind=mltask_api.KIND).inc()
+            log.exception("Reconcile of MLTask %s/%s after its upstream MLTask %s completed "
+                          "failed", namespace, dependent, name)
+
+
 def _reconcile_pipeline(namespace: str, name: str) -> None:
     try:
         reconcile_pipeline(kube(), namespace, name)

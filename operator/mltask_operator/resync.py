@@ -3,8 +3,8 @@ Pipeline in the watched namespaces, whether or not an event arrived.
 
 Kopf's own timers would do this, but a timer makes Kopf put its finalizer on every object
 (nolar/kopf#1074), so that deleting a task hangs once the operator is uninstalled. Events drive
-everything else; this only catches what no event announces (an upstream `fromTask` finishing,
-a missed watch event).
+everything else (an upstream `fromTask` completing included, through a Kopf index in `main.py`);
+this only catches what no event announced, such as a watch event lost on a broken connection.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """No finalizers: tasks and pipelines the operator handles carry none (Kopf's timers would add
 one, nolar/kopf#1074), so they delete even with the operator gone; the finalizer earlier
-versions left is removed; the resync that replaced the timers still catches what no event
-announces."""
+versions left is removed; a task waiting for a standalone upstream starts on the upstream's
+completion event, with no resync needed."""
 
 from __future__ import annotations
 
@@ -97,25 +97,41 @@ def test_the_finalizer_of_earlier_versions_is_removed(
                                                  {"metadata": {"finalizers": None}})
 
 
-def test_resync_starts_a_task_whose_standalone_upstream_finished(
-        api: client.ApiClient, argo, namespace: str, operator) -> None:
-    """No event tells a task that the task it takes input from (outside any Pipeline) has
-    finished: only the resync (every 5 s here) notices."""
-    tasks = Tasks(api, namespace)
-    upstream = example("preprocessing")
-    up = upstream["metadata"]["name"]
-    upstream["metadata"].pop("labels", None)
-    train = example("training")
-    name = train["metadata"]["name"]
-    train["spec"]["input"]["dataset"] = {"fromTask": up, "kind": "project"}
-    tasks.create(train)
-    tasks.wait(name, lambda s: up in (s.get("message") or ""), "waiting for its upstream")
-    tasks.create(upstream)
-    argo.wait_for(namespace, f"{up}-1")
-    argo.update(namespace, f"{up}-1", argo_fn.succeed_all,
-                result={"uri": "s3://ml-datasets/processed/x.zip", "size": 1,
-                        "sha256": "ab" * 32})
-    tasks.wait_state(up, "completed")
-    started = time.monotonic()
-    argo.wait_for(namespace, f"{name}-1", timeout=20)
-    print(f"resync started the downstream task {time.monotonic() - started:.1f}s later")
+def test_a_task_starts_as_soon_as_its_standalone_upstream_completes(
+        api: client.ApiClient, argo, namespace: str, operator, control_plane,
+        tmp_path) -> None:
+    """A task waiting for another task's output (outside any Pipeline) starts on the upstream's
+    completion event (Kopf index of waiting tasks), not at the next resync: the operator here
+    resyncs once an hour."""
+    from harness.operator_proc import OperatorProcess
+
+    operator.stop()
+    own = OperatorProcess(control_plane.kubeconfig, tmp_path / "operator.log",
+                          env={"MLTASK_RESYNC_SECONDS": "3600"})
+    own.start()
+    try:
+        tasks = Tasks(api, namespace)
+        upstream = example("preprocessing")
+        up = upstream["metadata"]["name"]
+        upstream["metadata"].pop("labels", None)
+        train = example("training")
+        name = train["metadata"]["name"]
+        train["spec"]["input"]["dataset"] = {"fromTask": up, "kind": "project"}
+        tasks.create(train)
+        tasks.wait(name, lambda s: up in (s.get("message") or ""), "waiting for its upstream")
+        tasks.create(upstream)
+        argo.wait_for(namespace, f"{up}-1")
+        argo.update(namespace, f"{up}-1", argo_fn.succeed_all,
+                    result={"uri": "s3://ml-datasets/processed/x.zip", "size": 1,
+                            "sha256": "ab" * 32})
+        tasks.wait_state(up, "completed")
+        started = time.monotonic()
+        wf = argo.wait_for(namespace, f"{name}-1", timeout=20)
+        print(f"the downstream task started {time.monotonic() - started:.1f}s after its "
+              "upstream completed")
+        env = {e["name"]: e.get("value") for t in wf["spec"]["templates"][1:]
+               for e in t["container"]["env"]}
+        assert env["MLTASK_INPUT_DATASET_URI"] == "s3://ml-datasets/processed/x.zip"
+    finally:
+        own.stop()
+        operator.start()

@@ -225,8 +225,10 @@ class RetryPolicy(Model):
     limit: int = Field(default=3, ge=0, le=20, description="Retries per step.")
     retry_on: RetryOn = Field(
         default=RetryOn.ON_ERROR,
-        description="OnError (default) retries pods lost to the infrastructure — preempted, "
-        "evicted or deleted, e.g. GPU spot nodes; OnFailure retries non-zero exits; Always both.")
+        description="OnError (default) retries pods the infrastructure took away — deleted, "
+        "evicted, preempted, or on a node shutting down, e.g. GPU spot nodes — never the "
+        "user's non-zero exit; Always retries both; OnFailure and OnTransientError are "
+        "Argo's own (OnFailure: failed pods but not deleted ones).")
     backoff: Backoff = Field(default_factory=Backoff, description="Delay between retries.")
 
 
