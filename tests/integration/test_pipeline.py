@@ -13,6 +13,7 @@ from kubernetes import client
 
 from harness import argo_standin as argo_fn
 from harness.pipelines import DATASET, Pipelines, model_result, pipeline_example, task_state
+from harness.policies import denying
 from harness.tasks import G, P, V, cond
 
 pytestmark = pytest.mark.integration
@@ -371,41 +372,13 @@ def test_task_name_taken_by_an_mltask_it_does_not_own_fails_the_pipeline(
 def deny_training(api: client.ApiClient, namespace: str):
     """A ValidatingAdmissionPolicy refusing training MLTasks in the test namespace (HTTP 422),
     as a cluster's own policy might; it passes the operator's CRD rules."""
-    adm = client.AdmissionregistrationV1Api(api)
-    name = f"no-training-{namespace}"
-    adm.create_validating_admission_policy({
-        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy",
-        "metadata": {"name": name},
-        "spec": {"failurePolicy": "Fail",
-                 "matchConstraints": {"resourceRules": [{
-                     "apiGroups": [G], "apiVersions": [V], "operations": ["CREATE"],
-                     "resources": [P]}]},
-                 "validations": [{"expression": "object.spec.type != 'training'",
-                                  "message": "training is not allowed in this namespace"}]}})
-    adm.create_validating_admission_policy_binding({
-        "apiVersion": "admissionregistration.k8s.io/v1",
-        "kind": "ValidatingAdmissionPolicyBinding",
-        "metadata": {"name": name},
-        "spec": {"policyName": name, "validationActions": ["Deny"],
-                 "matchResources": {"namespaceSelector": {
-                     "matchLabels": {"kubernetes.io/metadata.name": namespace}}}}})
     probe = _mltask(namespace, "probe", {
         **copy.deepcopy(_task(pipeline_example("cifar10"), "train")["spec"]),
         "input": {"dataset": {"uri": "s3://x/y.zip"}}})
-    objects = client.CustomObjectsApi(api)
-    deadline = time.monotonic() + 30
-    while True:  # the policy takes effect once the API server has loaded it
-        try:
-            objects.create_namespaced_custom_object(G, V, namespace, P, probe, dry_run="All")
-        except client.ApiException as e:
-            if e.status == 422:
-                break
-            raise
-        assert time.monotonic() < deadline, "the admission policy never took effect"
-        time.sleep(0.2)
-    yield
-    adm.delete_validating_admission_policy_binding(name)
-    adm.delete_validating_admission_policy(name)
+    with denying(api, namespace, group=G, version=V, plural=P,
+                 expression="object.spec.type != 'training'",
+                 message="training is not allowed in this namespace", probe=probe):
+        yield
 
 
 def test_child_refused_by_the_api_server_fails_the_pipeline(pipes: Pipelines, argo,
