@@ -200,25 +200,8 @@ def test_failure_in_the_middle(pipes: Pipelines, argo, namespace: str, fail_fast
 
 
 def test_stop_continue_and_retry_cascade(pipes: Pipelines, argo, namespace: str) -> None:
-    pipes.create(_no_retries(pipeline_example("cifar10")))
-    pipes.wait_child("cifar10-preprocess")
-    _succeed(argo, namespace, "cifar10-preprocess-1", DATASET)
-    pipes.wait_child("cifar10-train")
-    argo.wait_for(namespace, "cifar10-train-1")
-    argo.update(namespace, "cifar10-train-1", argo_fn.run_pod, "download")
-    pipes.wait("cifar10", lambda s: task_state(s, "train")["status"] == "running", "train runs")
-
     # stop: the running task is stopped through its own spec.suspend, nothing new starts
-    pipes.patch("cifar10", {"suspend": True})
-    assert pipes.wait_child("cifar10-train")["spec"]  # exists
-    wf = argo.wait_for(namespace, "cifar10-train-1")
-    deadline = time.monotonic() + 30
-    while not wf["spec"].get("shutdown") and time.monotonic() < deadline:
-        time.sleep(0.1)
-        wf = argo.get(namespace, "cifar10-train-1")
-    assert wf["spec"].get("shutdown") == "Stop"
-    argo.update(namespace, "cifar10-train-1", argo_fn.stop)
-    st = pipes.wait_state("cifar10", "stopped")
+    st = _stop_train(pipes, argo, namespace)
     assert task_state(st, "train")["status"] == "stopped"
     assert task_state(st, "optimize")["status"] == "pending"
     assert "optimize not started" in st["message"]
@@ -258,7 +241,7 @@ def test_stop_continue_and_retry_cascade(pipes: Pipelines, argo, namespace: str)
     assert "Stopped" in reasons and "Retrying" in reasons, reasons
 
 
-def _stop_train(pipes: Pipelines, argo, namespace: str) -> None:
+def _stop_train(pipes: Pipelines, argo, namespace: str) -> dict[str, Any]:
     """cifar10 with preprocess completed and train stopped in its download step."""
     pipes.create(_no_retries(pipeline_example("cifar10")))
     pipes.wait_child("cifar10-preprocess")
@@ -273,8 +256,9 @@ def _stop_train(pipes: Pipelines, argo, namespace: str) -> None:
     while not wf["spec"].get("shutdown") and time.monotonic() < deadline:
         time.sleep(0.1)
         wf = argo.get(namespace, "cifar10-train-1")
+    assert wf["spec"].get("shutdown") == "Stop", "the task's Workflow was asked to stop"
     argo.update(namespace, "cifar10-train-1", argo_fn.stop)
-    pipes.wait_state("cifar10", "stopped")
+    return pipes.wait_state("cifar10", "stopped")
 
 
 def test_retry_of_a_stopped_pipeline_is_held_while_suspended_then_reruns_downstream(
