@@ -1,0 +1,517 @@
+"""The kubectl plugin's pure parts: targets, selectors, tables, describe, the retry patch, which
+step's pod to read, error messages, and usage errors; no cluster."""
+
+from __future__ import annotations
+
+import datetime
+import io
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+import yaml
+
+from harness import argo_standin as argo
+from harness.tasks import REPO, example
+from mltask_operator import cli
+from mltask_operator.api.v1alpha1.mltask import MLTask, StepName
+from mltask_operator.builders.workflow import ResolvedInputs, build_workflow
+from mltask_operator.status import pod_name
+
+UTC = datetime.UTC
+NOW = datetime.datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+
+
+def ago(seconds: int) -> str:
+    return (NOW - datetime.timedelta(seconds=seconds)).isoformat().replace("+00:00", "Z")
+
+
+@dataclass
+class Case:
+    name: str
+    given: Any
+    expected: Any = None
+    error: str | None = None
+
+
+# ------------------------------------------------------------------------------- targets
+
+TARGETS = [
+    Case("bare name is an MLTask", "train-resnet18", cli.Target(cli.MLTASK, "train-resnet18")),
+    Case("mltask/", "mltask/x", cli.Target(cli.MLTASK, "x")),
+    Case("mlt/", "mlt/x", cli.Target(cli.MLTASK, "x")),
+    Case("mltasks/", "mltasks/x", cli.Target(cli.MLTASK, "x")),
+    Case("fully qualified", "mltasks.mltask.dev/x", cli.Target(cli.MLTASK, "x")),
+    Case("pipeline/", "pipeline/cifar10", cli.Target(cli.PIPELINE, "cifar10")),
+    Case("pipelines/", "pipelines/cifar10", cli.Target(cli.PIPELINE, "cifar10")),
+    Case("mlp/", "mlp/cifar10", cli.Target(cli.PIPELINE, "cifar10")),
+    Case("type is case-insensitive", "Pipeline/cifar10", cli.Target(cli.PIPELINE, "cifar10")),
+    Case("unknown type", "pod/x", error="unknown resource type 'pod'"),
+    Case("no name", "pipeline/", error="names no object"),
+    Case("two slashes", "a/pipeline/x", error="unknown resource type"),
+    Case("empty", "", error="names no object"),
+]
+
+
+@pytest.mark.parametrize("case", TARGETS, ids=lambda c: c.name)
+def test_parse_target(case: Case) -> None:
+    if case.error:
+        with pytest.raises(ValueError, match=case.error):
+            cli.parse_target(case.given)
+    else:
+        assert cli.parse_target(case.given) == case.expected
+
+
+def test_target_prints_as_kind_slash_name() -> None:
+    assert str(cli.parse_target("mlp/cifar10")) == "pipeline/cifar10"
+    assert str(cli.parse_target("x")) == "mltask/x"
+
+
+# ----------------------------------------------------------------------------- selectors
+
+SELECTORS = [
+    Case("no filter", {}, None),
+    Case("type", {"type_": "training"}, "spec.type=training"),
+    Case("status", {"status": "failed"}, "status.status=failed"),
+    Case("pipeline", {"pipeline": "cifar10"}, "spec.pipelineRef.name=cifar10"),
+    Case("all three, in order", {"type_": "training", "status": "failed", "pipeline": "p"},
+         "spec.type=training,status.status=failed,spec.pipelineRef.name=p"),
+    Case("escaped", {"pipeline": "a,b=c\\d"}, "spec.pipelineRef.name=a\\,b\\=c\\\\d"),
+]
+
+
+@pytest.mark.parametrize("case", SELECTORS, ids=lambda c: c.name)
+def test_field_selector(case: Case) -> None:
+    assert cli.field_selector(**case.given) == case.expected
+
+
+def test_field_selector_paths_are_selectable_fields_of_the_crd() -> None:
+    """Every path the filters use is one the CRD declares selectable, so the API server (not
+    the plugin) filters; a path missing from the CRD would make every list fail."""
+    from mltask_operator.api.v1alpha1 import mltask as api
+
+    used = cli.field_selector(type_="t", status="s", pipeline="p")
+    assert used is not None
+    paths = {f".{term.split('=')[0]}" for term in used.split(",")}
+    assert paths <= set(api.SELECTABLE_FIELDS)
+    crd = yaml.safe_load((REPO / "crds" / "mltask.dev_mltasks.yaml").read_text())
+    declared = {f["jsonPath"] for v in crd["spec"]["versions"] for f in v["selectableFields"]}
+    assert paths <= declared
+
+
+CONTEXTS = [
+    {"name": "dev", "context": {"cluster": "c", "user": "u", "namespace": "ml-dev"}},
+    {"name": "prod", "context": {"cluster": "c", "user": "u"}},
+]
+NAMESPACES = [
+    Case("current context's namespace", (CONTEXTS[0], None), "ml-dev"),
+    Case("current context without one", (CONTEXTS[1], None), "default"),
+    Case("--context wins over the current one", (CONTEXTS[1], "dev"), "ml-dev"),
+    Case("--context without a namespace", (CONTEXTS[0], "prod"), "default"),
+    Case("no current context", (None, None), "default"),
+]
+
+
+@pytest.mark.parametrize("case", NAMESPACES, ids=lambda c: c.name)
+def test_context_namespace(case: Case) -> None:
+    active, wanted = case.given
+    assert cli.context_namespace(CONTEXTS, active, wanted) == case.expected
+
+
+# -------------------------------------------------------------------------------- tables
+
+DURATIONS = [
+    Case("seconds", 45, "45s"), Case("under two minutes", 119, "119s"),
+    Case("minutes and seconds", 200, "3m20s"), Case("whole minutes", 180, "3m"),
+    Case("ten minutes and up", 15 * 60 + 30, "15m"), Case("three hours", 3 * 3600, "3h"),
+    Case("hours and minutes", 5 * 3600 + 4 * 60, "5h4m"), Case("hours", 20 * 3600, "20h"),
+    Case("days and hours", 3 * 86400 + 4 * 3600, "3d4h"), Case("days", 30 * 86400, "30d"),
+    Case("years and days", (2 * 365 + 10) * 86400, "2y10d"),
+    Case("clock skew", -1, "0s"), Case("future", -5, "<invalid>"),
+]
+
+
+@pytest.mark.parametrize("case", DURATIONS, ids=lambda c: c.name)
+def test_human_duration_as_kubectl(case: Case) -> None:
+    assert cli.human_duration(case.given) == case.expected
+
+
+def task_obj(name: str, type_: str, status: dict[str, Any] | None, created: int = 300,
+             namespace: str = "ml") -> dict[str, Any]:
+    obj: dict[str, Any] = {"metadata": {"name": name, "namespace": namespace,
+                                        "creationTimestamp": ago(created)},
+                           "spec": {"type": type_}}
+    if status is not None:
+        obj["status"] = status
+    return obj
+
+
+def test_render_list_of_tasks() -> None:
+    items = [
+        task_obj("train-resnet18", "training", {"status": "running", "executeStep": "run_task",
+                                                "attempt": 1, "duration": "2m3s"}),
+        task_obj("preprocess", "preprocessing", None, created=30),
+    ]
+    assert cli.render_list(cli.MLTASK, items, NOW).splitlines() == [
+        "NAME             TYPE            STATUS    STEP       ATTEMPT   AGE   DURATION",
+        "train-resnet18   training        running   run_task   1         5m    2m3s",
+        "preprocess       preprocessing   <none>    <none>     <none>    30s   <none>",
+    ]
+
+
+def test_render_list_all_namespaces_puts_namespace_first() -> None:
+    items = [task_obj("a", "training", {"status": "failed"}, namespace="team-a")]
+    header, row = cli.render_list(cli.MLTASK, items, NOW, all_namespaces=True).splitlines()
+    assert header.split() == ["NAMESPACE", *cli.TASK_HEADERS]
+    assert row.split()[:4] == ["team-a", "a", "training", "failed"]
+
+
+def test_render_list_of_pipelines() -> None:
+    pipe = {"metadata": {"name": "cifar10", "creationTimestamp": ago(7200)},
+            "status": {"status": "running", "progress": "1/3", "duration": "1h"}}
+    assert cli.render_list(cli.PIPELINE, [pipe], NOW).splitlines() == [
+        "NAME      STATUS    PROGRESS   AGE    DURATION",
+        "cifar10   running   1/3        120m   1h",
+    ]
+
+
+TABLE_CELLS = [
+    Case("None", None, "<none>"), Case("empty", "", "<none>"), Case("zero", 0, "0"),
+    Case("bool", False, "false"), Case("multi-line message", "a\n  b", "a b"),
+]
+
+
+@pytest.mark.parametrize("case", TABLE_CELLS, ids=lambda c: c.name)
+def test_cell(case: Case) -> None:
+    assert cli.cell(case.given) == case.expected
+
+
+def test_render_table_rejects_a_row_of_the_wrong_width() -> None:
+    with pytest.raises(ValueError):
+        cli.render_table(["A", "B"], [["only one"]])
+
+
+# ------------------------------------------------------------------------------ describe
+
+COMPLETED = {
+    "metadata": {"name": "train-resnet18", "namespace": "ml"},
+    "spec": {"type": "training", "retryGeneration": 1,
+             "input": {"dataset": {"uri": "s3://d/cifar10.zip", "kind": "project"}}},
+    "status": {
+        "status": "completed", "executeStep": "done", "attempt": 2, "message": "Completed",
+        "workflowName": "train-resnet18-2", "startTime": "2026-11-23T11:00:00Z",
+        "completionTime": "2026-11-23T11:40:00Z", "duration": "40m",
+        "steps": [
+            {"name": "download", "phase": "Succeeded", "attempt": 2, "retries": 0,
+             "pod": "train-resnet18-2-download-1", "startedAt": "2026-11-23T11:00:00Z",
+             "finishedAt": "2026-11-23T11:01:00Z", "exitCode": 0},
+            {"name": "run", "phase": "Succeeded", "attempt": 2, "retries": 1,
+             "pod": "train-resnet18-2-run-2", "exitCode": 0},
+            {"name": "upload", "phase": "Succeeded", "attempt": 2, "pod": "train-resnet18-2-up-3"},
+        ],
+        "outputs": {"kind": "model", "name": "resnet18", "uri": "s3://m/r.pt", "size": 10},
+        "metrics": {"accuracy": 0.93, "loss": 0.2},
+        "conditions": [{"type": "Succeeded", "status": "True", "reason": "Completed",
+                        "message": "Completed", "lastTransitionTime": "2026-11-23T11:40:00Z"}],
+    },
+}
+
+
+def fields(text: str) -> dict[str, str]:
+    """The `Key:  value` lines of a describe (before its first section), values aligned."""
+    lines = text.splitlines()
+    head = lines[:next(i for i, line in enumerate(lines) if line.endswith(":"))]
+    starts = {len(line) - len(line.split(":", 1)[1].lstrip()) for line in head}
+    assert len(starts) == 1, f"values not aligned: {head}"
+    return {k: v.strip() for k, v in (line.split(":", 1) for line in head)}
+
+
+def test_describe_task_shows_state_steps_outputs_metrics_conditions() -> None:
+    text = cli.describe_task(COMPLETED)
+    lines = text.splitlines()
+    head = fields(text)
+    assert (head["Status"], head["Step"], head["Attempt"]) == ("completed", "done", "2")
+    assert head["Retry Generation"] == "1" and head["Suspend"] == "false"
+    assert head["Input"] == "dataset s3://d/cifar10.zip"
+    assert head["Completion Time"] == "2026-11-23T11:40:00Z" and head["Duration"] == "40m"
+    steps = lines.index("Steps:")
+    assert lines[steps + 1].split() == ["STEP", "PHASE", "ATTEMPT", "RETRIES", "POD", "STARTED",
+                                        "FINISHED", "EXIT", "MESSAGE"]
+    assert lines[steps + 3].split() == ["run", "Succeeded", "2", "1", "train-resnet18-2-run-2",
+                                        "<none>", "<none>", "0", "<none>"]
+    assert lines[lines.index("Outputs:") + 3] == "  uri: s3://m/r.pt"
+    assert lines[lines.index("Metrics:") + 1] == "  accuracy: 0.93"
+    assert lines[lines.index("Conditions:") + 2].split()[:3] == ["Succeeded", "True", "Completed"]
+
+
+def test_describe_new_task_says_none() -> None:
+    text = cli.describe_task({"metadata": {"name": "x"}, "spec": {"type": "training"}})
+    for section in ("Steps", "Outputs", "Metrics", "Conditions"):
+        assert f"{section}:  <none>" in text.splitlines()
+
+
+def test_describe_pipeline_has_a_row_per_task() -> None:
+    pipe = {"metadata": {"name": "cifar10", "namespace": "ml"},
+            "spec": {"suspend": True, "tasks": []},
+            "status": {"status": "stopped", "progress": "1/3", "retryPending": ["train"],
+                       "tasks": [
+                           {"name": "preprocess", "mltask": "cifar10-preprocess",
+                            "status": "completed", "executeStep": "done", "attempt": 1,
+                            "outputUri": "s3://d/x.zip"},
+                           {"name": "train", "mltask": "cifar10-train", "status": "stopped",
+                            "executeStep": "run_task", "attempt": 1, "message": "Stopped"},
+                           {"name": "optimize", "status": "failed", "reason": "TaskNameTaken",
+                            "message": "taken"}]}}
+    text = cli.describe_pipeline(pipe)
+    lines = text.splitlines()
+    head = fields(text)
+    assert (head["Status"], head["Progress"], head["Suspend"]) == ("stopped", "1/3", "true")
+    assert head["Retry Pending"] == "train" and head["Message"] == "<none>"
+    rows = lines[lines.index("Tasks:") + 2:lines.index("Tasks:") + 5]
+    assert rows[0].split() == ["preprocess", "cifar10-preprocess", "completed", "done", "1",
+                               "s3://d/x.zip", "<none>"]
+    assert rows[2].split() == ["optimize", "<none>", "failed", "<none>", "<none>", "<none>",
+                               "TaskNameTaken:", "taken"]
+
+
+# ------------------------------------------------------------------- stop, continue, retry
+
+T = cli.Target(cli.MLTASK, "t")
+P = cli.Target(cli.PIPELINE, "p")
+
+
+def obj(status: str | None, suspend: bool = False, retry_generation: int | None = None,
+        rv: str = "42") -> dict[str, Any]:
+    spec: dict[str, Any] = {"suspend": suspend}
+    if retry_generation is not None:
+        spec["retryGeneration"] = retry_generation
+    o: dict[str, Any] = {"metadata": {"name": "t", "resourceVersion": rv}, "spec": spec}
+    if status is not None:
+        o["status"] = {"status": status}
+    return o
+
+
+RETRIES = [
+    Case("failed task", (T, obj("failed", retry_generation=2)),
+         ({"metadata": {"resourceVersion": "42"},
+           "spec": {"suspend": False, "retryGeneration": 3}}, 3)),
+    Case("stopped task: un-suspended too", (T, obj("stopped", suspend=True)),
+         ({"metadata": {"resourceVersion": "42"},
+           "spec": {"suspend": False, "retryGeneration": 1}}, 1)),
+    Case("completed task", (T, obj("completed", retry_generation=0, rv="7")),
+         ({"metadata": {"resourceVersion": "7"},
+           "spec": {"suspend": False, "retryGeneration": 1}}, 1)),
+    Case("failed pipeline", (P, obj("failed", retry_generation=1)),
+         ({"metadata": {"resourceVersion": "42"},
+           "spec": {"suspend": False, "retryGeneration": 2}}, 2)),
+    *(Case(f"{s} task refused", (T, obj(s)), error=f"still active \\({s}\\)")
+      for s in ("init", "running", "retry", "stopping")),
+    Case("running pipeline refused", (P, obj("running")), error="pipeline p is still active"),
+    Case("completed pipeline: nothing to retry", (P, obj("completed")),
+         error="pipeline p is completed"),
+    Case("no status yet", (T, obj(None)), error="has no status yet"),
+]
+
+
+@pytest.mark.parametrize("case", RETRIES, ids=lambda c: c.name)
+def test_retry_patch(case: Case) -> None:
+    if case.error:
+        with pytest.raises(cli.CliError, match=case.error):
+            cli.retry_patch(*case.given)
+    else:
+        assert cli.retry_patch(*case.given) == case.expected
+
+
+SUSPENDS = [
+    Case("stop running", (T, obj("running"), True), {"spec": {"suspend": True}}),
+    Case("stop init", (P, obj("init"), True), {"spec": {"suspend": True}}),
+    Case("stop again: nothing to send", (T, obj("stopping", suspend=True), True), None),
+    Case("stop completed refused", (T, obj("completed"), True), error="has ended \\(completed"),
+    Case("stop failed refused, says retry", (T, obj("failed"), True),
+         error="kubectl mltask retry mltask/t"),
+    Case("continue stopped", (T, obj("stopped", suspend=True), False),
+         {"spec": {"suspend": False}}),
+    Case("continue a running one: nothing to send", (T, obj("running"), False), None),
+]
+
+
+@pytest.mark.parametrize("case", SUSPENDS, ids=lambda c: c.name)
+def test_suspend_change(case: Case) -> None:
+    if case.error:
+        with pytest.raises(cli.CliError, match=case.error):
+            cli.suspend_change(*case.given)
+    else:
+        assert cli.suspend_change(*case.given).patch == case.expected
+
+
+def test_a_pipelines_task_is_acted_on_through_the_pipeline() -> None:
+    child = obj("running")
+    child["metadata"]["ownerReferences"] = [{"kind": "Pipeline", "name": "cifar10",
+                                             "controller": True, "uid": "u"}]
+    with pytest.raises(cli.CliError, match="kubectl mltask stop pipeline/cifar10"):
+        cli.check_not_owned(T, child, "stop")
+    cli.check_not_owned(T, obj("running"), "stop")  # standalone: fine
+    cli.check_not_owned(P, child, "stop")           # not an MLTask target
+
+
+# ------------------------------------------------------------------------ step and pod
+
+STEPS = [
+    {"name": "download", "phase": "Succeeded", "attempt": 1, "pod": "t-1-download-1"},
+    {"name": "run", "phase": "Running", "attempt": 2, "pod": "t-2-run-2"},
+    {"name": "upload", "phase": "Pending", "attempt": 2},
+]
+
+CHOICES = [
+    Case("the step the task is at", (STEPS, "run_task", None, None), ("run", "t-2-run-2", 2)),
+    Case("at upload without a pod: the last step with one", (STEPS, "upload", None, None),
+         ("run", "t-2-run-2", 2)),
+    Case("done: the last step with a pod", (STEPS, "done", None, None),
+         ("run", "t-2-run-2", 2)),
+    Case("--step download", (STEPS, "run_task", "download", None),
+         ("download", "t-1-download-1", 1)),
+    Case("--attempt 1: only its entries", (STEPS, None, None, 1),
+         ("download", "t-1-download-1", 1)),
+    Case("--step without a pod yet", (STEPS, "upload", "upload", None),
+         "step upload of mltask t has no pod yet (phase Pending)"),
+    Case("--step of another attempt", (STEPS, "run_task", "download", 2),
+         "step download of mltask t has not run in attempt 2"),
+    Case("no pod at all", ([], "prepare_file", None, None),
+         "mltask t has no step pod yet (step prepare_file)"),
+    Case("no steps, no status", (None, None, None, None), "mltask t has no step pod yet"),
+]
+
+
+@pytest.mark.parametrize("case", CHOICES, ids=lambda c: c.name)
+def test_choose_step(case: Case) -> None:
+    steps, execute_step, step, attempt = case.given
+    if isinstance(case.expected, str):
+        with pytest.raises(cli.CliError) as e:
+            cli.choose_step("t", steps, execute_step, step, attempt)
+        assert str(e.value).startswith(case.expected)
+    else:
+        chosen = cli.choose_step("t", steps, execute_step, step, attempt)
+        assert (chosen.step, chosen.pod, chosen.attempt) == case.expected
+
+
+def test_workflow_steps_name_the_pods_of_an_earlier_attempt() -> None:
+    body = example("training")
+    body["metadata"].update(name="t", namespace="ml", uid="u")
+    task = MLTask.model_validate(body)
+    wf = build_workflow(task, attempt=1, start_at=StepName.DOWNLOAD,
+                        inputs=ResolvedInputs("s3://d/x.zip", None))
+    wf = argo.finish_pod(argo.run_pod(wf, "download"), "download")
+    wf = argo.run_pod(wf, "run")
+    steps = cli.workflow_steps(wf, 1)
+    assert [(s["name"], s["attempt"]) for s in steps] == [("download", 1), ("run", 1)]
+    chosen = cli.choose_step("t", steps, None, None, 1)
+    assert chosen.step == "run"
+    assert chosen.pod == pod_name("t-1", "t-1.run(0)", "run")
+
+
+# ------------------------------------------------------------------------------- errors
+
+ERRORS = [
+    Case("404 of a task", (404, "mltasks.mltask.dev \"x\" not found", "get", cli.MLTASK, "x",
+                           "ml"), "mltask x not found in namespace ml"),
+    Case("404 of a pipeline", (404, "", "get", cli.PIPELINE, "p", "ml"),
+         "pipeline p not found in namespace ml"),
+    Case("404 of a list: no CRD", (404, "the server could not find the requested resource",
+                                   "list", cli.MLTASK, None, "ml"),
+         "the server has no mltasks.mltask.dev (are the CRDs installed?)"),
+    Case("403 names verb and resource", (403, "User \"u\" cannot patch", "patch", cli.MLTASK,
+                                         "x", "ml"),
+         "forbidden: you may not patch mltasks.mltask.dev 'x' in namespace ml"),
+    Case("403 of a cluster-wide list", (403, "no", "list", cli.PIPELINE, None, None),
+         "forbidden: you may not list pipelines.mltask.dev in any namespace"),
+    Case("403 of logs", (403, "no", "get", cli.POD_LOG, "pod-1", "ml"),
+         "forbidden: you may not get pods/log 'pod-1' in namespace ml"),
+    Case("422", (422, "spec.retryGeneration may only increase", "patch", cli.MLTASK, "x", "ml"),
+         "the API server refused to patch mltasks.mltask.dev 'x' in namespace ml: "
+         "spec.retryGeneration may only increase"),
+    Case("500", (500, "boom", "get", cli.MLTASK, "x", "ml"),
+         "cannot get mltasks.mltask.dev 'x' in namespace ml: HTTP 500: boom"),
+]
+
+
+@pytest.mark.parametrize("case", ERRORS, ids=lambda c: c.name)
+def test_api_error_message(case: Case) -> None:
+    assert cli.api_error_message(*case.given).startswith(case.expected)
+
+
+SERVER_MESSAGES = [
+    Case("Status body", (json.dumps({"kind": "Status", "message": "nope"}), "Forbidden"), "nope"),
+    Case("bytes body", (b'{"message": "bytes"}', "X"), "bytes"),
+    Case("not JSON: the reason", ("<html>", "Bad Gateway"), "Bad Gateway"),
+    Case("nothing", (None, None), "no message"),
+]
+
+
+@pytest.mark.parametrize("case", SERVER_MESSAGES, ids=lambda c: c.name)
+def test_server_message(case: Case) -> None:
+    assert cli.server_message(*case.given) == case.expected
+
+
+def test_write_stream_keeps_a_character_split_across_chunks() -> None:
+    out = io.StringIO()
+    data = "épochs 1/30 ✓\n".encode()
+    cli.write_stream([data[:1], data[1:14], data[14:]], out)
+    assert out.getvalue() == "épochs 1/30 ✓\n"
+
+
+DUMPS = [
+    Case("yaml keeps the status' order", ({"uri": "s3://x", "size": 3}, "yaml"),
+         "uri: s3://x\nsize: 3"),
+    Case("json", ({"accuracy": 0.5}, "json"), '{\n  "accuracy": 0.5\n}'),
+]
+
+
+@pytest.mark.parametrize("case", DUMPS, ids=lambda c: c.name)
+def test_dump(case: Case) -> None:
+    assert cli.dump(*case.given) == case.expected
+
+
+# -------------------------------------------------------------------------------- usage
+
+USAGE = [
+    Case("no command", []),
+    Case("unknown command", ["frobnicate"]),
+    Case("unknown target type", ["stop", "pod/x"]),
+    Case("bad --type", ["list", "--type", "inference"]),
+    Case("bad --status", ["list", "--status", "done"]),
+    Case("list something else", ["list", "pods"]),
+    Case("--type on pipelines", ["list", "pipelines", "--type", "training"]),
+    Case("--attempt 0", ["logs", "x", "--attempt", "0"]),
+    Case("--tail -1", ["logs", "x", "--tail", "-1"]),
+    Case("bad --step", ["logs", "x", "--step", "train"]),
+    Case("bad -o", ["outputs", "x", "-o", "table"]),
+]
+
+
+@pytest.mark.parametrize("case", USAGE, ids=lambda c: c.name)
+def test_usage_errors_exit_2_before_any_api_call(case: Case, capsys, monkeypatch) -> None:
+    monkeypatch.setattr(cli, "connect", lambda *a: pytest.fail("must not connect"))
+    assert cli.main(case.given) == 2
+    assert capsys.readouterr().err
+
+
+def test_help_exits_0(capsys) -> None:
+    assert cli.main(["--help"]) == 0
+    assert "pipeline/NAME" in capsys.readouterr().out
+
+
+def test_global_flags_before_or_after_the_command(monkeypatch) -> None:
+    seen = []
+    monkeypatch.setattr(cli, "connect", lambda *a: seen.append(a) or object())
+    monkeypatch.setattr(cli, "cmd_list", lambda s, args: 0)
+    assert cli.main(["-n", "a", "--context", "c", "list"]) == 0
+    assert cli.main(["list", "-n", "b", "--kubeconfig", "k"]) == 0
+    assert cli.main(["list"]) == 0
+    assert seen == [(None, "c", "a"), ("k", None, "b"), (None, None, None)]
+
+
+def test_an_unreadable_kubeconfig_is_one_line_exit_1(tmp_path, capsys) -> None:
+    assert cli.main(["--kubeconfig", str(tmp_path / "missing"), "list"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: cannot load the kubeconfig") and err.count("\n") == 1
