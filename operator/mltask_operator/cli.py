@@ -38,11 +38,13 @@ class CliError(Exception):
 
 
 class ApiCallError(CliError):
-    """An API call failed; `status` is the HTTP status (0 when the server was not reached)."""
+    """An API call failed: `status` is the HTTP status (0 when the server was not reached),
+    `server` what the API server said."""
 
-    def __init__(self, message: str, status: int) -> None:
+    def __init__(self, message: str, status: int, server: str = "") -> None:
         super().__init__(message)
         self.status = status
+        self.server = server or message
 
 
 @dataclass(frozen=True)
@@ -285,7 +287,7 @@ def describe_task(obj: dict[str, Any]) -> str:
     return "\n".join([
         render_fields(fields),
         _section("Steps", step_table),
-        _section("Outputs", _mapping(st.get("outputs"))),
+        _section("Outputs", _mapping(in_api_order(st.get("outputs") or {}, OUTPUT_KEYS))),
         _section("Metrics", _mapping(st.get("metrics"))),
         _section("Conditions", _conditions(st.get("conditions"))),
     ])
@@ -475,6 +477,16 @@ def write_stream(chunks: Iterable[bytes], out: TextIO) -> None:
     out.flush()
 
 
+#: status.outputs as the API defines it (the API server returns the keys sorted).
+OUTPUT_KEYS = [f.alias or n for n, f in mltask_api.OutputStatus.model_fields.items()]
+
+
+def in_api_order(value: dict[str, Any], keys: Sequence[str]) -> dict[str, Any]:
+    """`value` with `keys` first, in that order, then any others as they come."""
+    return {**{k: value[k] for k in keys if k in value},
+            **{k: v for k, v in value.items() if k not in keys}}
+
+
 def dump(value: Any, fmt: str) -> str:
     if fmt == "json":
         return json.dumps(value, indent=2)
@@ -502,7 +514,7 @@ class Session:
         except client.ApiException as e:
             message = server_message(e.body, e.reason)
             raise ApiCallError(api_error_message(e.status or 0, message, verb, kind, name,
-                                                 namespace), e.status or 0) from e
+                                                 namespace), e.status or 0, message) from e
         except urllib3.exceptions.HTTPError as e:
             raise ApiCallError(f"cannot reach the API server at {self.api.configuration.host}: "
                                f"{e}", 0) from e
@@ -560,7 +572,11 @@ class Session:
             if e.status == 404 and not self._pod_exists(chosen.pod):
                 raise CliError(f"{what} not found in namespace {self.namespace}: deleted, or "
                                "not created yet") from e
-            raise CliError(f"cannot read the logs of {what}: {e}") from e
+            if e.status in (0, 401, 403):
+                raise
+            # e.g. no kubelet answers for the pod's node, or the container has not started
+            raise CliError(f"cannot read the logs of {what}: {e.server} (HTTP {e.status})") \
+                from e
         try:
             write_stream(resp.stream(None), out)
         except urllib3.exceptions.HTTPError as e:
@@ -692,6 +708,8 @@ def _status_field(s: Session, args: argparse.Namespace, field: str) -> int:
     obj = s.get(target)
     st = obj.get("status") or {}
     value = st.get(field)
+    if field == "outputs" and value:
+        value = in_api_order(value, OUTPUT_KEYS)
     if not value:
         print(f"mltask {target.name} has no {field} (status {st.get('status') or 'init'})",
               file=sys.stderr)
