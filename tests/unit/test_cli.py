@@ -460,6 +460,19 @@ def test_write_stream_keeps_a_character_split_across_chunks() -> None:
     assert out.getvalue() == "épochs 1/30 ✓\n"
 
 
+ORDERS = [
+    Case("the API's order", {"uri": "u", "sha256": "s", "kind": "model", "name": "n"},
+         ["kind", "name", "uri", "sha256"]),
+    Case("unknown keys last", {"zeta": 1, "size": 2, "id": "i"}, ["id", "size", "zeta"]),
+    Case("empty", {}, []),
+]
+
+
+@pytest.mark.parametrize("case", ORDERS, ids=lambda c: c.name)
+def test_outputs_in_api_order(case: Case) -> None:
+    assert list(cli.in_api_order(case.given, cli.OUTPUT_KEYS)) == case.expected
+
+
 DUMPS = [
     Case("yaml keeps the status' order", ({"uri": "s3://x", "size": 3}, "yaml"),
          "uri: s3://x\nsize: 3"),
