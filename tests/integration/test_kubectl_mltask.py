@@ -1,0 +1,463 @@
+"""The kubectl plugin against the real API server: `main([...])` runs in-process with the test
+control plane's kubeconfig while the operator runs and the Argo stand-in drives Workflows."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import time
+import urllib.parse
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes import client
+
+from harness import argo_standin as argo_fn
+from harness.controlplane import free_port
+from harness.pipelines import DATASET, Pipelines, pipeline_example, task_state
+from harness.tasks import RESULT, Tasks, example, step
+from mltask_operator import cli
+
+pytestmark = pytest.mark.integration
+
+TRAIN = "train-resnet18"
+
+
+@dataclass
+class Run:
+    code: int
+    out: str
+    err: str
+
+    def rows(self) -> list[list[str]]:
+        """The table's rows (header dropped), split on whitespace."""
+        return [line.split() for line in self.out.splitlines()[1:]]
+
+    def names(self) -> list[str]:
+        return sorted(r[0] for r in self.rows())
+
+
+@pytest.fixture
+def tasks(api: client.ApiClient, namespace: str, operator) -> Tasks:
+    return Tasks(api, namespace)
+
+
+@pytest.fixture
+def mltask(control_plane, namespace: str, capsys):
+    """`kubectl mltask ARGS` in the test namespace, as the admin unless `kubeconfig` says."""
+
+    def run(*args: str, kubeconfig: Path | None = None, ns: str | None = namespace) -> Run:
+        argv = ["--kubeconfig", str(kubeconfig or control_plane.kubeconfig)]
+        argv += ["-n", ns] if ns else []
+        code = cli.main([*argv, *args])
+        captured = capsys.readouterr()
+        assert "Traceback" not in captured.err, captured.err
+        return Run(code, captured.out, captured.err)
+
+    return run
+
+
+def _to_run_step(tasks: Tasks, argo, namespace: str, body: dict[str, Any]) -> tuple[str, str]:
+    """Create the task and take it into its run step: (task, Workflow)."""
+    name = tasks.create(body)["metadata"]["name"]
+    wf = f"{name}-1"
+    argo.wait_for(namespace, wf)
+    argo.update(namespace, wf, argo_fn.run_pod, "download")
+    argo.update(namespace, wf, argo_fn.finish_pod, "download")
+    argo.update(namespace, wf, argo_fn.run_pod, "run")
+    tasks.wait(name, lambda s: s.get("executeStep") == "run_task" and step(s, "run").get("pod"),
+               "the run pod")
+    return name, wf
+
+
+def _fail_run(tasks: Tasks, argo, namespace: str, name: str) -> None:
+    body = example("training")
+    body["spec"]["runtime"]["retryPolicy"] = {"limit": 0}
+    _to_run_step(tasks, argo, namespace, body)
+    argo.update(namespace, f"{name}-1", argo_fn.finish_pod, "run", "Failed", exit_code=2,
+                message="CUDA out of memory")
+    tasks.wait_state(name, "failed", "run_task")
+
+
+def _wait_shutdown(argo, namespace: str, wf: str) -> None:
+    deadline = time.monotonic() + 30
+    while not argo.get(namespace, wf)["spec"].get("shutdown"):
+        assert time.monotonic() < deadline, f"Workflow {wf} was not asked to shut down"
+        time.sleep(0.1)
+
+
+def _viewer_kubeconfig(api: client.ApiClient, as_service_account, control_plane,
+                       namespace: str, path: Path) -> tuple[Path, str]:
+    """A kubeconfig for ServiceAccount `viewer`, allowed only get and list on MLTasks and
+    Pipelines in `namespace`: (file, audit user name)."""
+    rbac = client.RbacAuthorizationV1Api(api)
+    rbac.create_namespaced_role(namespace, {
+        "metadata": {"name": "mltask-viewer"},
+        "rules": [{"apiGroups": ["mltask.dev"], "resources": ["mltasks", "pipelines"],
+                   "verbs": ["get", "list"]}]})
+    rbac.create_namespaced_role_binding(namespace, {
+        "metadata": {"name": "mltask-viewer"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                    "name": "mltask-viewer"},
+        "subjects": [{"kind": "ServiceAccount", "name": "viewer", "namespace": namespace}]})
+    token = as_service_account(namespace, "viewer").configuration.api_key["authorization"]
+    path.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config",
+        "clusters": [{"name": "test", "cluster": {
+            "server": control_plane.server,
+            "certificate-authority": str(control_plane.certs / "ca.crt")}}],
+        "users": [{"name": "viewer", "user": {"token": token}}],
+        "contexts": [{"name": "viewer", "context": {"cluster": "test", "user": "viewer",
+                                                    "namespace": namespace}}],
+        "current-context": "viewer"}))
+    return path, f"system:serviceaccount:{namespace}:viewer"
+
+
+# ----------------------------------------------------------------------------------- list
+
+
+def test_list_filters_on_the_server(tasks: Tasks, argo, namespace: str, mltask, api,
+                                    as_service_account, control_plane, tmp_path) -> None:
+    train = example("training")
+    train["metadata"]["labels"] = {"team": "vision"}
+    for body in (train, example("preprocessing"), example("optimization")):
+        tasks.create(body)
+    argo.wait_for(namespace, "preprocess-cifar10-1")
+    argo.update(namespace, "preprocess-cifar10-1", argo_fn.run_pod, "download")
+    argo.update(namespace, "preprocess-cifar10-1", argo_fn.finish_pod, "download", "Failed")
+    tasks.wait_state("preprocess-cifar10", "failed")
+
+    every = mltask("list")
+    assert every.code == 0
+    assert every.out.splitlines()[0].split() == cli.TASK_HEADERS
+    assert every.names() == ["optimize-resnet18", "preprocess-cifar10", TRAIN]
+    failed = next(r for r in every.rows() if r[0] == "preprocess-cifar10")
+    assert failed[1:5] == ["preprocessing", "failed", "download", "1"]
+
+    assert mltask("list", "--type", "training").names() == [TRAIN]
+    assert mltask("list", "--status", "failed").names() == ["preprocess-cifar10"]
+    assert mltask("list", "--pipeline", "cifar10-pipeline").names() == ["preprocess-cifar10"]
+    assert mltask("list", "-l", "team=vision").names() == [TRAIN]
+    assert mltask("list", "--type", "optimization", "--status", "failed").names() == []
+    nothing = mltask("list", "--type", "training", "--status", "failed")
+    assert (nothing.code, nothing.out) == (0, "")
+    assert nothing.err == f"No mltasks found in namespace {namespace}.\n"
+
+    everywhere = mltask("list", "-A", "--type", "preprocessing", ns=None)
+    assert everywhere.out.splitlines()[0].split() == ["NAMESPACE", *cli.TASK_HEADERS]
+    ours = [r for r in everywhere.rows() if r[0] == namespace]
+    assert [r[1:4] for r in ours] == [["preprocess-cifar10", "preprocessing", "failed"]]
+    assert all(r[2] == "preprocessing" for r in everywhere.rows())
+
+    # The API server does the filtering: the plugin's list request carries the selectors.
+    kubeconfig, user = _viewer_kubeconfig(api, as_service_account, control_plane, namespace,
+                                          tmp_path / "viewer.kubeconfig")
+    since = datetime.datetime.now(datetime.UTC) - datetime.timedelta(seconds=1)
+    viewed = mltask("list", "--type", "preprocessing", "--status", "failed", "-l", "tier!=x",
+                    kubeconfig=kubeconfig, ns=None)  # the context's namespace
+    assert viewed.names() == ["preprocess-cifar10"]
+    lists = [e for e in control_plane.audit_events(user, since) if e["verb"] == "list"]
+    assert lists, "the list was not audited"
+    query = urllib.parse.parse_qs(urllib.parse.urlsplit(lists[-1]["requestURI"]).query)
+    assert query["fieldSelector"] == ["spec.type=preprocessing,status.status=failed"]
+    assert query["labelSelector"] == ["tier!=x"]
+
+
+def test_the_namespace_defaults_to_the_kubeconfig_contexts(
+        tasks: Tasks, namespace: str, mltask, control_plane, tmp_path) -> None:
+    tasks.create(example("training"))
+    kubeconfig = yaml.safe_load(control_plane.kubeconfig.read_text())
+    kubeconfig["contexts"][0]["context"]["namespace"] = namespace
+    path = tmp_path / "kubeconfig"
+    path.write_text(yaml.safe_dump(kubeconfig))
+    assert mltask("list", kubeconfig=path, ns=None).names() == [TRAIN]
+    assert mltask("describe", TRAIN, kubeconfig=path, ns=None).code == 0
+    assert mltask("describe", TRAIN, kubeconfig=path, ns="default").code == 1, "-n wins"
+    wrong = mltask("list", "--context", "nope", kubeconfig=path, ns=None)
+    assert wrong.code == 1 and wrong.err.startswith("error: cannot load the kubeconfig")
+
+
+def test_forbidden_says_which_verb_and_resource(tasks: Tasks, namespace: str, mltask, api,
+                                                as_service_account, control_plane,
+                                                tmp_path) -> None:
+    tasks.create(example("training"))
+    kubeconfig, _ = _viewer_kubeconfig(api, as_service_account, control_plane, namespace,
+                                       tmp_path / "viewer.kubeconfig")
+    stop = mltask("stop", TRAIN, kubeconfig=kubeconfig)
+    assert stop.code == 1
+    assert stop.err.startswith(f"error: forbidden: you may not patch mltasks.mltask.dev "
+                               f"'{TRAIN}' in namespace {namespace}: ")
+    assert stop.err.count("\n") == 1
+    assert tasks.get(TRAIN)["spec"].get("suspend") is not True
+    cluster = mltask("list", "-A", kubeconfig=kubeconfig, ns=None)
+    assert cluster.code == 1
+    assert cluster.err.startswith("error: forbidden: you may not list mltasks.mltask.dev in "
+                                  "any namespace")
+    read = mltask("outputs", TRAIN, kubeconfig=kubeconfig)
+    assert read.code == 1 and "has no outputs" in read.err, "get is allowed"
+
+
+# ------------------------------------------------------------------------------- describe
+
+
+def test_describe_outputs_and_metrics_after_completion(tasks: Tasks, argo, namespace: str,
+                                                       mltask) -> None:
+    name = tasks.create(example("training"))["metadata"]["name"]
+    tasks.wait(name, lambda s: s.get("workflowName"), "the Workflow")
+    early = mltask("metrics", name)
+    assert early.code == 1 and early.out == ""
+    assert early.err.startswith(f"mltask {name} has no metrics (status ")
+    assert mltask("outputs", name).code == 1
+
+    argo.update(namespace, f"{name}-1", argo_fn.succeed_all, result=RESULT,
+                metrics={"accuracy": 0.93, "loss": 0.21})
+    st = tasks.wait_state(name, "completed", "done")["status"]
+
+    outputs = mltask("outputs", name)
+    assert outputs.code == 0 and yaml.safe_load(outputs.out) == st["outputs"]
+    assert [line.split(":")[0] for line in outputs.out.splitlines()] == [
+        "kind", "name", "id", "uri", "size", "sha256"], "in the API's order, not sorted"
+    as_json = mltask("outputs", name, "-o", "json")
+    assert json.loads(as_json.out) == st["outputs"]
+    assert yaml.safe_load(mltask("metrics", name).out) == {"accuracy": 0.93, "loss": 0.21}
+    assert json.loads(mltask("metrics", name, "-o", "json").out)["loss"] == 0.21
+
+    described = mltask("describe", name)
+    assert described.code == 0
+    lines = described.out.splitlines()
+    assert lines[0].split() == ["Name:", name]
+    assert ["Status:", "completed"] in (line.split() for line in lines)
+    table = lines.index("Steps:")
+    rows = [line.split() for line in lines[table + 2:table + 5]]
+    assert [(r[0], r[1], r[2], r[4]) for r in rows] == [
+        (s["name"], "Succeeded", "1", s["pod"]) for s in st["steps"]]
+    assert f"  uri: {RESULT['uri']}" in lines and "  accuracy: 0.93" in lines
+    conditions = lines[lines.index("Conditions:") + 2:]
+    assert {r.split()[0] for r in conditions} == {c["type"] for c in st["conditions"]}
+
+    piped = mltask("outputs", "pipeline/cifar10")
+    assert piped.code == 1 and "outputs applies to an MLTask" in piped.err
+
+
+def test_not_found_is_one_line(namespace: str, mltask) -> None:
+    for args, kind in ((["describe", "nope"], "mltask"), (["stop", "nope"], "mltask"),
+                       (["continue", "mlt/nope"], "mltask"), (["retry", "nope"], "mltask"),
+                       (["logs", "nope"], "mltask"), (["outputs", "nope"], "mltask"),
+                       (["metrics", "nope"], "mltask"), (["describe", "pipeline/nope"],
+                                                         "pipeline"),
+                       (["stop", "mlp/nope"], "pipeline"), (["retry", "pipelines/nope"],
+                                                            "pipeline")):
+        run = mltask(*args)
+        assert (run.code, run.out) == (1, ""), args
+        assert run.err == f"error: {kind} nope not found in namespace {namespace}\n", args
+    assert mltask("list", ns="no-such-namespace").err == (
+        "No mltasks found in namespace no-such-namespace.\n")
+
+
+# ---------------------------------------------------------------- stop, continue, retry
+
+
+def test_stop_then_continue(tasks: Tasks, argo, namespace: str, mltask) -> None:
+    name, wf1 = _to_run_step(tasks, argo, namespace, example("training"))
+    run_pod = step(tasks.get(name)["status"], "run")["pod"]
+
+    stop = mltask("stop", name)
+    assert stop.code == 0 and stop.out.startswith(f"mltask/{name} stop requested")
+    assert tasks.get(name)["spec"]["suspend"] is True
+    tasks.wait_state(name, "stopping", "run_task")
+    _wait_shutdown(argo, namespace, wf1)
+    argo.update(namespace, wf1, argo_fn.stop)
+    tasks.wait_state(name, "stopped", "run_task")
+    again = mltask("stop", name)
+    assert again.code == 0 and "already stopped" in again.out
+    head = mltask("describe", name).out
+    assert ["Status:", "stopped"] in (line.split() for line in head.splitlines())
+    assert ["Suspend:", "true"] in (line.split() for line in head.splitlines())
+
+    cont = mltask("continue", name)
+    assert cont.code == 0 and cont.out.startswith(f"mltask/{name} continue requested")
+    assert tasks.get(name)["spec"]["suspend"] is False
+    wf2 = argo.wait_for(namespace, f"{name}-2")
+    assert wf2["metadata"]["annotations"]["mltask.dev/start-step"] == "run"
+    tasks.wait(name, lambda s: s.get("attempt") == 2, "attempt 2")
+    assert "nothing to continue" in mltask("continue", name).out
+
+    # the first attempt's run pod, found through its Workflow (status.steps moved on)
+    argo.update(namespace, f"{name}-2", argo_fn.run_pod, "run")
+    tasks.wait(name, lambda s: step(s, "run").get("attempt") == 2, "attempt 2's run pod")
+    earlier = mltask("logs", name, "--attempt", "1")
+    assert earlier.code == 1
+    assert earlier.err == (f"error: pod {run_pod} (step run, attempt 1) of mltask {name} not "
+                           f"found in namespace {namespace}: deleted, or not created yet\n")
+    assert mltask("logs", name, "--attempt", "3").err == (
+        f"error: mltask {name} has had 2 attempt(s), not 3\n")
+
+
+def test_retry_starts_a_new_attempt_and_is_refused_while_running(
+        tasks: Tasks, argo, namespace: str, mltask) -> None:
+    _fail_run(tasks, argo, namespace, TRAIN)
+
+    retry = mltask("retry", TRAIN)
+    assert retry.code == 0, retry.err
+    assert retry.out == (f"mltask/{TRAIN} retry requested: retryGeneration 1; a new attempt "
+                         "will start from download\n")
+    spec = tasks.get(TRAIN)["spec"]
+    assert (spec["retryGeneration"], spec["suspend"]) == (1, False)
+    wf2 = argo.wait_for(namespace, f"{TRAIN}-2")
+    assert wf2["metadata"]["annotations"]["mltask.dev/start-step"] == "download"
+    tasks.wait(TRAIN, lambda s: s.get("attempt") == 2, "attempt 2")
+    argo.update(namespace, f"{TRAIN}-2", argo_fn.run_pod, "download")
+    tasks.wait_state(TRAIN, "running", "download")
+
+    refused = mltask("retry", TRAIN)
+    assert refused.code == 1 and refused.out == ""
+    assert refused.err.startswith(f"error: mltask {TRAIN} is still active (running): the "
+                                  "operator ignores a retry")
+    assert tasks.get(TRAIN)["spec"]["retryGeneration"] == 1
+    time.sleep(1)  # let any stray Workflow appear
+    assert sorted(w["metadata"]["name"] for w in tasks.workflows()) == [f"{TRAIN}-1",
+                                                                        f"{TRAIN}-2"]
+
+
+def test_concurrent_retries_never_share_a_number(tasks: Tasks, argo, namespace: str, mltask,
+                                                 monkeypatch) -> None:
+    """Another retry lands between the plugin's read and its patch: the patch, carrying the
+    resourceVersion read, is refused (409); the plugin reads again and asks for the next
+    number instead of writing the same one."""
+    _fail_run(tasks, argo, namespace, TRAIN)
+    reads: list[int] = []
+    real_get = cli.Session.get
+
+    def get_then_someone_retries(self, target):
+        obj = real_get(self, target)
+        reads.append(int(obj["spec"].get("retryGeneration") or 0))
+        if len(reads) == 1:  # the other user's retry, held by suspend: the task stays failed
+            tasks.patch(TRAIN, {"retryGeneration": 1, "suspend": True})
+        return obj
+
+    monkeypatch.setattr(cli.Session, "get", get_then_someone_retries)
+    run = mltask("retry", TRAIN)
+    assert run.code == 0, run.err
+    assert reads == [0, 1]
+    assert "retryGeneration 2;" in run.out
+    assert tasks.get(TRAIN)["spec"]["retryGeneration"] == 2
+    argo.wait_for(namespace, f"{TRAIN}-2")
+    time.sleep(1)
+    assert sorted(w["metadata"]["name"] for w in tasks.workflows()) == [f"{TRAIN}-1",
+                                                                        f"{TRAIN}-2"]
+
+
+# ------------------------------------------------------------------------------------ logs
+
+
+def test_logs_of_a_pod_that_cannot_be_read(tasks: Tasks, argo, namespace: str, mltask,
+                                           api) -> None:
+    name, _ = _to_run_step(tasks, argo, namespace, example("training"))
+    st = tasks.get(name)["status"]
+    run_pod, download_pod = step(st, "run")["pod"], step(st, "download")["pod"]
+
+    missing = mltask("logs", name)  # Argo's pods never exist here: nothing runs them
+    assert missing.code == 1 and missing.out == ""
+    assert missing.err == (f"error: pod {run_pod} (step run, attempt 1) of mltask {name} not "
+                           f"found in namespace {namespace}: deleted, or not created yet\n")
+    assert download_pod in mltask("logs", name, "--step", "download").err
+    assert mltask("logs", name, "--step", "upload").err == (
+        f"error: step upload of mltask {name} has not run\n")
+    assert "logs applies to an MLTask" in mltask("logs", "pipeline/x").err
+
+    # the pod exists, on a node whose kubelet does not answer
+    core = client.CoreV1Api(api)
+    node = f"no-kubelet-{namespace}"
+    core.create_node({"metadata": {"name": node}, "status": {
+        "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}],
+        "daemonEndpoints": {"kubeletEndpoint": {"Port": free_port()}}}})
+    try:
+        _create_pod(core, namespace, run_pod, node)
+        for args in ((), ("-f",), ("--tail", "10")):
+            unread = mltask("logs", name, *args)
+            assert unread.code == 1 and unread.out == ""
+            assert unread.err.startswith(f"error: cannot read the logs of pod {run_pod} (step "
+                                         f"run, attempt 1) of mltask {name}: "), unread.err
+            assert unread.err.count("\n") == 1
+    finally:
+        core.delete_node(node)
+
+
+def _create_pod(core: client.CoreV1Api, namespace: str, name: str, node: str) -> None:
+    pod = {"metadata": {"name": name},
+           "spec": {"nodeName": node, "automountServiceAccountToken": False,
+                    "containers": [{"name": "main", "image": "busybox"}]}}
+    deadline = time.monotonic() + 20
+    while True:  # the namespace's default ServiceAccount may not exist yet
+        try:
+            core.create_namespaced_pod(namespace, pod)
+            return
+        except client.ApiException as e:
+            if e.status != 403 or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+# -------------------------------------------------------------------------------- pipeline
+
+
+def test_pipeline_stop_continue_retry(api: client.ApiClient, namespace: str, operator, argo,
+                                      mltask) -> None:
+    pipes = Pipelines(api, namespace)
+    body = pipeline_example("cifar10")
+    for t in body["spec"]["tasks"]:
+        t["spec"].setdefault("runtime", {})["retryPolicy"] = {"limit": 0}
+    pipes.create(body)
+    pipes.wait_child("cifar10-preprocess")
+    argo.wait_for(namespace, "cifar10-preprocess-1")
+    argo.update(namespace, "cifar10-preprocess-1", argo_fn.succeed_all, result=DATASET)
+    pipes.wait_child("cifar10-train")
+    argo.wait_for(namespace, "cifar10-train-1")
+    argo.update(namespace, "cifar10-train-1", argo_fn.run_pod, "download")
+    pipes.wait("cifar10", lambda s: task_state(s, "train")["status"] == "running"
+               and s.get("status") == "running", "train runs")
+
+    listed = mltask("list", "pipelines")
+    assert listed.out.splitlines()[0].split() == cli.PIPELINE_HEADERS
+    assert [r[:3] for r in listed.rows()] == [["cifar10", "running", "1/3"]]
+    assert mltask("list", "--pipeline", "cifar10").names() == ["cifar10-preprocess",
+                                                               "cifar10-train"]
+    refused = mltask("retry", "pipeline/cifar10")
+    assert refused.code == 1 and "pipeline cifar10 is still active (running)" in refused.err
+    owned = mltask("stop", "cifar10-train")
+    assert owned.code == 1 and "kubectl mltask stop pipeline/cifar10" in owned.err
+    assert pipes.children()["cifar10-train"]["spec"]["suspend"] is False
+
+    stop = mltask("stop", "pipeline/cifar10")
+    assert stop.code == 0 and stop.out.startswith("pipeline/cifar10 stop requested")
+    assert pipes.get("cifar10")["spec"]["suspend"] is True
+    _wait_shutdown(argo, namespace, "cifar10-train-1")
+    argo.update(namespace, "cifar10-train-1", argo_fn.stop)
+    pipes.wait_state("cifar10", "stopped")
+    assert mltask("list", "pipelines", "--status", "stopped").names() == ["cifar10"]
+    assert mltask("list", "pipelines", "--status", "running").names() == []
+    described = mltask("describe", "mlp/cifar10").out.splitlines()
+    tasks_at = described.index("Tasks:")
+    assert [r.split()[:3] for r in described[tasks_at + 2:tasks_at + 5]] == [
+        ["preprocess", "cifar10-preprocess", "completed"],
+        ["train", "cifar10-train", "stopped"],
+        ["optimize", "<none>", "pending"]]
+
+    cont = mltask("continue", "pipeline/cifar10")
+    assert cont.code == 0 and cont.out.startswith("pipeline/cifar10 continue requested")
+    argo.wait_for(namespace, "cifar10-train-2")
+    argo.update(namespace, "cifar10-train-2", argo_fn.run_pod, "download")  # stopped there
+    argo.update(namespace, "cifar10-train-2", argo_fn.finish_pod, "download", "Failed")
+    pipes.wait_state("cifar10", "failed")
+
+    retry = mltask("retry", "pipelines/cifar10")
+    assert retry.code == 0, retry.err
+    assert retry.out.startswith("pipeline/cifar10 retry requested: retryGeneration 1;")
+    spec = pipes.get("cifar10")["spec"]
+    assert (spec["retryGeneration"], spec["suspend"]) == (1, False)
+    argo.wait_for(namespace, "cifar10-train-3")
+    assert pipes.children()["cifar10-train"]["spec"]["retryGeneration"] == 1
+    assert pipes.children()["cifar10-preprocess"]["spec"]["retryGeneration"] == 0
