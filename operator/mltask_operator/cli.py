@@ -382,9 +382,10 @@ def retry_patch(target: Target, obj: dict[str, Any]) -> tuple[dict[str, Any], in
         raise CliError(f"{noun} has no status yet (the operator has not started it): "
                        "nothing to retry")
     if status in ACTIVE:
+        then = ("wait until it is stopped" if status == "stopping"
+                else f"stop it first ({PROG} stop {target})")
         raise CliError(f"{noun} is still active ({status}): the operator ignores a retry until "
-                       f"it has failed, stopped or completed; stop it first ({PROG} stop "
-                       f"{target})")
+                       f"it has failed, stopped or completed; {then}")
     if target.kind == PIPELINE and status == "completed":
         raise CliError(f"{noun} is completed: a pipeline retry reruns failed and stopped "
                        "tasks, and there are none")

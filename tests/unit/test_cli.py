@@ -307,6 +307,9 @@ RETRIES = [
            "spec": {"suspend": False, "retryGeneration": 2}}, 2)),
     *(Case(f"{s} task refused", (T, obj(s)), error=f"still active \\({s}\\)")
       for s in ("init", "running", "retry", "stopping")),
+    Case("running task: stop it first", (T, obj("running")),
+         error="stop it first \\(kubectl mltask stop mltask/t\\)"),
+    Case("stopping task: wait", (T, obj("stopping")), error="wait until it is stopped"),
     Case("running pipeline refused", (P, obj("running")), error="pipeline p is still active"),
     Case("completed pipeline: nothing to retry", (P, obj("completed")),
          error="pipeline p is completed"),
