@@ -341,7 +341,9 @@ def test_concurrent_retries_never_share_a_number(tasks: Tasks, argo, namespace: 
     monkeypatch.setattr(cli.Session, "get", get_then_someone_retries)
     run = mltask("retry", TRAIN)
     assert run.code == 0, run.err
-    assert reads == [0, 1]
+    # the operator's own status writes may cost the plugin more tries; each read after the
+    # first sees the other retry, so none of them can reuse number 1
+    assert reads[:2] == [0, 1] and set(reads[1:]) == {1}, reads
     assert "retryGeneration 2;" in run.out
     assert tasks.get(TRAIN)["spec"]["retryGeneration"] == 2
     argo.wait_for(namespace, f"{TRAIN}-2")

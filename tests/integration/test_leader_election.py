@@ -50,8 +50,11 @@ def metrics(port: int) -> dict[str, float]:
 
 
 def test_only_the_leader_reconciles_and_a_standby_takes_over(
-        control_plane, mltask_crds, api: client.ApiClient, namespace: str, argo) -> None:
-    """The Lease namespace comes from POD_NAMESPACE, as in the chart's pods."""
+        control_plane, mltask_crds, api: client.ApiClient, namespace: str, argo,
+        operator) -> None:
+    """The Lease namespace comes from POD_NAMESPACE, as in the chart's pods. The session's
+    cluster-wide operator is stopped meanwhile: only the two replicas may act here."""
+    operator.stop()
     env = {"MLTASK_LEADER_ELECTION": "true", "POD_NAMESPACE": namespace,
            "MLTASK_LEADER_ELECTION_LEASE_SECONDS": "5", "MLTASK_NAMESPACES": namespace}
     ports = {"a": free_port(), "b": free_port()}
@@ -99,6 +102,7 @@ def test_only_the_leader_reconciles_and_a_standby_takes_over(
     finally:
         a.stop()
         b.stop()
+        operator.start()
 
 
 def test_leader_cut_off_from_the_api_server_stops_before_a_standby_takes_over(
