@@ -27,6 +27,7 @@ from kubernetes import client, config
 from harness.controlplane import REPO, ControlPlane, ControlPlaneError
 from harness.operator_proc import OperatorProcess
 from harness.workloads import Workloads
+from mltask_operator import cli
 
 NS = "demo"
 EXAMPLE = REPO / "examples" / "mltask-training.yaml"
@@ -139,8 +140,10 @@ def main(argv: list[str] | None = None) -> int:
         print(cp.kubectl("get", "mltasks", "-n", NS, "-o", "wide").stdout)
         st = objects.get_namespaced_custom_object("mltask.dev", "v1alpha1", NS, "mltasks",
                                                   name)["status"]
-        say("status.outputs and status.metrics")
-        print(yaml.safe_dump({"outputs": st.get("outputs"), "metrics": st.get("metrics")}))
+        say(f"kubectl mltask describe -n {NS} {name}   (the kubectl plugin: steps, outputs, "
+            "metrics)")
+        sys.stdout.flush()
+        cli.main(["--kubeconfig", str(cp.kubeconfig), "-n", NS, "describe", name])
         say(f"kubectl get pods -n {NS} -o wide   (scheduled onto the kwok GPU node)")
         print(cp.kubectl("get", "pods", "-n", NS, "-o", "wide").stdout)
         say("Events")
@@ -152,7 +155,8 @@ def main(argv: list[str] | None = None) -> int:
         say(f"{'Done' if ok else 'FAILED'} in {time.monotonic() - t_start:.0f}s")
         if args.keep:
             print(f"The cluster is still running (Argo, kwok, scheduler). Explore with:\n"
-                  f"  export KUBECONFIG={cp.kubeconfig}\n  kubectl get mlt -A\n"
+                  f"  export KUBECONFIG={cp.kubeconfig} PATH={REPO / '.venv' / 'bin'}:$PATH\n"
+                  f"  kubectl get mlt -A\n  kubectl mltask describe -n {NS} {name}\n"
                   f"Run the operator yourself: .venv/bin/mltask-operator --standalone\n"
                   f"Stop with: make cluster-down CLUSTER_DIR={args.dir}")
         return 0 if ok else 1
