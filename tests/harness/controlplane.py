@@ -44,6 +44,7 @@ CACHE = Path(
 BIN_DIR = Path(os.environ.get("MLTASK_TOOLS_BIN") or CACHE / "bin")
 ARGO_CRDS_DIR = CACHE / "argo-crds"
 PROMETHEUS_CRDS_DIR = CACHE / "prometheus-operator-crds"  # the ServiceMonitor CRD
+ARGOCD_CRDS_DIR = CACHE / "argocd-crds"  # Argo CD's Application CRD
 DEFAULT_CLUSTER_DIR = REPO / ".cluster"
 
 REQUIRED_BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kubectl")

@@ -29,7 +29,7 @@ from harness.chart import (
     render,
     rules,
 )
-from harness.controlplane import PROMETHEUS_CRDS_DIR, REPO, ControlPlaneError
+from harness.controlplane import ARGOCD_CRDS_DIR, PROMETHEUS_CRDS_DIR, REPO, ControlPlaneError
 from harness.operator_proc import OperatorProcess, service_account_kubeconfig
 from harness.pipelines import Pipelines, pipeline_example
 from harness.tasks import RESULT, Tasks, example
@@ -64,6 +64,52 @@ def delete_lease(api: client.ApiClient, namespace: str, name: str) -> None:
     except client.ApiException as e:
         if e.status != 404:
             raise
+
+
+# --------------------------------------------------------------------------------- Argo CD
+
+
+def test_argocd_application_and_health_checks_install_as_written(
+        control_plane, api: client.ApiClient, tmp_path: Path) -> None:
+    """examples/argocd-application.yaml passes Argo CD's own Application schema (its CRD from
+    the pinned argo-cd module), and the argocd-cm patch merges into an existing argocd-cm with
+    the command the README gives, keeping what was there."""
+    crd = ARGOCD_CRDS_DIR / "application-crd.yaml"
+    assert crd.exists(), f"{crd} missing: run `make tools` (copies it from the pinned module)"
+    control_plane.kubectl("apply", "--server-side", "--field-manager=install-test", "-f",
+                          str(crd))
+    control_plane.wait_established(["applications.argoproj.io"])
+    ensure_namespace(api, "argocd")
+    example_app = REPO / "examples" / "argocd-application.yaml"
+    control_plane.kubectl("apply", "--server-side", "--field-manager=install-test",
+                          "--validate=strict", "-f", str(example_app))
+    app = client.CustomObjectsApi(api).get_namespaced_custom_object(
+        "argoproj.io", "v1alpha1", "argocd", "applications", "mltask-operator")
+    assert app["spec"]["source"]["path"] == "charts/mltask-operator"
+    assert "ServerSideApply=true" in app["spec"]["syncPolicy"]["syncOptions"]
+    # the schema really validates: a misspelt field and a wrong type are refused
+    bad = yaml.safe_load(example_app.read_text())
+    bad["metadata"]["name"] = "mltask-operator-bad"
+    bad["spec"]["syncPolicy"]["automated"]["selfHeal"] = "sometimes"
+    with pytest.raises(ControlPlaneError, match=r"spec.syncPolicy.automated.selfHeal"):
+        apply(control_plane, [bad], tmp_path, "bad-application")
+
+    core = client.CoreV1Api(api)
+    try:
+        core.delete_namespaced_config_map("argocd-cm", "argocd")
+    except client.ApiException as e:
+        if e.status != 404:
+            raise
+    core.create_namespaced_config_map("argocd", {
+        "metadata": {"name": "argocd-cm"}, "data": {"url": "https://argocd.example.com"}})
+    patch = REPO / "manifests" / "argocd" / "argocd-cm-patch.yaml"
+    control_plane.kubectl("-n", "argocd", "patch", "configmap", "argocd-cm",
+                          "--patch-file", str(patch))
+    data = core.read_namespaced_config_map("argocd-cm", "argocd").data
+    lua = (REPO / "manifests" / "argocd" / "health.lua").read_text()
+    assert data["url"] == "https://argocd.example.com", "the patch keeps existing keys"
+    for kind in ("MLTask", "Pipeline"):
+        assert data[f"resource.customizations.health.mltask.dev_{kind}"].strip() == lua.strip()
 
 
 # ------------------------------------------------------------------------------------ helm

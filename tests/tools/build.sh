@@ -57,7 +57,7 @@ check_pin helm helm.sh/helm/v3 "$HELM_VERSION"
 check_pin argo github.com/argoproj/argo-workflows/v3 "$ARGO_VERSION"
 check_pin kwok sigs.k8s.io/kwok "$KWOK_VERSION"
 
-only=${*:-kube-apiserver kube-controller-manager kube-scheduler kubectl etcd helm argo-crds prometheus-crds workflow-controller kwok}
+only=${*:-kube-apiserver kube-controller-manager kube-scheduler kubectl etcd helm argo-crds prometheus-crds argocd-crds workflow-controller kwok}
 for what in $only; do
   case $what in
     kube-apiserver|kube-controller-manager|kube-scheduler|kubectl)
@@ -99,6 +99,19 @@ for what in $only; do
         log "copied the prometheus-operator $v ServiceMonitor CRD to $out"
       fi
       ln -sfn "$out" "$CACHE/prometheus-operator-crds" ;;
+    argocd-crds)
+      # Argo CD's Application CRD, so the example Application is checked by its schema
+      v=$ARGOCD_VERSION
+      out="$CACHE/argo-cd-$v/crds"
+      if [[ ! -f "$out/application-crd.yaml" ]]; then
+        src=$(go mod download -json "github.com/argoproj/argo-cd/v3@$v" \
+          | python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')
+        mkdir -p "$out"
+        cp "$src"/manifests/crds/application-crd.yaml "$out/"
+        chmod u+w "$out"/*.yaml
+        log "copied the Argo CD $v Application CRD to $out"
+      fi
+      ln -sfn "$out" "$CACHE/argocd-crds" ;;
     *) log "unknown component $what"; exit 2 ;;
   esac
 done
