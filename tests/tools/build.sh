@@ -40,6 +40,22 @@ build() {
   ln -sfn "$out/$name" "$BIN/$name"
 }
 
+# copy_crds <module@version> <out-dir> <link-name> <file-that-marks-done> <glob-in-module>
+# CRDs taken from a pinned Go module (downloaded, nothing built), linked as $CACHE/<link-name>.
+copy_crds() {
+  local module=$1 out=$2 link=$3 marker=$4 glob=$5 src
+  if [[ ! -f "$out/$marker" ]]; then
+    src=$(go mod download -json "$module" \
+      | python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')
+    mkdir -p "$out"
+    # shellcheck disable=SC2086  # the glob is meant to expand
+    cp "$src"/$glob "$out/"
+    chmod u+w "$out"/*.yaml
+    log "copied CRDs of $module to $out"
+  fi
+  ln -sfn "$out" "$CACHE/$link"
+}
+
 k8s_ldflags() {
   local v=$K8S_VERSION minor=${K8S_VERSION#v1.}
   minor=${minor%%.*}
@@ -75,43 +91,19 @@ for what in $only; do
     kwok)
       build kwok "$CACHE/kwok-$KWOK_VERSION" kwok sigs.k8s.io/kwok/cmd/kwok \
         "-X sigs.k8s.io/kwok/pkg/consts.Version=$KWOK_VERSION" ;;
-    argo-crds)
-      out="$CACHE/argo-$ARGO_VERSION/crds"
-      if [[ ! -f "$out/argoproj.io_workflows.yaml" ]]; then
-        src=$(go mod download -json "github.com/argoproj/argo-workflows/v3@$ARGO_VERSION" \
-          | python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')
-        mkdir -p "$out"
-        cp "$src"/manifests/base/crds/full/argoproj.io_*.yaml "$out/"
-        chmod u+w "$out"/*.yaml
-        log "copied Argo $ARGO_VERSION full CRDs to $out"
-      fi
-      ln -sfn "$out" "$CACHE/argo-crds" ;;
-    prometheus-crds)
-      # the ServiceMonitor CRD, so the chart's optional ServiceMonitor is checked by its schema
-      v=$PROMETHEUS_OPERATOR_VERSION
-      out="$CACHE/prometheus-operator-$v/crds"
-      if [[ ! -f "$out/monitoring.coreos.com_servicemonitors.yaml" ]]; then
-        src=$(go mod download -json "github.com/prometheus-operator/prometheus-operator@$v" \
-          | python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')
-        mkdir -p "$out"
-        cp "$src"/example/prometheus-operator-crd/monitoring.coreos.com_servicemonitors.yaml "$out/"
-        chmod u+w "$out"/*.yaml
-        log "copied the prometheus-operator $v ServiceMonitor CRD to $out"
-      fi
-      ln -sfn "$out" "$CACHE/prometheus-operator-crds" ;;
-    argocd-crds)
-      # Argo CD's Application CRD, so the example Application is checked by its schema
-      v=$ARGOCD_VERSION
-      out="$CACHE/argo-cd-$v/crds"
-      if [[ ! -f "$out/application-crd.yaml" ]]; then
-        src=$(go mod download -json "github.com/argoproj/argo-cd/v3@$v" \
-          | python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')
-        mkdir -p "$out"
-        cp "$src"/manifests/crds/application-crd.yaml "$out/"
-        chmod u+w "$out"/*.yaml
-        log "copied the Argo CD $v Application CRD to $out"
-      fi
-      ln -sfn "$out" "$CACHE/argocd-crds" ;;
+    argo-crds)  # Argo's full Workflow CRDs: every Workflow the operator writes is validated
+      copy_crds "github.com/argoproj/argo-workflows/v3@$ARGO_VERSION" \
+        "$CACHE/argo-$ARGO_VERSION/crds" argo-crds argoproj.io_workflows.yaml \
+        'manifests/base/crds/full/argoproj.io_*.yaml' ;;
+    prometheus-crds)  # the ServiceMonitor CRD: the chart's optional ServiceMonitor is checked
+      copy_crds "github.com/prometheus-operator/prometheus-operator@$PROMETHEUS_OPERATOR_VERSION" \
+        "$CACHE/prometheus-operator-$PROMETHEUS_OPERATOR_VERSION/crds" prometheus-operator-crds \
+        monitoring.coreos.com_servicemonitors.yaml \
+        example/prometheus-operator-crd/monitoring.coreos.com_servicemonitors.yaml ;;
+    argocd-crds)  # Argo CD's Application CRD: the example Application is checked
+      copy_crds "github.com/argoproj/argo-cd/v3@$ARGOCD_VERSION" \
+        "$CACHE/argo-cd-$ARGOCD_VERSION/crds" argocd-crds application-crd.yaml \
+        manifests/crds/application-crd.yaml ;;
     *) log "unknown component $what"; exit 2 ;;
   esac
 done
