@@ -20,6 +20,7 @@ from mltask_operator.api.v1alpha1 import mltask as mltask_api
 from mltask_operator.api.v1alpha1 import pipeline as pipeline_api
 from mltask_operator.api.v1alpha1.common import GROUP, VERSION
 from mltask_operator.builders.workflow import workflow_name
+from mltask_operator.clients.kube import list_objects
 from mltask_operator.status import ACTIVE, observe_workflow
 
 PROG = "kubectl mltask"
@@ -533,27 +534,10 @@ class Session:
 
     def list(self, kind: Resource, all_namespaces: bool, fields: str | None,
              labels: str | None) -> list[dict[str, Any]]:
-        items: list[dict[str, Any]] = []
-        token: str | None = None
-        while True:
-            args: dict[str, Any] = {"limit": 500}
-            if fields:
-                args["field_selector"] = fields
-            if labels:
-                args["label_selector"] = labels
-            if token:
-                args["_continue"] = token
-            if all_namespaces:
-                page = self.call(lambda a=args: self.objects.list_cluster_custom_object(
-                    GROUP, VERSION, kind.plural, **a), "list", kind)
-            else:
-                page = self.call(lambda a=args: self.objects.list_namespaced_custom_object(
-                    GROUP, VERSION, self.namespace, kind.plural, **a),
-                    "list", kind, namespace=self.namespace)
-            items.extend(page["items"])
-            token = page["metadata"].get("continue")
-            if not token:
-                return items
+        namespace = None if all_namespaces else self.namespace
+        return self.call(lambda: list_objects(self.objects, kind.plural, namespace,
+                                              field_selector=fields, label_selector=labels),
+                         "list", kind, namespace=namespace)
 
     def get_workflow(self, name: str) -> dict[str, Any]:
         return self.call(lambda: self.objects.get_namespaced_custom_object(

@@ -125,22 +125,7 @@ class Kube:
         return self._list(pipeline_api.PLURAL, namespace)
 
     def _list(self, plural: str, namespace: str | None) -> list[dict[str, Any]]:
-        items: list[dict[str, Any]] = []
-        token: str | None = None
-        while True:
-            page_args: dict[str, Any] = {"limit": 500}
-            if token:
-                page_args["_continue"] = token
-            if namespace is None:
-                page = self.objects.list_cluster_custom_object(GROUP, VERSION, plural,
-                                                               **page_args)
-            else:
-                page = self.objects.list_namespaced_custom_object(GROUP, VERSION, namespace,
-                                                                  plural, **page_args)
-            items.extend(page["items"])
-            token = page["metadata"].get("continue")
-            if not token:
-                return items
+        return list_objects(self.objects, plural, namespace)
 
     def replace_pipeline_status(self, body: dict[str, Any]) -> dict[str, Any]:
         """Write status with the body's resourceVersion: a concurrent change raises Conflict."""
@@ -246,6 +231,29 @@ class Kube:
             log.warning("Failed to record Event %s on %s %s/%s: %s", reason,
                         obj.get("kind", mltask_api.KIND), meta["namespace"], meta["name"],
                         e.reason)
+
+
+def list_objects(objects: client.CustomObjectsApi, plural: str, namespace: str | None, *,
+                 field_selector: str | None = None,
+                 label_selector: str | None = None) -> list[dict[str, Any]]:
+    """Every mltask.dev object of `plural` in `namespace` (None: the whole cluster) matching
+    the selectors, read page by page so a large cluster is never one huge response."""
+    items: list[dict[str, Any]] = []
+    args: dict[str, Any] = {"limit": 500}
+    if field_selector:
+        args["field_selector"] = field_selector
+    if label_selector:
+        args["label_selector"] = label_selector
+    while True:
+        if namespace is None:
+            page = objects.list_cluster_custom_object(GROUP, VERSION, plural, **args)
+        else:
+            page = objects.list_namespaced_custom_object(GROUP, VERSION, namespace, plural,
+                                                         **args)
+        items.extend(page["items"])
+        args["_continue"] = page["metadata"].get("continue")
+        if not args["_continue"]:
+            return items
 
 
 def _message(e: client.ApiException) -> str:
