@@ -116,13 +116,10 @@ def _reconcile_once(kube: Kube, namespace: str, name: str, clock: Clock,
             log.info("Stopped Workflow %s/%s of MLTask", namespace, wf_name)
             wf = kube.get_workflow(namespace, wf_name)
     elif decision.action == Action.STOP_WITHOUT_WORKFLOW:
-        status.status = Phase.STOPPED
-        status.message = "Stopped" if status.steps else "Stopped before any step ran"
+        status = _settle(task, status, Phase.STOPPED,
+                         "Stopped" if status.steps else "Stopped before any step ran", now)
         status.steps = _steps_ended(status, now)
         status.completion_time = now
-        status.observed_generation = task.metadata.get("generation")
-        status.conditions = conditions_for(Phase.STOPPED, status.message, status.conditions,
-                                           task.metadata.get("generation"), now)
         _write(kube, body, task, prev, status)
         return
     elif decision.action == Action.HOLD_RETRY:
@@ -184,28 +181,32 @@ def _steps_ended(status: MLTaskStatus, now: datetime.datetime) -> list[StepStatu
             for s in status.steps]
 
 
+def _settle(task: MLTask, status: MLTaskStatus, phase: Phase, message: str,
+            now: datetime.datetime, reason: str | None = None) -> MLTaskStatus:
+    """A copy of `status` in `phase` with `message`, its conditions and observedGeneration
+    brought up to date: what every write without a Workflow to observe needs."""
+    generation = task.metadata.get("generation")
+    new = status.model_copy(deep=True)
+    new.status = phase
+    new.message = message
+    new.observed_generation = generation
+    new.conditions = conditions_for(phase, message, status.conditions, generation, now,
+                                    reason=reason)
+    return new
+
+
 def _failed(task: MLTask, status: MLTaskStatus, message: str, reason: str,
             now: datetime.datetime) -> MLTaskStatus:
     """The attempt could not start: its Workflow (or working volume) was refused."""
-    new = status.model_copy(deep=True)
-    new.status = Phase.FAILED
-    new.message = message
+    new = _settle(task, status, Phase.FAILED, message, now, reason=reason)
     new.completion_time = now
-    new.observed_generation = task.metadata.get("generation")
-    new.conditions = conditions_for(Phase.FAILED, message, status.conditions,
-                                    task.metadata.get("generation"), now, reason=reason)
     return new
 
 
 def _waiting(task: MLTask, status: MLTaskStatus, message: str,
              now: datetime.datetime) -> MLTaskStatus:
-    new = status.model_copy(deep=True)
-    new.message = message[0].upper() + message[1:]
-    new.observed_generation = task.metadata.get("generation")
-    new.conditions = conditions_for(new.status, new.message, status.conditions,
-                                    task.metadata.get("generation"), now,
-                                    reason="WaitingForInputs")
-    return new
+    return _settle(task, status, status.status, message[0].upper() + message[1:], now,
+                   reason="WaitingForInputs")
 
 
 def _write(kube: Kube, body: dict[str, Any], task: MLTask, prev: MLTaskStatus,
