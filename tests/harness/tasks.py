@@ -21,22 +21,23 @@ def example(name: str) -> dict[str, Any]:
     return yaml.safe_load((REPO / "examples" / f"mltask-{name}.yaml").read_text())
 
 
-class Tasks:
-    """Small helper over the MLTask API for one namespace."""
+class Resources:
+    """Helper over one mltask.dev kind in one namespace: read, patch, wait, read its Events."""
+
+    plural = ""
+    kind = ""
 
     def __init__(self, api: client.ApiClient, namespace: str) -> None:
         self.objects = client.CustomObjectsApi(api)
         self.core = client.CoreV1Api(api)
         self.ns = namespace
 
-    def create(self, body: dict[str, Any]) -> dict[str, Any]:
-        return self.objects.create_namespaced_custom_object(G, V, self.ns, P, body)
-
     def get(self, name: str) -> dict[str, Any]:
-        return self.objects.get_namespaced_custom_object(G, V, self.ns, P, name)
+        return self.objects.get_namespaced_custom_object(G, V, self.ns, self.plural, name)
 
     def patch(self, name: str, spec: dict[str, Any]) -> None:
-        self.objects.patch_namespaced_custom_object(G, V, self.ns, P, name, {"spec": spec})
+        self.objects.patch_namespaced_custom_object(G, V, self.ns, self.plural, name,
+                                                    {"spec": spec})
 
     def wait(self, name: str, predicate: Callable[[dict[str, Any]], bool], what: str,
              timeout: float = 30) -> dict[str, Any]:
@@ -50,19 +51,11 @@ class Tasks:
         raise AssertionError(f"timed out waiting for {what}; status: "
                              f"{json.dumps(last.get('status'), indent=1, default=str)}")
 
-    def wait_state(self, name: str, status: str, step: str | None = None,
-                   timeout: float = 30) -> dict[str, Any]:
-        return self.wait(
-            name,
-            lambda s: s.get("status") == status and (step is None or s.get("executeStep") == step),
-            f"{name} to be {status}/{step}", timeout)
-
-    def workflows(self) -> list[dict[str, Any]]:
-        return self.objects.list_namespaced_custom_object(
-            "argoproj.io", "v1alpha1", self.ns, "workflows")["items"]
-
     def wait_event(self, name: str, reason: str, type_: str = "Normal",
                    timeout: float = 10) -> list[dict[str, Any]]:
+        """The object's Events once one has this reason and type. The operator records an
+        Event just after the status write it describes, so a test that has seen the status
+        waits for the Event rather than reading the Events at once."""
         deadline = time.monotonic() + timeout
         while True:
             events = self.events(name)
@@ -74,8 +67,29 @@ class Tasks:
 
     def events(self, name: str) -> list[dict[str, Any]]:
         items = self.core.list_namespaced_event(
-            self.ns, field_selector=f"involvedObject.name={name}").items
+            self.ns,
+            field_selector=f"involvedObject.name={name},involvedObject.kind={self.kind}").items
         return [{"reason": e.reason, "message": e.message, "type": e.type} for e in items]
+
+
+class Tasks(Resources):
+    """Small helper over the MLTask API for one namespace."""
+
+    plural, kind = P, "MLTask"
+
+    def create(self, body: dict[str, Any]) -> dict[str, Any]:
+        return self.objects.create_namespaced_custom_object(G, V, self.ns, P, body)
+
+    def wait_state(self, name: str, status: str, step: str | None = None,
+                   timeout: float = 30) -> dict[str, Any]:
+        return self.wait(
+            name,
+            lambda s: s.get("status") == status and (step is None or s.get("executeStep") == step),
+            f"{name} to be {status}/{step}", timeout)
+
+    def workflows(self) -> list[dict[str, Any]]:
+        return self.objects.list_namespaced_custom_object(
+            "argoproj.io", "v1alpha1", self.ns, "workflows")["items"]
 
 
 def step(status: dict[str, Any], name: str) -> dict[str, Any]:

@@ -99,7 +99,7 @@ def test_three_stage_pipeline_hands_each_output_to_the_next(pipes: Pipelines, ar
     after = pipes.get("cifar10")
     assert after["spec"] == created["spec"], "the operator never writes into the spec"
     assert after["metadata"]["labels"] == body["metadata"]["labels"]
-    reasons = [e["reason"] for e in pipes.events("cifar10")]
+    reasons = [e["reason"] for e in pipes.wait_event("cifar10", "Completed")]
     assert reasons.count("TaskCreated") == 3 and "Completed" in reasons, reasons
 
     # `kubectl get mlp`: the CRD's printer columns, filled from the status
@@ -195,8 +195,7 @@ def test_failure_in_the_middle(pipes: Pipelines, argo, namespace: str, fail_fast
         assert st["progress"] == "3/4"
     assert "Task train-vit failed" in st["message"] and "CUDA out of memory" in st["message"]
     assert cond(st, "Failed")["status"] == "True"
-    assert any(e["reason"] == "Failed" and e["type"] == "Warning"
-               for e in pipes.events("cifar10-sweep"))
+    pipes.wait_event("cifar10-sweep", "Failed", "Warning")
 
 
 def test_stop_continue_and_retry_cascade(pipes: Pipelines, argo, namespace: str) -> None:
@@ -237,7 +236,7 @@ def test_stop_continue_and_retry_cascade(pipes: Pipelines, argo, namespace: str)
         "argoproj.io", "v1alpha1", namespace, "workflows")["items"])
     assert wfs == ["cifar10-optimize-1", "cifar10-optimize-2", "cifar10-preprocess-1",
                    "cifar10-train-1", "cifar10-train-2"]
-    reasons = [e["reason"] for e in pipes.events("cifar10")]
+    reasons = [e["reason"] for e in pipes.wait_event("cifar10", "Completed")]
     assert "Stopped" in reasons and "Retrying" in reasons, reasons
 
 
@@ -270,8 +269,7 @@ def test_retry_of_a_stopped_pipeline_is_held_while_suspended_then_reruns_downstr
     st = pipes.wait("cifar10", lambda s: "held until spec.suspend is false"
                     in (s.get("message") or ""), "retry held")["status"]
     assert st["status"] == "stopped" and st["observedRetryGeneration"] == 0
-    assert any(e["reason"] == "RetryHeld" and e["type"] == "Warning"
-               for e in pipes.events("cifar10"))
+    pipes.wait_event("cifar10", "RetryHeld", "Warning")
     time.sleep(1)
     train = pipes.children()["cifar10-train"]["spec"]
     assert (train["retryGeneration"], train["suspend"]) == (0, True), "nothing retried yet"
@@ -294,7 +292,7 @@ def test_retry_of_a_stopped_pipeline_is_held_while_suspended_then_reruns_downstr
     _succeed(argo, namespace, "cifar10-optimize-1", model_result("resnet18-field-fp16"))
     st = pipes.wait_state("cifar10", "completed")
     assert task_state(st, "train")["attempt"] == 2
-    assert any(e["reason"] == "Retrying" for e in pipes.events("cifar10"))
+    pipes.wait_event("cifar10", "Retrying")
 
 
 def test_retry_with_nothing_to_retry_warns(pipes: Pipelines, argo, namespace: str) -> None:
@@ -305,7 +303,8 @@ def test_retry_with_nothing_to_retry_warns(pipes: Pipelines, argo, namespace: st
     assert "preprocess completed without an output URI" in st["message"]
     pipes.patch("cifar10", {"retryGeneration": 1})
     pipes.wait("cifar10", lambda s: s.get("observedRetryGeneration") == 1, "retry observed")
-    warned = [e for e in pipes.events("cifar10") if e["reason"] == "NothingToRetry"]
+    warned = [e for e in pipes.wait_event("cifar10", "NothingToRetry", "Warning")
+              if e["reason"] == "NothingToRetry"]
     assert warned and warned[0]["type"] == "Warning", pipes.events("cifar10")
     assert "no task failed or stopped" in warned[0]["message"]
     assert not any(e["reason"] == "Retrying" for e in pipes.events("cifar10"))
@@ -332,7 +331,7 @@ def test_task_name_taken_by_an_mltask_it_does_not_own_fails_the_pipeline(
     pre = task_state(st, "preprocess")
     assert (pre["status"], pre.get("mltask"), pre["reason"]) == ("failed", None, "TaskNameTaken")
     assert task_state(st, "train")["status"] == "pending"
-    events = pipes.events("cifar10")
+    events = pipes.wait_event("cifar10", "TaskNameTaken", "Warning")
     assert any(e["reason"] == "TaskNameTaken" and e["type"] == "Warning"
                and "preprocess" in e["message"] for e in events), events
     time.sleep(2)  # resyncs every 5 s in the tests: it is not tried again and again
@@ -381,8 +380,7 @@ def test_child_refused_by_the_api_server_fails_the_pipeline(pipes: Pipelines, ar
     assert task_state(st, "optimize")["message"] == "not started: train could not be created"
     assert st["progress"] == "1/3"
     assert sorted(pipes.children()) == ["cifar10-preprocess"]
-    events = pipes.events("cifar10")
-    assert any(e["reason"] == "TaskRejected" and e["type"] == "Warning" for e in events), events
+    pipes.wait_event("cifar10", "TaskRejected", "Warning")
 
 
 def test_retry_of_a_running_pipeline_is_ignored(pipes: Pipelines, namespace: str) -> None:
@@ -393,7 +391,7 @@ def test_retry_of_a_running_pipeline_is_ignored(pipes: Pipelines, namespace: str
     pipes.wait("cifar10", lambda s: s.get("observedRetryGeneration") == 0, "baseline")
     pipes.patch("cifar10", {"retryGeneration": 1})
     pipes.wait("cifar10", lambda s: s.get("observedRetryGeneration") == 1, "retry observed")
-    assert any(e["reason"] == "RetryIgnored" for e in pipes.events("cifar10"))
+    pipes.wait_event("cifar10", "RetryIgnored", "Warning")
     assert pipes.children()["cifar10-preprocess"]["spec"]["retryGeneration"] == 0
 
 
