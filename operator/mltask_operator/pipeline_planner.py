@@ -18,6 +18,7 @@ from mltask_operator.api.v1alpha1.mltask import ExecuteStep, Phase
 from mltask_operator.api.v1alpha1.pipeline import (
     KIND,
     Pipeline,
+    PipelineSpec,
     PipelineStatus,
     PipelineTask,
     PipelineTaskStatus,
@@ -152,6 +153,19 @@ def overall(tasks: list[PipelineTask], states: dict[str, TaskState], suspended: 
     return Phase.FAILED  # something failed, or pending tasks can never start
 
 
+@dataclass
+class _Work:
+    """What one planning pass works on; each stage of plan_pipeline updates it in turn."""
+
+    spec: PipelineSpec
+    views: dict[str, Child]                    # task name -> its existing child
+    states: dict[str, TaskState]               # task name -> state as planned so far
+    plan: PipelinePlan
+    unmade: dict[str, NotCreated]              # tasks whose MLTask could not be created
+    queue: list[str]                           # tasks a retry has yet to restart
+    waiting: dict[str, str] = field(default_factory=dict)  # task name -> why it waits
+
+
 def plan_pipeline(pipeline: Pipeline, children: dict[str, dict[str, Any]],
                   now: datetime.datetime,
                   not_created: dict[str, NotCreated] | None = None) -> PipelinePlan:
@@ -178,130 +192,152 @@ def plan_pipeline(pipeline: Pipeline, children: dict[str, dict[str, Any]],
     views = {t.name: child_view(t.name, children[t.name]) for t in spec.tasks
              if t.name in children}
     deps = dag.graph(spec)
-    states: dict[str, TaskState] = {n: v.state for n, v in views.items()}
-    plan = PipelinePlan(status=st)
-    plan.outputs = {n: v.output_uri for n, v in views.items()
-                    if v.state == S.COMPLETED and v.output_uri}
-    waiting: dict[str, str] = {}
     ended = (S.FAILED, S.STOPPED)
-    # Remembered in the status: tasks whose MLTask could not be created, and a retry's rest.
-    unmade = {e.name: NotCreated(e.reason, e.message or "") for e in prev.tasks or []
-              if e.status == S.FAILED and e.reason in NOT_CREATED and e.name in deps
-              and e.name not in views}
-    queue = [n for n in prev.retry_pending or [] if n in views and views[n].state in ended]
-    retried: list[str] = []
-    retry_held = False
+    w = _Work(
+        spec=spec, views=views, states={n: v.state for n, v in views.items()},
+        plan=PipelinePlan(status=st),
+        # Remembered in the status: tasks whose MLTask could not be created, a retry's rest.
+        unmade={e.name: NotCreated(e.reason, e.message or "") for e in prev.tasks or []
+                if e.status == S.FAILED and e.reason in NOT_CREATED and e.name in deps
+                and e.name not in views},
+        queue=[n for n in prev.retry_pending or [] if n in views and views[n].state in ended])
+    w.plan.outputs = {n: v.output_uri for n, v in views.items()
+                      if v.state == S.COMPLETED and v.output_uri}
 
-    # Retry: failed and stopped tasks get a new attempt (within spec.concurrency, the rest
-    # queue in retryPending), tasks that could not be created are created again; completed
-    # ones are kept. Held while the pipeline is suspended.
-    if spec.retry_generation > (st.observed_retry_generation or 0):
-        if spec.suspend:
-            retry_held = True
-        else:
-            before = overall(spec.tasks, {**states, **dict.fromkeys(unmade, S.FAILED)},
-                             suspended=False)
-            if before in (Phase.FAILED, Phase.STOPPED):
-                queue = [t.name for t in spec.tasks if t.name in views
-                         and views[t.name].state in ended]
-                retried = [t.name for t in spec.tasks if t.name in queue or t.name in unmade]
-                unmade = {}
-                if not retried:
-                    plan.notes.append((
-                        "Warning", "NothingToRetry",
-                        f"retryGeneration {spec.retry_generation}: nothing to retry, no task "
-                        f"failed or stopped; the pipeline stays {before}"
-                        + (f" ({prev.message})" if prev.message else "")))
-            else:
-                plan.notes.append(("Warning", "RetryIgnored",
-                                   f"retryGeneration {spec.retry_generation} ignored: the "
-                                   f"pipeline is {before}; retry applies to failed or stopped "
-                                   "pipelines"))
-            st.observed_retry_generation = spec.retry_generation
+    retried, retry_held = _take_retry_request(w, st, prev)
     for n, nc in (not_created or {}).items():
         if nc.transient:
-            waiting[n] = nc.message
-            states[n] = S.INIT             # created once the namesake is gone
+            w.waiting[n] = nc.message
+            w.states[n] = S.INIT             # created once the namesake is gone
         else:
-            unmade[n] = nc
-    for n in unmade:
-        states[n] = S.FAILED
+            w.unmade[n] = nc
+    for n in w.unmade:
+        w.states[n] = S.FAILED
+    _cascade_suspend(w)
+    _start_retries(w, retried)
+    st.retry_pending = w.queue or None
+    held = _start_ready(w, deps)
 
-    # Stop and continue cascade through the children's spec.suspend (a child waiting for its
-    # retry is left alone: the retry un-suspends it).
-    if spec.suspend:
-        for n, v in views.items():
-            if not v.suspend and v.raw in (Phase.INIT, Phase.RUNNING, Phase.RETRY):
-                plan.suspend.append(v.name)
-                states[n] = S.STOPPING
-    else:
-        for n, v in views.items():
-            if v.suspend and n not in queue:
-                plan.resume.append(v.name)
-                if v.raw == Phase.STOPPED or states[n] == S.STOPPING:
-                    states[n] = S.RUNNING
-
-    # The retry's new attempts, in spec order, as far as spec.concurrency leaves room.
-    if queue and not spec.suspend:
-        active = sum(1 for s in states.values() if s in ACTIVE)
-        room = max(spec.concurrency - active, 0) if spec.concurrency else len(queue)
-        for n in queue[:room]:
-            plan.retry[views[n].name] = views[n].retry_generation + 1
-            states[n] = S.RETRY
-        queue = queue[room:]
-        for n in queue:
-            states[n] = S.RETRY
-            waiting[n] = (f"retry waiting: {spec.concurrency} tasks already running "
-                          "(concurrency)")
-    st.retry_pending = queue or None
-    if retried:
-        text = f"Retry requested: new attempt for {_names(retried)}"
-        if queue and not spec.suspend:
-            text += f"; {_names(queue)} wait for room (concurrency {spec.concurrency})"
-        plan.notes.append(("Normal", "Retrying", text))
-
-    # Start every task whose dependencies completed, within the concurrency limit.
-    failed = [n for n in deps if states.get(n) == S.FAILED]
-    queued = set(queue) if not spec.suspend else set()
-    active = sum(1 for n, s in states.items() if s in ACTIVE and n not in queued)
-    held: list[str] = []
-    for t in spec.tasks:
-        if t.name in views or t.name in unmade or t.name in waiting:
-            continue
-        why = _blocked(t, deps[t.name], states, plan.outputs, failed, unmade,
-                       spec.fail_fast, spec.suspend)
-        if why:
-            waiting[t.name] = why
-            continue
-        if spec.suspend:
-            waiting[t.name] = "not started: the pipeline is stopped"
-            held.append(t.name)
-            continue
-        if spec.concurrency and active >= spec.concurrency:
-            waiting[t.name] = f"waiting: {spec.concurrency} tasks already running (concurrency)"
-            continue
-        plan.create.append(t)
-        states[t.name] = S.INIT
-        active += 1
-
+    states, plan = w.states, w.plan
     phase = overall(spec.tasks, states, spec.suspend, frozenset(held))
-    msg = _message(spec.tasks, states, phase, waiting, views, unmade, spec.fail_fast)
+    msg = _message(spec.tasks, states, phase, w.waiting, views, w.unmade, spec.fail_fast)
     if retry_held:
         held_text = f"retry (retryGeneration {spec.retry_generation}) {HELD}"
         msg += f"; {held_text}"
         if held_text not in (prev.message or ""):   # said once, not at every reconcile
             plan.notes.append(("Warning", "RetryHeld", f"{held_text[0].upper()}{held_text[1:]}:"
                                " set suspend to false too to retry the pipeline"))
-    elif queue and spec.suspend:
-        msg += f"; retry of {_names(queue)} {HELD}"
+    elif w.queue and spec.suspend:
+        msg += f"; retry of {_names(w.queue)} {HELD}"
     first_failed = next((t.name for t in spec.tasks if states.get(t.name) == S.FAILED), None)
-    reason = unmade[first_failed].reason if phase == Phase.FAILED and first_failed in unmade \
-        else None
+    reason = w.unmade[first_failed].reason if phase == Phase.FAILED \
+        and first_failed in w.unmade else None
     plan.status = _finish(pipeline.name, st, prev, spec.tasks, views, states, phase, msg,
-                          generation, now, reason=reason, waiting=waiting, unmade=unmade,
+                          generation, now, reason=reason, waiting=w.waiting, unmade=w.unmade,
                           created={t.name for t in plan.create},
                           started=bool(views or plan.create))
     return plan
+
+
+def _take_retry_request(w: _Work, st: PipelineStatus,
+                        prev: PipelineStatus) -> tuple[list[str], bool]:
+    """A new spec.retryGeneration: failed and stopped tasks get a new attempt (queued in
+    w.queue), tasks that could not be created are created again; completed ones are kept.
+    Held while the pipeline is suspended. Returns the tasks retried and whether it is held."""
+    spec = w.spec
+    if spec.retry_generation <= (st.observed_retry_generation or 0):
+        return [], False
+    if spec.suspend:
+        return [], True
+    retried: list[str] = []
+    before = overall(spec.tasks, {**w.states, **dict.fromkeys(w.unmade, S.FAILED)},
+                     suspended=False)
+    if before in (Phase.FAILED, Phase.STOPPED):
+        w.queue = [t.name for t in spec.tasks if t.name in w.views
+                   and w.views[t.name].state in (S.FAILED, S.STOPPED)]
+        retried = [t.name for t in spec.tasks if t.name in w.queue or t.name in w.unmade]
+        w.unmade = {}
+        if not retried:
+            w.plan.notes.append((
+                "Warning", "NothingToRetry",
+                f"retryGeneration {spec.retry_generation}: nothing to retry, no task "
+                f"failed or stopped; the pipeline stays {before}"
+                + (f" ({prev.message})" if prev.message else "")))
+    else:
+        w.plan.notes.append(("Warning", "RetryIgnored",
+                             f"retryGeneration {spec.retry_generation} ignored: the "
+                             f"pipeline is {before}; retry applies to failed or stopped "
+                             "pipelines"))
+    st.observed_retry_generation = spec.retry_generation
+    return retried, False
+
+
+def _cascade_suspend(w: _Work) -> None:
+    """Stop and continue cascade through the children's spec.suspend (a child waiting for its
+    retry is left alone: the retry un-suspends it)."""
+    if w.spec.suspend:
+        for n, v in w.views.items():
+            if not v.suspend and v.raw in (Phase.INIT, Phase.RUNNING, Phase.RETRY):
+                w.plan.suspend.append(v.name)
+                w.states[n] = S.STOPPING
+        return
+    for n, v in w.views.items():
+        if v.suspend and n not in w.queue:
+            w.plan.resume.append(v.name)
+            if v.raw == Phase.STOPPED or w.states[n] == S.STOPPING:
+                w.states[n] = S.RUNNING
+
+
+def _start_retries(w: _Work, retried: list[str]) -> None:
+    """The retry's new attempts, in spec order, as far as spec.concurrency leaves room; the
+    rest stay in w.queue."""
+    spec = w.spec
+    if w.queue and not spec.suspend:
+        active = sum(1 for s in w.states.values() if s in ACTIVE)
+        room = max(spec.concurrency - active, 0) if spec.concurrency else len(w.queue)
+        for n in w.queue[:room]:
+            w.plan.retry[w.views[n].name] = w.views[n].retry_generation + 1
+            w.states[n] = S.RETRY
+        w.queue = w.queue[room:]
+        for n in w.queue:
+            w.states[n] = S.RETRY
+            w.waiting[n] = (f"retry waiting: {spec.concurrency} tasks already running "
+                            "(concurrency)")
+    if retried:
+        text = f"Retry requested: new attempt for {_names(retried)}"
+        if w.queue and not spec.suspend:
+            text += f"; {_names(w.queue)} wait for room (concurrency {spec.concurrency})"
+        w.plan.notes.append(("Normal", "Retrying", text))
+
+
+def _start_ready(w: _Work, deps: dict[str, list[str]]) -> list[str]:
+    """Start every task whose dependencies completed, within the concurrency limit. Returns
+    the tasks that would start now but for spec.suspend."""
+    spec, states = w.spec, w.states
+    failed = [n for n in deps if states.get(n) == S.FAILED]
+    queued = set(w.queue) if not spec.suspend else set()
+    active = sum(1 for n, s in states.items() if s in ACTIVE and n not in queued)
+    held: list[str] = []
+    for t in spec.tasks:
+        if t.name in w.views or t.name in w.unmade or t.name in w.waiting:
+            continue
+        why = _blocked(t, deps[t.name], states, w.plan.outputs, failed, w.unmade,
+                       spec.fail_fast, spec.suspend)
+        if why:
+            w.waiting[t.name] = why
+            continue
+        if spec.suspend:
+            w.waiting[t.name] = "not started: the pipeline is stopped"
+            held.append(t.name)
+            continue
+        if spec.concurrency and active >= spec.concurrency:
+            w.waiting[t.name] = (f"waiting: {spec.concurrency} tasks already running "
+                                 "(concurrency)")
+            continue
+        w.plan.create.append(t)
+        states[t.name] = S.INIT
+        active += 1
+    return held
 
 
 def _blocked(task: PipelineTask, deps: list[str], states: dict[str, TaskState],
