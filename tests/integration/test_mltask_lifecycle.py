@@ -381,3 +381,5 @@ def test_workflow_refused_by_a_cluster_policy_fails_the_task(
         assert cond(st, "Failed")["status"] == "True"
         tasks.wait_event(name, "Failed", "Warning")
         assert not tasks.workflows()
+        pvcs = tasks.core.list_namespaced_persistent_volume_claim(namespace).items
+        assert not pvcs, "nothing half-created: no working volume for a refused Workflow"

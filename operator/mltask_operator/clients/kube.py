@@ -149,12 +149,16 @@ class Kube:
                 return None
             raise
 
-    def create_workflow(self, body: dict[str, Any]) -> tuple[dict[str, Any], bool]:
-        """Create, or return the existing one of the same name if it is ours (idempotent)."""
+    def create_workflow(self, body: dict[str, Any],
+                        dry_run: bool = False) -> tuple[dict[str, Any], bool]:
+        """Create, or return the existing one of the same name if it is ours (idempotent).
+        `dry_run`: only ask whether the API server (Argo's schema, admission policies) would
+        accept it; nothing is stored."""
         meta = body["metadata"]
         try:
             created = self.objects.create_namespaced_custom_object(
-                ARGO_GROUP, ARGO_VERSION, meta["namespace"], WORKFLOWS, body)
+                ARGO_GROUP, ARGO_VERSION, meta["namespace"], WORKFLOWS, body,
+                **({"dry_run": "All"} if dry_run else {}))
             return created, True
         except client.ApiException as e:
             if e.status in (400, 422):  # Argo's schema, or an admission policy, refused it

@@ -98,6 +98,8 @@ def _reconcile_once(kube: Kube, namespace: str, name: str, clock: Clock,
         wf_body = wfb.build_workflow(task, attempt=status.attempt, start_at=decision.start_at,
                                      inputs=inputs, defaults=defaults)
         try:
+            # Asked first, so a Workflow the cluster refuses leaves no working volume behind.
+            kube.create_workflow(wf_body, dry_run=True)
             kube.ensure_pvc(wfb.build_work_pvc(task))
             wf, created = kube.create_workflow(wf_body)
         except (Rejected, OwnershipError) as refused:
