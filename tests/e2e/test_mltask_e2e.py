@@ -3,7 +3,8 @@ nodes. Step images are simulated by kwok stages and the executor stand-in; every
 (the operator, Argo's DAG, retries, shutdown, task results) is the real thing.
 
 Step env knobs read by the simulation only: E2E_DURATION (how long a pod runs), E2E_EXIT_CODE
-(the main container fails with it), E2E_METRICS (what the run step "writes" as metrics).
+(the main container fails with it), E2E_METRICS (what the run step "writes" as metrics), E2E_LOG
+(what the main container "prints"; kwok serves it on the kubelet API).
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ from typing import Any
 import pytest
 from kubernetes import client
 
+from harness.controlplane import ControlPlane
 from harness.tasks import Tasks, cond, example, step
+from mltask_operator import cli
 
 pytestmark = pytest.mark.e2e
 
@@ -161,3 +164,32 @@ def test_stop_uses_argo_shutdown_and_continue_resumes_at_run(tasks: Tasks) -> No
         ("download", 1), ("run", 2), ("upload", 2)]
     wf2 = next(w for w in tasks.workflows() if w["metadata"]["name"] == f"{name}-2")
     assert [t["name"] for t in wf2["spec"]["templates"][0]["dag"]["tasks"]] == ["run", "upload"]
+
+
+def test_logs_of_each_step_through_the_api_server(tasks: Tasks, e2e_cluster: ControlPlane,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """`kubectl mltask logs` reads each step's pod log the way `kubectl logs` does: API server,
+    then the node's kubelet API (kwok's, serving what the stand-in wrote for the container)."""
+    lines = ["epoch 1/2 loss=0.92", "epoch 2/2 loss=0.41", "saved model.pt"]
+    body = with_env(example("training"), "run", E2E_LOG="\n".join(lines))
+    name = tasks.create(body)["metadata"]["name"]
+    st = tasks.wait_state(name, "completed", "done", timeout=90)["status"]
+
+    def mltask(*args: str) -> str:
+        code = cli.main(["--kubeconfig", str(e2e_cluster.kubeconfig), "-n", tasks.ns, *args])
+        out = capsys.readouterr()
+        assert code == 0 and out.err == "", out.err
+        return out.out
+
+    run = mltask("logs", name, "--step", "run")
+    assert run == "\n".join(lines) + "\n"
+    assert mltask("logs", name, "--step", "run", "--tail", "1") == "saved model.pt\n"
+    for name_of_step in ("download", "upload"):
+        pod = step(st, name_of_step)["pod"]
+        assert mltask("logs", name, "--step", name_of_step) == (
+            f"[{name_of_step}] stand-in log of pod {pod} of mltask {name}\n")
+    assert mltask("logs", name) == mltask("logs", name, "--step", "upload"), (
+        "by default the step the task is at: the last one once done")
+    # the same bytes `kubectl logs` gets
+    run_pod = step(st, "run")["pod"]
+    assert e2e_cluster.kubectl("logs", "-n", tasks.ns, run_pod, "-c", "main").stdout == run

@@ -106,13 +106,16 @@ def main(argv: list[str] | None = None) -> int:
         say(f"kubectl apply -n {NS} -f {EXAMPLE.relative_to(REPO)}")
         body = yaml.safe_load(EXAMPLE.read_text())
         name = body["metadata"]["name"]
-        # simulation knobs (kwok / executor stand-in only): how long each pod runs, and the
-        # metrics the training image "writes"
+        # simulation knobs (kwok / executor stand-in only): how long each pod runs, the
+        # metrics the training image "writes" and what it "prints"
         for step_name, seconds in (("download", "3s"), ("run", "8s"), ("upload", "3s")):
             env = body["spec"]["steps"][step_name].setdefault("env", [])
             env.append({"name": "E2E_DURATION", "value": seconds})
         body["spec"]["steps"]["run"]["env"].append(
             {"name": "E2E_METRICS", "value": json.dumps({"accuracy": 0.934, "loss": 0.198})})
+        body["spec"]["steps"]["run"]["env"].append({"name": "E2E_LOG", "value": "\n".join(
+            f"epoch {e}/3 loss={loss} val_accuracy={acc}"
+            for e, loss, acc in ((1, 0.871, 0.702), (2, 0.412, 0.881), (3, 0.198, 0.934)))})
         objects.create_namespaced_custom_object("mltask.dev", "v1alpha1", NS, "mltasks", body)
         watcher = Watcher(objects, name)
         watcher.start()
@@ -144,6 +147,10 @@ def main(argv: list[str] | None = None) -> int:
             "metrics)")
         sys.stdout.flush()
         cli.main(["--kubeconfig", str(cp.kubeconfig), "-n", NS, "describe", name])
+        say(f"kubectl mltask logs -n {NS} {name} --step run   (the run pod's log, through the "
+            "API server and kwok's kubelet API)")
+        sys.stdout.flush()
+        cli.main(["--kubeconfig", str(cp.kubeconfig), "-n", NS, "logs", name, "--step", "run"])
         say(f"kubectl get pods -n {NS} -o wide   (scheduled onto the kwok GPU node)")
         print(cp.kubectl("get", "pods", "-n", NS, "-o", "wide").stdout)
         say("Events")

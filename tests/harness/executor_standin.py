@@ -13,7 +13,13 @@ The output values are what the contract's step images would have written: the ru
 metrics file comes from the step's env `E2E_METRICS` (JSON); the upload step's result file is
 `{uri, size, sha256}` of `$MLTASK_OUTPUT_URI/$MLTASK_OUTPUT_NAME.$MLTASK_OUTPUT_FILE_EXTENSION`.
 
-    python -m harness.executor_standin --kubeconfig FILE
+No container prints a log either. For each pod it also writes the log its main container would
+have printed (the step's env `E2E_LOG`, or a line naming the step and pod) as a CRI log file in
+`--logs-dir`, and registers the file with kwok (a `Logs` object named after the pod); kwok then
+serves it on the kubelet API, so `kubectl logs` and `kubectl mltask logs` read it through the
+API server as they would on a real node.
+
+    python -m harness.executor_standin --kubeconfig FILE --logs-dir DIR
 """
 
 from __future__ import annotations
@@ -24,6 +30,8 @@ import json
 import logging
 import sys
 import threading
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from kubernetes import client, config, watch
@@ -87,9 +95,24 @@ def step_outputs(pod: dict[str, Any]) -> dict[str, Any]:
     return outputs
 
 
+def cri_log(text: str, when: datetime) -> str:
+    """`text` as a container runtime writes it: one `<time> stdout F <line>` per line."""
+    stamp = when.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return "".join(f"{stamp} stdout F {line}\n" for line in text.splitlines())
+
+
+def main_log(pod: dict[str, Any]) -> str:
+    """What the pod's main container prints: the step's env E2E_LOG, or a line naming it."""
+    env = container_env(pod)
+    step = template_of(pod).get("name", "?")
+    return env.get("E2E_LOG") or (f"[{step}] stand-in log of pod {pod['metadata']['name']} "
+                                   f"of mltask {env.get('MLTASK_NAME', '?')}")
+
+
 class ExecutorStandIn:
-    def __init__(self, api: client.ApiClient) -> None:
+    def __init__(self, api: client.ApiClient, logs_dir: Path) -> None:
         self.api = api
+        self.logs_dir = logs_dir
         self.core = client.CoreV1Api(api)
         self.objects = client.CustomObjectsApi(api)
         self.started: set[str] = set()
@@ -123,6 +146,7 @@ class ExecutorStandIn:
             except client.ApiException as e:
                 if e.status != 409:
                     raise
+            self._write_log(pod)
             self.started.add(key)
         phase = (pod.get("status") or {}).get("phase")
         if phase in ("Succeeded", "Failed") and key not in self.reported:
@@ -132,6 +156,25 @@ class ExecutorStandIn:
             self.reported.add(key)
             log.info("Reported outputs of pod %s/%s (node %s, %s)", ns, meta["name"], node_id,
                      phase)
+
+    def _write_log(self, pod: dict[str, Any]) -> None:
+        """The main container's log, served by kwok for `kubectl logs`."""
+        meta = pod["metadata"]
+        path = self.logs_dir / f"{meta['namespace']}_{meta['name']}_main.log"
+        path.write_text(cri_log(main_log(pod), datetime.now(UTC)))
+        body = {
+            "apiVersion": "kwok.x-k8s.io/v1alpha1", "kind": "Logs",
+            "metadata": {"name": meta["name"], "namespace": meta["namespace"],
+                         "ownerReferences": [{"apiVersion": "v1", "kind": "Pod",
+                                              "name": meta["name"], "uid": meta["uid"]}]},
+            "spec": {"logs": [{"containers": ["main"], "logsFile": str(path)}]},
+        }
+        try:
+            self.objects.create_namespaced_custom_object("kwok.x-k8s.io", "v1alpha1",
+                                                         meta["namespace"], "logs", body)
+        except client.ApiException as e:
+            if e.status != 409:
+                raise
 
     def run(self) -> None:
         while not self.stop.is_set():
@@ -156,10 +199,12 @@ class ExecutorStandIn:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m harness.executor_standin")
     parser.add_argument("--kubeconfig", required=True)
+    parser.add_argument("--logs-dir", required=True, type=Path)
     args = parser.parse_args(argv)
+    args.logs_dir.mkdir(parents=True, exist_ok=True)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     api = config.new_client_from_config(config_file=args.kubeconfig)
-    ExecutorStandIn(api).run()
+    ExecutorStandIn(api, args.logs_dir).run()
     return 0
 
 

@@ -9,7 +9,8 @@ Adds to a running `ControlPlane`:
   tasks' working-volume claims bind;
 - Argo's own workflow-controller, out of cluster, with its ConfigMap in namespace `argo`;
 - the executor stand-in (`harness.executor_standin`), which reports step outputs as Argo's
-  wait container would.
+  wait container would, and writes the pods' logs, which kwok serves on the kubelet API (the
+  nodes' address is 127.0.0.1 and their kubelet port kwok's), so `kubectl logs` works.
 """
 
 from __future__ import annotations
@@ -23,11 +24,18 @@ from typing import Any
 
 import yaml
 
-from harness.controlplane import ControlPlane, ControlPlaneError, free_port, write_kubeconfig
+from harness.controlplane import (
+    CACHE,
+    ControlPlane,
+    ControlPlaneError,
+    free_port,
+    write_kubeconfig,
+)
 
 HERE = Path(__file__).resolve().parent
 ARGO_NAMESPACE = "argo"
 WORKLOAD_BINARIES = ("kube-scheduler", "kwok", "workflow-controller")
+KWOK_LOGS_CRD = CACHE / "kwok-crds" / "kwok.x-k8s.io_logs.yaml"  # copied by build.sh
 
 NODES: list[dict[str, Any]] = [
     {
@@ -68,6 +76,7 @@ class Workloads:
     def start(self, *, detach: bool = False) -> None:
         cp = self.cp
         missing = [b for b in WORKLOAD_BINARIES if not (cp.bin_dir / b).exists()]
+        missing += [] if KWOK_LOGS_CRD.exists() else [str(KWOK_LOGS_CRD)]
         if missing:
             raise ControlPlaneError(
                 f"Missing binaries in {cp.bin_dir}: {', '.join(missing)}; run `make tools`.")
@@ -97,7 +106,8 @@ class Workloads:
         path = self.cp.workdir / "workloads-setup.yaml"
         path.write_text(yaml.safe_dump_all(docs))
         self.cp.kubectl("apply", "--server-side", "--field-manager=mltask-test-harness",
-                        "-f", str(path))
+                        "-f", str(path), "-f", str(KWOK_LOGS_CRD))
+        self.cp.wait_established([yaml.safe_load(KWOK_LOGS_CRD.read_text())["metadata"]["name"]])
 
     # -- processes
 
@@ -119,14 +129,17 @@ class Workloads:
 
     def _start_kwok(self, detach: bool) -> None:
         cp = self.cp
+        port = free_port()  # the nodes' kubelet port: the API server reaches kwok there
         cp._spawn("kwok", [
             str(cp.bin_dir / "kwok"),
             f"--kubeconfig={cp.kubeconfig}",
             "--manage-all-nodes=false",
             "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
             "--cidr=10.0.0.1/16",
-            "--node-ip=10.0.0.1",
-            f"--server-address=127.0.0.1:{free_port()}",
+            "--node-ip=127.0.0.1",
+            f"--node-port={port}",
+            f"--server-address=127.0.0.1:{port}",
+            "--enable-crds=Logs",
             f"--config={HERE / 'kwok' / 'stages.yaml'}",
         ], detach)
 
@@ -160,6 +173,7 @@ class Workloads:
         pythonpath = os.pathsep.join([str(HERE.parent), str(HERE.parents[1] / "operator")])
         cp._spawn("executor-standin", [
             sys.executable, "-m", "harness.executor_standin", f"--kubeconfig={cp.kubeconfig}",
+            f"--logs-dir={cp.workdir / 'pod-logs'}",
         ], detach, env={"PYTHONPATH": pythonpath})
 
     def _wait_nodes_ready(self, timeout: float = 60) -> None:

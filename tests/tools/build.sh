@@ -73,7 +73,7 @@ check_pin helm helm.sh/helm/v3 "$HELM_VERSION"
 check_pin argo github.com/argoproj/argo-workflows/v3 "$ARGO_VERSION"
 check_pin kwok sigs.k8s.io/kwok "$KWOK_VERSION"
 
-only=${*:-kube-apiserver kube-controller-manager kube-scheduler kubectl etcd helm argo-crds prometheus-crds argocd-crds workflow-controller kwok}
+only=${*:-kube-apiserver kube-controller-manager kube-scheduler kubectl etcd helm argo-crds prometheus-crds argocd-crds workflow-controller kwok kwok-crds}
 for what in $only; do
   case $what in
     kube-apiserver|kube-controller-manager|kube-scheduler|kubectl)
@@ -104,6 +104,9 @@ for what in $only; do
       copy_crds "github.com/argoproj/argo-cd/v3@$ARGOCD_VERSION" \
         "$CACHE/argo-cd-$ARGOCD_VERSION/crds" argocd-crds application-crd.yaml \
         manifests/crds/application-crd.yaml ;;
+    kwok-crds)  # kwok's Logs CRD: kwok serves each simulated pod's log from a file it names
+      copy_crds "sigs.k8s.io/kwok@$KWOK_VERSION" "$CACHE/kwok-$KWOK_VERSION/crds" kwok-crds \
+        kwok.x-k8s.io_logs.yaml kustomize/crd/bases/kwok.x-k8s.io_logs.yaml ;;
     *) log "unknown component $what"; exit 2 ;;
   esac
 done
