@@ -394,6 +394,9 @@ class ControlPlane:
                 f"--tls-private-key-file={certs['apiserver.key']}",
                 f"--client-ca-file={certs['ca.crt']}",
                 "--authorization-mode=RBAC",
+                # as on managed clusters (OpenShift and others): setting blockOwnerDeletion on
+                # an owner reference needs `update` on the owner's finalizers subresource
+                "--enable-admission-plugins=OwnerReferencesPermissionEnforcement",
                 "--service-cluster-ip-range=10.0.0.0/24",
                 f"--service-account-issuer={self.server}",
                 f"--service-account-key-file={certs['sa.pub']}",

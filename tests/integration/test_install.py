@@ -325,11 +325,58 @@ def test_kustomize_namespace_override_leads_from_its_own_namespace(
 
 # ------------------------------------------------------------------------------------ RBAC
 
-#: Granted but never called in a run: the API server checks it only with the
-#: OwnerReferencesPermissionEnforcement admission plugin (not on in this control plane), for
-#: owner references with blockOwnerDeletion on the objects the operator creates.
+#: Granted but never called in a run: the OwnerReferencesPermissionEnforcement admission plugin
+#: (on in this control plane) checks it when the operator sets an owner reference with
+#: blockOwnerDeletion; test_block_owner_deletion_needs_the_finalizers_rule proves it is needed.
 ADMISSION_ONLY = {("mltask.dev", "mltasks/finalizers", "update"),
                   ("mltask.dev", "pipelines/finalizers", "update")}
+
+
+def test_block_owner_deletion_needs_the_finalizers_rule(
+        control_plane, api: client.ApiClient, mltask_crds, namespace: str, tmp_path: Path,
+        as_service_account) -> None:
+    """OwnerReferencesPermissionEnforcement (on here, as on OpenShift and hardened clusters):
+    an owner reference with blockOwnerDeletion needs `update` on the owner's finalizers. The
+    chart's identity creates a working volume owned by a task; the same rules without the
+    finalizers rule are refused."""
+    ensure_namespace(api, RELEASE_NS)
+    docs = render(RELEASE_NS)
+    apply(control_plane, docs, tmp_path, "default")
+    body = example("training")
+    body["spec"]["suspend"] = True  # an owner; nothing needs to run
+    owner = client.CustomObjectsApi(api).create_namespaced_custom_object(
+        "mltask.dev", "v1alpha1", namespace, "mltasks", body)
+
+    def pvc(sa: client.ApiClient, name: str) -> None:
+        client.CoreV1Api(sa).create_namespaced_persistent_volume_claim(namespace, {
+            "metadata": {"name": name, "ownerReferences": [{
+                "apiVersion": "mltask.dev/v1alpha1", "kind": "MLTask",
+                "name": owner["metadata"]["name"], "uid": owner["metadata"]["uid"],
+                "controller": True, "blockOwnerDeletion": True}]},
+            "spec": {"accessModes": ["ReadWriteOnce"],
+                     "resources": {"requests": {"storage": "1Gi"}}}})
+
+    pvc(as_service_account(RELEASE_NS, RELEASE), "owned-by-the-chart-identity")
+
+    role = copy.deepcopy(find(docs, "ClusterRole"))
+    role["metadata"] = {"name": f"no-finalizers-{namespace}"}
+    role["rules"] = [r for r in role["rules"]
+                     if not any(x.endswith("/finalizers") for x in r["resources"])]
+    assert ("mltask.dev", "mltasks/finalizers", "update") not in rules(role)
+    rbac = client.RbacAuthorizationV1Api(api)
+    rbac.create_cluster_role(role)
+    try:
+        rbac.create_namespaced_role_binding(namespace, {
+            "metadata": {"name": "no-finalizers"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                        "name": role["metadata"]["name"]},
+            "subjects": [{"kind": "ServiceAccount", "name": "no-finalizers",
+                          "namespace": namespace}]})
+        with pytest.raises(client.ApiException) as err:
+            pvc(as_service_account(namespace, "no-finalizers"), "owned-without-the-rule")
+        assert err.value.status == 403 and "blockOwnerDeletion" in err.value.body, err.value.body
+    finally:
+        rbac.delete_cluster_role(role["metadata"]["name"])
 
 
 def audited(control_plane, namespace: str, sa: str, since: datetime.datetime
