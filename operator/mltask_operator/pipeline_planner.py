@@ -274,18 +274,30 @@ def _take_retry_request(w: _Work, st: PipelineStatus,
 
 def _cascade_suspend(w: _Work) -> None:
     """Stop and continue cascade through the children's spec.suspend (a child waiting for its
-    retry is left alone: the retry un-suspends it)."""
-    if w.spec.suspend:
+    retry is left alone: the retry un-suspends it). Continue restarts stopped children in
+    spec order as far as spec.concurrency leaves room; the rest stay stopped and wait."""
+    spec = w.spec
+    if spec.suspend:
         for n, v in w.views.items():
             if not v.suspend and v.raw in (Phase.INIT, Phase.RUNNING, Phase.RETRY):
                 w.plan.suspend.append(v.name)
                 w.states[n] = S.STOPPING
         return
+    active = sum(1 for s in w.states.values() if s in ACTIVE)
+    room = spec.concurrency - active if spec.concurrency else None
     for n, v in w.views.items():
-        if v.suspend and n not in w.queue:
-            w.plan.resume.append(v.name)
-            if v.raw == Phase.STOPPED or w.states[n] == S.STOPPING:
-                w.states[n] = S.RUNNING
+        if not v.suspend or n in w.queue:
+            continue
+        starts = v.raw == Phase.STOPPED  # a new attempt; a child still stopping is active
+        if starts and room is not None and room <= 0:
+            w.waiting[n] = (f"continue waiting: {spec.concurrency} tasks already running "
+                            "(concurrency)")
+            continue
+        w.plan.resume.append(v.name)
+        if starts or w.states[n] == S.STOPPING:
+            w.states[n] = S.RUNNING
+        if starts and room is not None:
+            room -= 1
 
 
 def _start_retries(w: _Work, retried: list[str]) -> None:

@@ -193,6 +193,39 @@ def test_continue_resumes_suspended_children() -> None:
     assert out.resume == ["cifar10-train"] and out.status.status == "running"
 
 
+def test_continue_resumes_stopped_children_within_concurrency() -> None:
+    """Stopped with two trainings at concurrency 2, continued at concurrency 1: one resumes,
+    the other waits for room, as Argo's parallelism would have it."""
+    p = pipeline("parallel-training", concurrency=1)
+    kids = {"preprocess": child(p, "preprocess", "completed", uri="s3://d"),
+            "train-resnet": child(p, "train-resnet", "stopped", suspend=True),
+            "train-vit": child(p, "train-vit", "stopped", suspend=True)}
+    out = plan_pipeline(p, kids, NOW)
+    assert out.resume == ["cifar10-sweep-train-resnet"], "spec order, one at a time"
+    assert out.status.status == "running"
+    vit = next(t for t in out.status.tasks if t.name == "train-vit")
+    assert vit.status == "stopped"
+    assert vit.message == "continue waiting: 1 tasks already running (concurrency)"
+
+    # the first runs: still no room; it completes: the second resumes
+    kids["train-resnet"] = child(p, "train-resnet", "running")
+    out = plan_pipeline(after(p, out), kids, NOW)
+    assert out.resume == []
+    kids["train-resnet"] = child(p, "train-resnet", "completed", uri="s3://m")
+    out = plan_pipeline(after(p, out), kids, NOW)
+    assert out.resume == ["cifar10-sweep-train-vit"]
+
+
+def test_continue_resumes_a_child_still_stopping_whatever_the_concurrency() -> None:
+    """A child that has not stopped yet is still running: un-suspending it adds nothing."""
+    p = pipeline("parallel-training", concurrency=1)
+    kids = {"preprocess": child(p, "preprocess", "completed", uri="s3://d"),
+            "train-resnet": child(p, "train-resnet", "running", suspend=True),
+            "train-vit": child(p, "train-vit", "stopped", suspend=True)}
+    out = plan_pipeline(p, kids, NOW)
+    assert out.resume == ["cifar10-sweep-train-resnet"]
+
+
 def test_retry_reruns_only_failed_and_stopped_children() -> None:
     p = pipeline(retryGeneration=1)
     p = p.model_copy(update={"status": plan_pipeline(pipeline(), {}, NOW).status})
