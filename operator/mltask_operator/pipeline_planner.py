@@ -272,6 +272,15 @@ def _take_retry_request(w: _Work, st: PipelineStatus,
     return retried, False
 
 
+def _room(w: _Work, not_counted: set[str] | frozenset[str] = frozenset()) -> int | None:
+    """How many more children may be active under spec.concurrency (None: no limit), the
+    tasks in `not_counted` aside."""
+    if not w.spec.concurrency:
+        return None
+    active = sum(1 for n, s in w.states.items() if s in ACTIVE and n not in not_counted)
+    return max(w.spec.concurrency - active, 0)
+
+
 def _cascade_suspend(w: _Work) -> None:
     """Stop and continue cascade through the children's spec.suspend (a child waiting for its
     retry is left alone: the retry un-suspends it). Continue restarts stopped children in
@@ -283,8 +292,7 @@ def _cascade_suspend(w: _Work) -> None:
                 w.plan.suspend.append(v.name)
                 w.states[n] = S.STOPPING
         return
-    active = sum(1 for s in w.states.values() if s in ACTIVE)
-    room = spec.concurrency - active if spec.concurrency else None
+    room = _room(w)
     for n, v in w.views.items():
         if not v.suspend or n in w.queue:
             continue
@@ -305,8 +313,9 @@ def _start_retries(w: _Work, retried: list[str]) -> None:
     rest stay in w.queue."""
     spec = w.spec
     if w.queue and not spec.suspend:
-        active = sum(1 for s in w.states.values() if s in ACTIVE)
-        room = max(spec.concurrency - active, 0) if spec.concurrency else len(w.queue)
+        room = _room(w)
+        if room is None:
+            room = len(w.queue)
         for n in w.queue[:room]:
             w.plan.retry[w.views[n].name] = w.views[n].retry_generation + 1
             w.states[n] = S.RETRY
@@ -328,7 +337,7 @@ def _start_ready(w: _Work, deps: dict[str, list[str]]) -> list[str]:
     spec, states = w.spec, w.states
     failed = [n for n in deps if states.get(n) == S.FAILED]
     queued = set(w.queue) if not spec.suspend else set()
-    active = sum(1 for n, s in states.items() if s in ACTIVE and n not in queued)
+    room = _room(w, queued)
     held: list[str] = []
     for t in spec.tasks:
         if t.name in w.views or t.name in w.unmade or t.name in w.waiting:
@@ -342,13 +351,14 @@ def _start_ready(w: _Work, deps: dict[str, list[str]]) -> list[str]:
             w.waiting[t.name] = "not started: the pipeline is stopped"
             held.append(t.name)
             continue
-        if spec.concurrency and active >= spec.concurrency:
+        if room is not None and room <= 0:
             w.waiting[t.name] = (f"waiting: {spec.concurrency} tasks already running "
                                  "(concurrency)")
             continue
         w.plan.create.append(t)
         states[t.name] = S.INIT
-        active += 1
+        if room is not None:
+            room -= 1
     return held
 
 
