@@ -285,9 +285,13 @@ def describe_task(obj: dict[str, Any]) -> str:
         ([s.get("name"), s.get("phase"), s.get("attempt"), s.get("retries"), s.get("pod"),
           s.get("startedAt"), s.get("finishedAt"), s.get("exitCode"), s.get("message")]
          for s in steps), indent="  ") if steps else None
+    tails = [f"  {s.get('name')} (attempt {s.get('attempt')}):\n"
+             + "\n".join(f"    {line}" for line in s["logTail"].splitlines())
+             for s in steps if s.get("logTail")]
     return "\n".join([
         render_fields(fields),
         _section("Steps", step_table),
+        *([_section("Last Log Lines Of Failed Steps", "\n".join(tails))] if tails else []),
         _section("Outputs", _mapping(in_api_order(st.get("outputs") or {}, OUTPUT_KEYS))),
         _section("Metrics", _mapping(st.get("metrics"))),
         _section("Conditions", _conditions(st.get("conditions"))),
@@ -400,6 +404,7 @@ class StepPod:
     step: str
     pod: str
     attempt: int | None
+    log_tail: str | None = None  # what status kept of a failed step's log
 
 
 def choose_step(task: str, steps: Sequence[dict[str, Any]] | None, execute_step: str | None,
@@ -424,7 +429,7 @@ def choose_step(task: str, steps: Sequence[dict[str, Any]] | None, execute_step:
         if entry is None:
             raise CliError(f"mltask {task} has no step pod yet{where} "
                            f"(step {execute_step or 'unknown'})")
-    return StepPod(entry["name"], entry["pod"], entry.get("attempt"))
+    return StepPod(entry["name"], entry["pod"], entry.get("attempt"), entry.get("logTail"))
 
 
 def workflow_steps(wf: dict[str, Any], attempt: int) -> list[dict[str, Any]]:
@@ -555,6 +560,11 @@ class Session:
                 "get", POD_LOG, chosen.pod, self.namespace)
         except ApiCallError as e:
             if e.status == 404 and not self._pod_exists(chosen.pod):
+                if chosen.log_tail:  # the pod is gone, but status kept why the step failed
+                    print(f"{what} is gone; its last log lines, kept in the task's status:",
+                          file=sys.stderr)
+                    out.write(chosen.log_tail.rstrip("\n") + "\n")
+                    return
                 raise CliError(f"{what} not found in namespace {self.namespace}: deleted, or "
                                "not created yet") from e
             if e.status in (0, 401, 403):

@@ -55,7 +55,7 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         settings.scanning.disabled = True
     kube()
     global _resync
-    _resync = Resync([(mltask_api.KIND, kube().list_tasks, _resync_task),
+    _resync = Resync([(mltask_api.KIND, kube().list_tasks, _task),
                       (pipeline_api.KIND, kube().list_pipelines, _resync_pipeline)],
                      SETTINGS.namespaces, SETTINGS.resync_seconds)
     _resync.start()
@@ -69,8 +69,10 @@ def shutdown(**_: Any) -> None:
         _resync.stop()
 
 
-def _resync_task(namespace: str, name: str) -> None:
-    reconcile_task(kube(), namespace, name, defaults=SETTINGS.run_defaults)
+def _task(namespace: str, name: str) -> None:
+    """Reconcile one MLTask with the operator's settings (GPU policy, transfer steps)."""
+    reconcile_task(kube(), namespace, name, defaults=SETTINGS.run_defaults,
+                   transfer=SETTINGS.transfer)
 
 
 def _resync_pipeline(namespace: str, name: str) -> None:
@@ -79,7 +81,7 @@ def _resync_pipeline(namespace: str, name: str) -> None:
 
 def _reconcile(namespace: str, name: str) -> None:
     try:
-        reconcile_task(kube(), namespace, name, defaults=SETTINGS.run_defaults)
+        _task(namespace, name)
     except Exception as e:
         metrics.RECONCILE_ERRORS.labels(kind=mltask_api.KIND).inc()
         raise kopf.TemporaryError(f"Reconcile of MLTask {namespace}/{name} failed: {e}",
@@ -100,7 +102,7 @@ def workflow_event(namespace: str, labels: dict[str, str], type: str | None,
     if not task:
         return
     try:
-        reconcile_task(kube(), namespace, task, defaults=SETTINGS.run_defaults)
+        _task(namespace, task)
     except Exception:
         metrics.RECONCILE_ERRORS.labels(kind="Workflow").inc()
         log.exception("Reconcile of MLTask %s/%s after a Workflow %s event failed",
@@ -127,7 +129,7 @@ def upstream_completed(namespace: str, name: str, waiting_for: kopf.Index, **_: 
     """A task completed: the tasks waiting for its output start now, not at the next resync."""
     for dependent in waiting_for.get((namespace, name), []):
         try:
-            reconcile_task(kube(), namespace, dependent, defaults=SETTINGS.run_defaults)
+            _task(namespace, dependent)
         except Exception:
             metrics.RECONCILE_ERRORS.labels(kind=mltask_api.KIND).inc()
             log.exception("Reconcile of MLTask %s/%s after its upstream MLTask %s completed "

@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mltask_operator import __version__
+
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 #: Where Kubernetes mounts the pod's namespace (the fallback when POD_NAMESPACE is unset).
 SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
@@ -139,6 +141,50 @@ class RunStepDefaults:
     `domain/name`); a step's `gpu` resource key is translated to it."""
 
 
+#: The project's own image (the operator's): its `mltask-transfer` program is the default
+#: download and upload step. The chart sets MLTASK_TRANSFER_IMAGE to the image it installs.
+DEFAULT_TRANSFER_IMAGE = f"ghcr.io/example/mltask-operator:{__version__}"
+#: Default resources of the transfer steps: they stream (memory stays bounded whatever the size).
+DEFAULT_TRANSFER_RESOURCES: dict[str, dict[str, str]] = {
+    "requests": {"cpu": "100m", "memory": "256Mi"},
+    "limits": {"memory": "1Gi"},
+}
+PULL_POLICIES = ("Always", "IfNotPresent", "Never")
+
+
+@dataclass(frozen=True)
+class TransferDefaults:
+    """The project's own download and upload steps, used where a task leaves them out."""
+
+    image: str = DEFAULT_TRANSFER_IMAGE
+    """MLTASK_TRANSFER_IMAGE: the image with `mltask-transfer` (the operator's own image)."""
+    image_pull_policy: str = "IfNotPresent"
+    """MLTASK_TRANSFER_IMAGE_PULL_POLICY: Always, IfNotPresent or Never."""
+    resources: dict[str, dict[str, str]] = field(
+        default_factory=lambda: {k: dict(v) for k, v in DEFAULT_TRANSFER_RESOURCES.items()})
+    """MLTASK_TRANSFER_RESOURCES: JSON object, the steps' corev1 resources (requests, limits)."""
+
+
+def _transfer(env: dict[str, str]) -> TransferDefaults:
+    image = env.get("MLTASK_TRANSFER_IMAGE") or DEFAULT_TRANSFER_IMAGE
+    if any(c.isspace() for c in image):
+        raise ConfigError(f"MLTASK_TRANSFER_IMAGE={image!r} must be an image reference without "
+                          "spaces")
+    policy = env.get("MLTASK_TRANSFER_IMAGE_PULL_POLICY") or "IfNotPresent"
+    if policy not in PULL_POLICIES:
+        raise ConfigError(f"MLTASK_TRANSFER_IMAGE_PULL_POLICY={policy!r} must be one of "
+                          + ", ".join(PULL_POLICIES))
+    resources = _json(env, "MLTASK_TRANSFER_RESOURCES", dict) or TransferDefaults().resources
+    for kind, values in resources.items():
+        if kind not in ("requests", "limits") or not isinstance(values, dict) or not all(
+                isinstance(v, str | int) for v in values.values()):
+            raise ConfigError("MLTASK_TRANSFER_RESOURCES must look like "
+                              '{"requests": {"cpu": "100m"}, "limits": {"memory": "1Gi"}}')
+    return TransferDefaults(image=image, image_pull_policy=policy,
+                            resources={k: {n: str(v) for n, v in vals.items()}
+                                       for k, vals in resources.items()})
+
+
 @dataclass(frozen=True)
 class LeaderElection:
     """Which Lease the replicas compete for (see mltask_operator.leader)."""
@@ -179,6 +225,7 @@ class Settings:
     """MLTASK_HEALTH_PORT: the default port of the /healthz endpoint (see --liveness), 1-65535."""
     leader_election: LeaderElection = field(default_factory=LeaderElection)
     run_defaults: RunStepDefaults = field(default_factory=RunStepDefaults)
+    transfer: TransferDefaults = field(default_factory=TransferDefaults)
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -227,6 +274,7 @@ class Settings:
                 runtime_class_name=runtime_class,
                 gpu_resource_name=gpu,
             ),
+            transfer=_transfer(env),
             namespaces=namespaces,
             resync_seconds=_int(env, "MLTASK_RESYNC_SECONDS", 60, 5),
             workers=_int(env, "MLTASK_WORKERS", 8, 1),

@@ -67,6 +67,7 @@ class StepObservation:
     finished_at: datetime.datetime | None = None
     message: str | None = None
     exit_code: int | None = None
+    log_tail: str | None = None
     outputs: dict[str, str] = field(default_factory=dict)
 
 
@@ -95,6 +96,29 @@ def _exit_code(node: dict[str, Any]) -> int | None:
 
 
 _RETRY_SUFFIX = re.compile(r"\((\d+)\)$")
+#: Argo's message for a failed main container: "<reason> (exit code N): <termination message>".
+_TERMINATION = re.compile(r"^(?P<head>[^\n]*?\(exit code -?\d+\)): (?P<tail>.+)$", re.S)
+LOG_TAIL_LINES, LOG_TAIL_BYTES = 20, 2048
+
+
+def split_termination(message: str | None) -> tuple[str | None, str | None]:
+    """Argo's node message -> (the message without it, the container's last log lines).
+
+    With `terminationMessagePolicy: FallbackToLogsOnError` the kubelet makes a failed
+    container's last log lines its termination message, and Argo appends that to the node's
+    message. Kept bounded: the last LOG_TAIL_LINES lines, at most LOG_TAIL_BYTES bytes."""
+    m = _TERMINATION.match(message or "")
+    if not m:
+        return message, None
+    lines = m.group("tail").rstrip("\n").splitlines()[-LOG_TAIL_LINES:]
+    tail = "\n".join(lines).encode()[-LOG_TAIL_BYTES:].decode(errors="ignore")
+    return m.group("head"), tail.strip("\n") or None
+
+
+def last_line(text: str | None) -> str | None:
+    """The last non-blank line of a log tail: usually the error a program ended with."""
+    lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
+    return lines[-1] if lines else None
 
 
 def _retry_index(node: dict[str, Any]) -> tuple[int, str]:
@@ -120,6 +144,8 @@ def observe_workflow(wf: dict[str, Any]) -> WorkflowObservation:
         latest = pods[-1] if pods else None
         main = retry_node or latest
         assert main is not None
+        message, log_tail = split_termination(
+            (latest or main).get("message") or main.get("message"))
         obs = StepObservation(
             name=step,
             phase=main.get("phase") or PENDING,
@@ -128,7 +154,8 @@ def observe_workflow(wf: dict[str, Any]) -> WorkflowObservation:
             latest_pod_phase=latest.get("phase") if latest else None,
             started_at=parse_time(main.get("startedAt")),
             finished_at=parse_time(main.get("finishedAt")),
-            message=(latest or main).get("message") or main.get("message"),
+            message=message,
+            log_tail=log_tail,
             outputs=_params(main) or (_params(latest) if latest else {}),
         )
         if latest is not None:
@@ -222,7 +249,7 @@ def _step_status(obs: StepObservation, attempt: int) -> StepStatus:
     return StepStatus(
         name=obs.name, phase=obs.phase, attempt=attempt, pod=obs.pod, node_id=obs.node_id,
         retries=obs.retries, started_at=obs.started_at, finished_at=obs.finished_at,
-        message=obs.message or None, exit_code=obs.exit_code,
+        message=obs.message or None, exit_code=obs.exit_code, log_tail=obs.log_tail,
     )
 
 
@@ -290,6 +317,9 @@ def _step_message(step: StepObservation | StepStatus | None) -> str:
         parts.append(f": {step.message}")
     if step.exit_code is not None and "exit code" not in (step.message or ""):
         parts.append(f" (exit code {step.exit_code})")
+    said = last_line(step.log_tail)
+    if said:
+        parts.append(f": {said}")
     return "".join(parts)
 
 

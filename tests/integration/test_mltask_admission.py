@@ -84,6 +84,14 @@ def drop(path: str) -> Mutation:
     return mutate
 
 
+def chain(*mutations: Mutation) -> Mutation:
+    """Apply several mutations in order."""
+    def mutate(body: Body) -> None:
+        for m in mutations:
+            m(body)
+    return mutate
+
+
 # ----------------------------------------------------------------------------- the corpus
 
 
@@ -194,8 +202,43 @@ INVALID: list[Case] = [
          "spec.steps.run.image", "Required value", "FieldValueRequired"),
     Case("empty-run-image", "training", put("spec/steps/run/image", ""),
          "spec.steps.run.image", "should be at least 1 chars long", "FieldValueInvalid"),
-    Case("missing-upload-step", "preprocessing", drop("spec/steps/upload"),
-         "spec.steps.upload", "Required value", "FieldValueRequired"),
+    # --- what the default transfer steps cannot serve, and what a kubelet would refuse later
+    Case("dataset-uri-scheme-default-download", "training",
+         chain(drop("spec/steps/download"), put("spec/input/dataset/uri", "gs://bkt/x.zip")),
+         "spec.input.dataset.uri", "the default download step reads s3://bucket/key",
+         "FieldValueInvalid"),
+    Case("dataset-uri-bad-bucket-default-download", "training",
+         chain(drop("spec/steps/download"), put("spec/input/dataset/uri", "s3://Bad_Bucket/x")),
+         "spec.input.dataset.uri", "the default download step reads", "FieldValueInvalid"),
+    Case("dataset-uri-https-folder-default-download", "preprocessing",
+         chain(drop("spec/steps/download"),
+               put("spec/input/dataset/uri", "https://data.example.com/raw/")),
+         "spec.input.dataset.uri", "the default download step reads", "FieldValueInvalid"),
+    Case("model-uri-scheme-default-download", "optimization",
+         chain(drop("spec/steps/download"), put("spec/input/model/uri", "ftp://m/model.pt")),
+         "spec.input.model.uri", "the default download step reads", "FieldValueInvalid"),
+    Case("output-uri-missing-default-upload", "training",
+         chain(drop("spec/steps/upload"), drop("spec/output/uri")),
+         "spec.output.uri", "the default upload step stores the output", "FieldValueInvalid"),
+    Case("output-uri-https-default-upload", "preprocessing",
+         chain(drop("spec/steps/upload"), put("spec/output/uri", "https://example.com/out/")),
+         "spec.output.uri", "the default upload step stores the output", "FieldValueInvalid"),
+    Case("image-with-a-space", "training", put("spec/steps/run/image", "ghcr.io/a/train :1"),
+         "spec.steps.run.image", "image must be an image reference without spaces",
+         "FieldValueInvalid"),
+    Case("fractional-gpu-limit", "training",
+         put("spec/steps/run/resources/limits", {"nvidia.com/gpu": "1.5"}),
+         "spec.steps.run.resources.limits", "are counted in whole units", "FieldValueInvalid"),
+    Case("fractional-gpu-request", "training",
+         put("spec/steps/run/resources/requests", {"cpu": "1", "nvidia.com/gpu": "500m"}),
+         "spec.steps.run.resources.requests", "are counted in whole units", "FieldValueInvalid"),
+    Case("fractional-gpu-alias", "preprocessing",
+         put("spec/steps/run/resources/limits", {"gpu": "0.5"}),
+         "spec.steps.run.resources.limits", "are counted in whole units", "FieldValueInvalid"),
+    Case("overcommitted-gpu", "training",
+         chain(put("spec/steps/run/resources/requests", {"nvidia.com/gpu": 1}),
+               put("spec/steps/run/resources/limits", {"nvidia.com/gpu": 2})),
+         "spec.steps.run.resources.requests", "cannot be overcommitted", "FieldValueInvalid"),
     Case("missing-output-model-name", "training", drop("spec/output/model/name"),
          "spec.output.model.name", "Required value", "FieldValueRequired"),
     Case("missing-output-dataset-type", "preprocessing", drop("spec/output/dataset/type"),
@@ -370,6 +413,50 @@ def test_names_that_only_contain_a_credential_word_are_accepted(
     body["spec"]["config"]["parameters"] = {"tokenizer": "bpe", "max_tokens": "512"}
     created = create(objects, namespace, body)
     assert created["spec"]["config"]["parameters"]["tokenizer"] == "bpe"
+
+
+@pytest.mark.parametrize("uri", [
+    "s3://ml-datasets/raw/digits.csv.gz", "s3://ml-datasets/raw/", "s3://ml-datasets",
+    "s3://my.bucket-1/raw data/a b.csv",  # S3 keys may hold spaces
+    "https://data.example.com/raw data.csv",  # a URL may not: refused
+    "https://data.example.com/raw/digits.csv.gz", "https://h:8443/f?x=1",
+    "hf://openai/whisper-tiny", "hf://datasets/acme/digits@v1.0/train/",
+    "hf://gpt2", "hf://models/acme/digits-mlp/model.joblib",
+])
+def test_what_the_default_download_serves_is_accepted(
+        objects: client.CustomObjectsApi, namespace: str, uri: str) -> None:
+    body = example("training")
+    del body["spec"]["steps"]["download"]
+    body["spec"]["input"]["dataset"]["uri"] = uri
+    if uri.startswith("https") and " " in uri:  # percent-encode spaces in a URL
+        with pytest.raises(client.ApiException) as err:
+            create(objects, namespace, body)
+        assert "spec.input.dataset.uri" in refusal(err.value)[2]
+        return
+    assert create(objects, namespace, body)["spec"]["input"]["dataset"]["uri"] == uri
+
+
+def test_a_step_of_your_own_serves_any_scheme(objects: client.CustomObjectsApi,
+                                              namespace: str) -> None:
+    body = example("optimization")
+    body["spec"]["input"]["dataset"]["uri"] = "gs://field-data/cameras.zip"
+    body["spec"]["input"]["model"]["uri"] = "azureml://models/resnet/3"
+    body["spec"]["output"]["uri"] = "gs://models/field/"
+    created = create(objects, namespace, body)
+    assert created["spec"]["steps"]["download"]["image"]
+
+
+@pytest.mark.parametrize("resources", [
+    {"limits": {"nvidia.com/gpu": 2, "cpu": "1.5", "memory": "0.5Gi"}},
+    {"requests": {"nvidia.com/gpu": "1", "cpu": "500m"}, "limits": {"nvidia.com/gpu": "1"}},
+    {"limits": {"gpu": 1}},
+    {"requests": {"hugepages-2Mi": "1Gi", "example.kubernetes.io/thing": "0.5"}},
+], ids=["int-gpu-fractional-cpu", "equal-request-limit", "gpu-alias", "native-fractions"])
+def test_whole_extended_resources_and_fractional_native_ones_are_accepted(
+        objects: client.CustomObjectsApi, namespace: str, resources: Body) -> None:
+    body = example("training")
+    body["spec"]["steps"]["run"]["resources"] = resources
+    assert create(objects, namespace, body)["spec"]["steps"]["run"]["resources"]
 
 
 # ---------------------------------------------------------------------------- update rules

@@ -21,6 +21,19 @@ def test_defaults() -> None:
     assert s.run_defaults.gpu_resource_name == "nvidia.com/gpu"
 
 
+def test_transfer_steps_default_to_the_operators_own_image() -> None:
+    s = Settings.from_env({})
+    assert s.transfer.image == f"ghcr.io/example/mltask-operator:{settings_module.__version__}"
+    assert s.transfer.image_pull_policy == "IfNotPresent"
+    assert s.transfer.resources["limits"] == {"memory": "1Gi"}
+    s = Settings.from_env({"MLTASK_TRANSFER_IMAGE": "localhost/mltask-operator:0.1.0",
+                           "MLTASK_TRANSFER_IMAGE_PULL_POLICY": "Never",
+                           "MLTASK_TRANSFER_RESOURCES": '{"limits": {"memory": 536870912}}'})
+    assert (s.transfer.image, s.transfer.image_pull_policy) == (
+        "localhost/mltask-operator:0.1.0", "Never")
+    assert s.transfer.resources == {"limits": {"memory": "536870912"}}
+
+
 def test_full_configuration() -> None:
     s = Settings.from_env({
         "MLTASK_NAMESPACES": "ml-a, ml-b", "MLTASK_LOG_LEVEL": "debug",
@@ -43,6 +56,14 @@ class Case:
 
 
 BAD = [
+    Case("transfer-image-space", {"MLTASK_TRANSFER_IMAGE": "ghcr.io/x/op :1"},
+         "MLTASK_TRANSFER_IMAGE='ghcr.io/x/op :1' must be an image reference without spaces"),
+    Case("transfer-pull-policy", {"MLTASK_TRANSFER_IMAGE_PULL_POLICY": "Sometimes"},
+         "MLTASK_TRANSFER_IMAGE_PULL_POLICY='Sometimes' must be one of"),
+    Case("transfer-resources-json", {"MLTASK_TRANSFER_RESOURCES": "{"},
+         "MLTASK_TRANSFER_RESOURCES is not valid JSON"),
+    Case("transfer-resources-shape", {"MLTASK_TRANSFER_RESOURCES": '{"cpu": "1"}'},
+         "MLTASK_TRANSFER_RESOURCES must look like"),
     Case("resync-not-int", {"MLTASK_RESYNC_SECONDS": "soon"},
          "MLTASK_RESYNC_SECONDS='soon' is not an integer"),
     Case("resync-too-small", {"MLTASK_RESYNC_SECONDS": "1"},

@@ -14,12 +14,15 @@ from harness.tasks import RESULT, example
 from mltask_operator.api.v1alpha1.mltask import MLTask, MLTaskStatus, StepName, StepStatus
 from mltask_operator.builders.workflow import ResolvedInputs, build_workflow
 from mltask_operator.status import (
+    LOG_TAIL_BYTES,
+    LOG_TAIL_LINES,
     compute_status,
     fnv32a,
     observe_workflow,
     parse_metrics,
     parse_result,
     pod_name,
+    split_termination,
 )
 
 UTC = datetime.UTC
@@ -609,3 +612,60 @@ def test_conditions_carry_the_generation_they_were_computed_for() -> None:
     assert {c.observed_generation for c in st.conditions or []} == {5}
     assert st.observed_generation == 5
     assert cond(st, "Running").last_transition_time == NOW
+
+
+# ------------------------------------------------------------------- the failed step's log
+
+
+LOG = "\n".join(f"epoch {i}: loss 0.{i}" for i in range(30)) + (
+    "\nerror: s3://bkt/raw/digits.csv.gz: 403 SignatureDoesNotMatch"
+    " (credentials: AWS_ACCESS_KEY_ID from Secret s3-credentials)\n")
+
+
+@pytest.mark.parametrize(("message", "expected"), [
+    pytest.param("Error (exit code 3): boom\n", ("Error (exit code 3)", "boom"), id="one-line"),
+    pytest.param("OOMKilled (exit code 137): a\nb\n", ("OOMKilled (exit code 137)", "a\nb"),
+                 id="two-lines"),
+    pytest.param("Error (exit code 2)", ("Error (exit code 2)", None), id="no-termination-message"),
+    pytest.param("pod deleted", ("pod deleted", None), id="not-a-container-exit"),
+    pytest.param("The node was low on resource: memory. ", (
+        "The node was low on resource: memory. ", None), id="eviction"),
+    pytest.param(None, (None, None), id="none"),
+])
+def test_split_termination(message: str | None,
+                           expected: tuple[str | None, str | None]) -> None:
+    assert split_termination(message) == expected
+
+
+def test_split_termination_keeps_the_last_lines_within_bounds() -> None:
+    head, tail = split_termination("Error (exit code 1): " + LOG)
+    assert head == "Error (exit code 1)"
+    assert tail is not None
+    lines = tail.splitlines()
+    assert len(lines) == LOG_TAIL_LINES
+    assert lines[-1].startswith("error: s3://bkt/raw/digits.csv.gz: 403")
+    assert lines[0] == "epoch 11: loss 0.11", "the last lines, in order"
+    huge = "Error (exit code 1): " + "x" * 10_000 + "\nthe end\n"
+    _, tail = split_termination(huge)
+    assert tail is not None and len(tail.encode()) <= LOG_TAIL_BYTES
+    assert tail.endswith("the end")
+
+
+def test_a_failed_steps_last_log_lines_are_kept_in_status() -> None:
+    t = task(limit=0)
+    wf = argo.run_pod(workflow(t), "download")
+    wf = argo.finish_pod(wf, "download", "Failed", exit_code=1,
+                         message="Error (exit code 1): " + LOG)
+    _, st = observe(t, wf)
+    assert st.status == "failed"
+    download = steps_of(st)["download"]
+    assert (download.message, download.exit_code) == ("Error (exit code 1)", 1)
+    assert download.log_tail is not None
+    assert download.log_tail.splitlines()[-1].startswith("error: s3://bkt/raw/digits.csv.gz")
+    assert st.message == ("download step failed: Error (exit code 1): error: "
+                          "s3://bkt/raw/digits.csv.gz: 403 SignatureDoesNotMatch (credentials: "
+                          "AWS_ACCESS_KEY_ID from Secret s3-credentials)")
+    # the Workflow and its pods are gone: status still says why
+    t2 = t.model_copy(update={"status": st})
+    _, after = observe(t2, None)
+    assert steps_of(after)["download"].log_tail == download.log_tail

@@ -68,3 +68,10 @@ audit log of a full run against these rules. */}}
   resources: [events]
   verbs: [create]
 {{- end -}}
+
+{{/* The image of the default download and upload steps: the operator's own unless set. */}}
+{{- define "mltask-operator.transferImage" -}}
+{{- $repo := .Values.transfer.image.repository | default .Values.image.repository -}}
+{{- $tag := .Values.transfer.image.tag | default .Values.image.tag | default .Chart.AppVersion -}}
+{{- printf "%s:%s" $repo $tag -}}
+{{- end -}}

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mltask_operator import labels
+from mltask_operator.api.v1alpha1.common import ResourceRequirements
 from mltask_operator.api.v1alpha1.mltask import (
     STEP_ORDER,
     MLTask,
@@ -18,10 +19,12 @@ from mltask_operator.api.v1alpha1.mltask import (
     StepName,
     StepSpec,
 )
-from mltask_operator.settings import RunStepDefaults
+from mltask_operator.settings import RunStepDefaults, TransferDefaults
 
 WORKDIR = "/mltask"
 INPUT_DIR = f"{WORKDIR}/input"
+INPUT_DATASET_DIR = f"{INPUT_DIR}/dataset"
+INPUT_MODEL_DIR = f"{INPUT_DIR}/model"
 OUTPUT_DIR = f"{WORKDIR}/output"
 META_DIR = f"{WORKDIR}/meta"
 METRICS_FILE = f"{META_DIR}/metrics.json"
@@ -36,6 +39,12 @@ METRICS_PARAM = "metrics"
 RESULT_PARAM = "result"
 #: A step may ask for `gpu: 1`; the operator writes the cluster's GPU resource name instead.
 GPU_ALIAS = "gpu"
+#: The group every step pod gets (`fsGroup`): the kubelet makes the working volume writable by
+#: it, so the transfer steps (which run as this non-root user) and a run image of any user
+#: share the volume's files.
+WORK_GROUP = 65532
+#: The transfer program of the project's image: `mltask-transfer download|upload`.
+TRANSFER_COMMAND = "mltask-transfer"
 
 
 def workflow_name(task_name: str, attempt: int) -> str:
@@ -107,10 +116,15 @@ def contract_env(task: MLTask, step: StepName, attempt: int,
         "MLTASK_OUTPUT_DIR": OUTPUT_DIR,
         "MLTASK_METRICS_FILE": METRICS_FILE,
         "MLTASK_RESULT_FILE": RESULT_FILE,
+        "MLTASK_INPUT_DATASET_DIR": INPUT_DATASET_DIR,
         "MLTASK_INPUT_DATASET_URI": inputs.dataset_uri,
         "MLTASK_INPUT_DATASET_KIND": (str(spec.input.dataset.kind)
                                       if spec.input.dataset.kind else None),
+        "MLTASK_INPUT_DATASET_UNPACK": "true" if spec.input.dataset.unpack else None,
+        "MLTASK_INPUT_MODEL_DIR": INPUT_MODEL_DIR if spec.input.model else None,
         "MLTASK_INPUT_MODEL_URI": inputs.model_uri,
+        "MLTASK_INPUT_MODEL_UNPACK": ("true" if spec.input.model and spec.input.model.unpack
+                                      else None),
         "MLTASK_OUTPUT_URI": spec.output.uri,
         "MLTASK_PARAMETERS": json.dumps((spec.config.parameters if spec.config else None) or {},
                                         sort_keys=True),
@@ -135,8 +149,9 @@ def contract_env(task: MLTask, step: StepName, attempt: int,
             "MLTASK_OUTPUT_FORMAT": m.output_format,
             "MLTASK_OUTPUT_FILE_EXTENSION": m.file_extension,
         })
-    if spec.storage and spec.storage.endpoint and step != StepName.RUN:
+    if spec.storage and step != StepName.RUN:
         env["MLTASK_STORAGE_ENDPOINT"] = spec.storage.endpoint
+        env["MLTASK_STORAGE_SECRET"] = spec.storage.secret_ref.name  # named in error messages
     return [{"name": k, "value": v} for k, v in env.items() if v is not None]
 
 
@@ -179,7 +194,31 @@ def _container(task: MLTask, step: StepName, step_spec: StepSpec, attempt: int,
     if task.spec.config and task.spec.config.config_map_ref:
         mounts.append({"name": CONFIG_VOLUME, "mountPath": CONFIG_DIR, "readOnly": True})
     container["volumeMounts"] = mounts
+    # When the step fails, the kubelet keeps its log's last lines (80 lines, 2 KiB at most) as
+    # the container's termination message; Argo copies it into the node's message and the
+    # operator into status.steps[].logTail, so the reason outlives the pod.
+    container["terminationMessagePolicy"] = "FallbackToLogsOnError"
     return container
+
+
+def transfer_step(step: StepName, transfer: TransferDefaults) -> StepSpec:
+    """The project's own download or upload step (`mltask-transfer`), for a task without one."""
+    return StepSpec(
+        image=transfer.image,
+        command=[TRANSFER_COMMAND, "download" if step == StepName.DOWNLOAD else "upload"],
+        image_pull_policy=transfer.image_pull_policy,
+        resources=ResourceRequirements.model_validate(transfer.resources),
+    )
+
+
+#: The transfer steps run as the image's non-root user with nothing they do not need.
+TRANSFER_SECURITY_CONTEXT: dict[str, Any] = {
+    "runAsNonRoot": True,
+    "runAsUser": WORK_GROUP,
+    "runAsGroup": WORK_GROUP,
+    "allowPrivilegeEscalation": False,
+    "capabilities": {"drop": ["ALL"]},
+}
 
 
 #: What the kubelet and scheduler write on a pod the infrastructure took away while its node
@@ -230,20 +269,25 @@ def _gpu_placement(task: MLTask, defaults: RunStepDefaults) -> dict[str, Any]:
 
 def build_workflow(task: MLTask, *, attempt: int, start_at: StepName,
                    inputs: ResolvedInputs,
-                   defaults: RunStepDefaults | None = None) -> dict[str, Any]:
+                   defaults: RunStepDefaults | None = None,
+                   transfer: TransferDefaults | None = None) -> dict[str, Any]:
     """The Argo Workflow for `attempt`, running the steps from `start_at` on.
 
     A DAG (not a `steps` template): every field is validated by Argo's full CRD schema.
-    `defaults` is the cluster's policy for run steps that request GPUs (operator settings).
+    `defaults` is the cluster's policy for run steps that request GPUs, `transfer` the
+    project's download and upload steps for tasks that leave them out (operator settings).
     """
     defaults = defaults or RunStepDefaults()
+    transfer = transfer or TransferDefaults()
     gpu = defaults.gpu_resource_name
     steps = STEP_ORDER[STEP_ORDER.index(start_at):]
+    own = task.spec.steps
     step_specs = {
-        StepName.DOWNLOAD: task.spec.steps.download,
-        StepName.RUN: task.spec.steps.run,
-        StepName.UPLOAD: task.spec.steps.upload,
+        StepName.DOWNLOAD: own.download or transfer_step(StepName.DOWNLOAD, transfer),
+        StepName.RUN: own.run,
+        StepName.UPLOAD: own.upload or transfer_step(StepName.UPLOAD, transfer),
     }
+    defaulted = {StepName.DOWNLOAD: own.download is None, StepName.UPLOAD: own.upload is None}
     retry = _retry_strategy(task)
     dag_tasks: list[dict[str, Any]] = []
     templates: list[dict[str, Any]] = [{"name": "main", "dag": {"tasks": dag_tasks}}]
@@ -258,6 +302,8 @@ def build_workflow(task: MLTask, *, attempt: int, start_at: StepName,
             "name": str(step),
             "container": _container(task, step, step_specs[step], attempt, inputs, gpu),
         }
+        if defaulted.get(step):
+            template["container"]["securityContext"] = dict(TRANSFER_SECURITY_CONTEXT)
         if step == StepName.RUN and requests_gpu(step_specs[step], gpu):
             template.update(_gpu_placement(task, defaults))
         if retry:
@@ -288,6 +334,7 @@ def build_workflow(task: MLTask, *, attempt: int, start_at: StepName,
         "templates": templates,
         "volumes": volumes,
         "podMetadata": {"labels": dict(child_labels)},
+        "securityContext": {"fsGroup": WORK_GROUP, "fsGroupChangePolicy": "OnRootMismatch"},
     }
     if runtime.service_account_name:
         spec["serviceAccountName"] = runtime.service_account_name

@@ -23,7 +23,7 @@ from mltask_operator.builders import workflow as wfb
 from mltask_operator.clients.kube import Kube, OwnershipError, Rejected
 from mltask_operator.handlers import Clock, reconcile_exclusively, utcnow
 from mltask_operator.planner import Action, Plan, plan
-from mltask_operator.settings import RunStepDefaults
+from mltask_operator.settings import RunStepDefaults, TransferDefaults
 from mltask_operator.state_machine import begin_attempt
 from mltask_operator.status import FINISHED_NODE_PHASES, compute_status, conditions_for
 
@@ -58,16 +58,20 @@ def resolve_inputs(kube: Kube, task: MLTask) -> wfb.ResolvedInputs:
 
 
 def reconcile_task(kube: Kube, namespace: str, name: str, clock: Clock = utcnow,
-                   defaults: RunStepDefaults | None = None) -> None:
+                   defaults: RunStepDefaults | None = None,
+                   transfer: TransferDefaults | None = None) -> None:
     """Bring one task's world in line with its spec; retry on write conflicts.
 
-    `defaults`: the cluster's policy for GPU run steps (operator settings)."""
-    reconcile_exclusively("MLTask", namespace, name,
-                          lambda: _reconcile_once(kube, namespace, name, clock, defaults))
+    `defaults`: the cluster's policy for GPU run steps; `transfer`: the project's download and
+    upload steps for tasks that leave them out (operator settings)."""
+    reconcile_exclusively(
+        "MLTask", namespace, name,
+        lambda: _reconcile_once(kube, namespace, name, clock, defaults, transfer))
 
 
 def _reconcile_once(kube: Kube, namespace: str, name: str, clock: Clock,
-                    defaults: RunStepDefaults | None) -> None:
+                    defaults: RunStepDefaults | None,
+                    transfer: TransferDefaults | None) -> None:
     body = kube.get_task(namespace, name)
     if body is None or body["metadata"].get("deletionTimestamp"):
         return
@@ -96,7 +100,7 @@ def _reconcile_once(kube: Kube, namespace: str, name: str, clock: Clock,
             task, prev = MLTask.model_validate(body), status
         assert decision.start_at is not None
         wf_body = wfb.build_workflow(task, attempt=status.attempt, start_at=decision.start_at,
-                                     inputs=inputs, defaults=defaults)
+                                     inputs=inputs, defaults=defaults, transfer=transfer)
         try:
             # Asked first, so a Workflow the cluster refuses leaves no working volume behind.
             kube.create_workflow(wf_body, dry_run=True)

@@ -277,8 +277,38 @@ class EnvVar(Model):
         default=None, description="Take the value from a Secret or ConfigMap.")
 
 
+def _extended(k: str) -> str:
+    """CEL: `k` names an extended resource (a vendor's `domain/name` outside kubernetes.io, or
+    the `gpu` alias the operator translates), which Kubernetes counts only in whole units."""
+    return (f"({k} == 'gpu' || ({k}.contains('/') && !{k}.startsWith('kubernetes.io/')"
+            f" && !{k}.split('/')[0].endsWith('.kubernetes.io')"
+            f" && !{k}.startsWith('requests.')))")
+
+
+def _whole_units(field: str) -> dict[str, str]:
+    value = f"string(self.{field}[k])"
+    return cel(f"!has(self.{field}) || self.{field}.all(k, !{_extended('k')}"
+               f" || !isQuantity({value}) || quantity({value}).isInteger())",
+               "extended resources such as nvidia.com/gpu are counted in whole units: use an "
+               "integer, e.g. 1 (the API server refuses a pod asking for a fraction)",
+               field_path=f".{field}", reason="FieldValueInvalid")
+
+
 class ResourceRequirements(Model):
     """Compute resources of a step's container, GPUs included (e.g. limits: nvidia.com/gpu: 1)."""
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [
+        _whole_units("limits"),
+        _whole_units("requests"),
+        cel("!has(self.requests) || !has(self.limits) || self.requests.all(k, "
+            f"!{_extended('k')} || !(k in self.limits)"
+            " || !isQuantity(string(self.requests[k])) || !isQuantity(string(self.limits[k]))"
+            " || quantity(string(self.requests[k])).compareTo("
+            "quantity(string(self.limits[k]))) == 0)",
+            "an extended resource such as nvidia.com/gpu cannot be overcommitted: its request "
+            "must equal its limit (or set only the limit)",
+            field_path=".requests", reason="FieldValueInvalid"),
+    ]})
 
     requests: dict[str, Quantity] | None = Field(
         default=None, description="Minimum resources, e.g. cpu: 4, memory: 16Gi.",

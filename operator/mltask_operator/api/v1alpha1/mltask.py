@@ -54,6 +54,24 @@ class RetryOn(StrEnum):
     ON_TRANSIENT_ERROR = "OnTransientError"
 
 
+# ------------------------------------------------------------------------- transfer URIs
+# What the project's own transfer steps (`mltask-transfer`, the default download and upload
+# steps) can serve. RE2 syntax (CEL's `matches`), also valid for Python's `re`. They are a first
+# gate at apply time; mltask_operator.transfer.uris parses the same forms at run time.
+
+_S3 = r"s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[^\x00-\x1f]*)?"  # keys may hold spaces
+_HTTPS = r"https://[A-Za-z0-9.-]+(:[0-9]{1,5})?/\S*[^\s/]"
+_HF = (r"hf://((datasets|models|spaces)/)?([A-Za-z0-9][A-Za-z0-9._-]*/)?"
+       r"[A-Za-z0-9][A-Za-z0-9._-]*(@[^\s/]+)?(/\S*)?")
+#: Inputs the default download step fetches: s3://bucket/key, s3://bucket/folder/,
+#: https://host/path/file, hf://[datasets/]org/name[@revision][/path].
+DOWNLOAD_URI = f"^({_S3}|{_HTTPS}|{_HF})$"
+#: Where the default upload step stores the output: s3://bucket/folder/ or s3://bucket/key.
+UPLOAD_URI = f"^{_S3}$"
+DOWNLOAD_FORMS = ("s3://bucket/key, s3://bucket/folder/, https://host/path/file or "
+                  "hf://[datasets/]org/name[@revision][/path]")
+
+
 # ------------------------------------------------------------------------------------ inputs
 
 _ONE_SOURCE = [cel("has(self.uri) != has(self.fromTask)",
@@ -75,6 +93,10 @@ class DatasetInput(Model):
     kind: DatasetKind | None = Field(default=None,
                                      description="Kind of dataset: project (for training) or "
                                      "application (for optimization).")
+    unpack: bool | None = Field(default=None,
+                                description="Unpack the downloaded archive (.zip, .tar, .tar.gz, "
+                                ".tgz, .tar.bz2, .tar.xz) into the input folder. Off by default: "
+                                "archives are kept as they are.")
 
 
 class ModelInput(Model):
@@ -89,6 +111,9 @@ class ModelInput(Model):
                                   "have completed). In an MLTask: the name of an MLTask in this "
                                   "namespace; in a Pipeline: the name of a training or "
                                   "optimization task of the pipeline.")
+    unpack: bool | None = Field(default=None,
+                                description="Unpack the downloaded archive (.zip, .tar, .tar.gz, "
+                                ".tgz, .tar.bz2, .tar.xz) into the input folder. Off by default.")
 
 
 class Inputs(Model):
@@ -125,6 +150,12 @@ class ConfigSpec(Model):
 class StepSpec(Model):
     """A container that performs one step."""
 
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [
+        cel(r"!self.image.matches(r'\s')",
+            "image must be an image reference without spaces, e.g. ghcr.io/org/train:1.0",
+            field_path=".image", reason="FieldValueInvalid"),
+    ]})
+
     image: str = Field(min_length=1, max_length=1024, description="Container image.")
     command: list[str] | None = Field(
         default=None, max_length=64,
@@ -144,11 +175,14 @@ class StepSpec(Model):
 class Steps(Model):
     """The three containers of a task, each run as its own pod, in order."""
 
-    download: StepSpec = Field(description="Fetches the inputs into $MLTASK_INPUT_DIR.")
+    download: StepSpec | None = Field(
+        default=None, description="Fetches the inputs into $MLTASK_INPUT_DIR. Leave it out to "
+        "use the project's own transfer step (s3://, https://, hf://).")
     run: StepSpec = Field(description="The user's image: reads inputs, writes $MLTASK_OUTPUT_DIR "
                           "and optionally $MLTASK_METRICS_FILE.")
-    upload: StepSpec = Field(description="Stores $MLTASK_OUTPUT_DIR and writes "
-                             "$MLTASK_RESULT_FILE (uri, size, sha256).")
+    upload: StepSpec | None = Field(
+        default=None, description="Stores $MLTASK_OUTPUT_DIR and writes $MLTASK_RESULT_FILE "
+        "(uri, size, sha256). Leave it out to use the project's own transfer step (s3://).")
 
 
 # ------------------------------------------------------------------------------------ output
@@ -187,8 +221,10 @@ class Output(Model):
     """What the task produces and where the upload step stores it."""
 
     uri: str | None = Field(default=None, max_length=2048,
-                            description="Destination prefix, e.g. s3://bucket/outputs/; passed "
-                            "to the upload step as $MLTASK_OUTPUT_URI.")
+                            description="Where the upload step stores the output: a folder "
+                            "s3://bucket/outputs/ (ending in /) or an exact key; passed to the "
+                            "upload step as $MLTASK_OUTPUT_URI. Required with the default "
+                            "upload step.")
     dataset: DatasetOutput | None = Field(default=None,
                                           description="Set for preprocessing tasks.")
     model: ModelOutput | None = Field(default=None,
@@ -317,8 +353,28 @@ TYPE_RULES = [
         field_path=".output", reason="FieldValueForbidden"),
 ]
 
+#: What the project's own transfer steps can serve, checked only where the task uses them.
+TRANSFER_RULES = [
+    cel("has(self.steps.download) || !has(self.input.dataset.uri)"
+        f" || self.input.dataset.uri.matches(r'{DOWNLOAD_URI}')",
+        f"the default download step reads {DOWNLOAD_FORMS}; for another scheme set "
+        "spec.steps.download to a step of your own",
+        field_path=".input.dataset.uri", reason="FieldValueInvalid"),
+    cel("has(self.steps.download) || !has(self.input.model) || !has(self.input.model.uri)"
+        f" || self.input.model.uri.matches(r'{DOWNLOAD_URI}')",
+        f"the default download step reads {DOWNLOAD_FORMS}; for another scheme set "
+        "spec.steps.download to a step of your own",
+        field_path=".input.model.uri", reason="FieldValueInvalid"),
+    cel("has(self.steps.upload)"
+        f" || (has(self.output.uri) && self.output.uri.matches(r'{UPLOAD_URI}'))",
+        "the default upload step stores the output at s3://bucket/folder/ (ending in /) or "
+        "s3://bucket/key: set spec.output.uri to one, or set spec.steps.upload to a step of "
+        "your own", field_path=".output.uri", reason="FieldValueInvalid"),
+]
+
 _SPEC_RULES = [
     *TYPE_RULES,
+    *TRANSFER_RULES,
     *(_immutable(f) for f in IMMUTABLE_FIELDS),
     cel("!has(oldSelf.retryGeneration) || "
         "(has(self.retryGeneration) && self.retryGeneration >= oldSelf.retryGeneration)",
@@ -330,7 +386,8 @@ _SPEC_RULES = [
 class TaskTemplate(Model):
     """What to run: type, inputs, config, the three steps, output, storage and runtime."""
 
-    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": TYPE_RULES})
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [
+        *TYPE_RULES, *TRANSFER_RULES]})
 
     type: TaskType = Field(description="preprocessing makes a dataset; training makes a model "
                            "from a dataset; optimization improves a model.")
@@ -415,6 +472,11 @@ class StepStatus(Model):
     finished_at: Time | None = Field(default=None, description="When the step finished.")
     message: str | None = Field(default=None, description="Why the step failed, if it did.")
     exit_code: int | None = Field(default=None, description="Exit code of the main container.")
+    log_tail: str | None = Field(
+        default=None, max_length=4096,
+        description="When the step failed: the last lines of its main container's log (at most "
+        "20 lines, 2 KiB; the kubelet's termination message, FallbackToLogsOnError), kept here "
+        "so the reason outlives the step's pods.")
 
 
 class OutputStatus(Model):
