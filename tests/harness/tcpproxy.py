@@ -1,5 +1,9 @@
-"""A TCP proxy in front of the API server that can stop forwarding: connections stay open but
-nothing gets through, as when the network to the API server drops packets."""
+"""TCP proxies of the tests: a relay, and one that can stop forwarding.
+
+`Proxy` accepts connections and relays each to the target; the `BlackholeProxy` in front of the
+API server can stop forwarding (connections stay open but nothing gets through, as when the
+network drops packets). harness.faultproxy builds on `Proxy`.
+"""
 
 from __future__ import annotations
 
@@ -8,17 +12,18 @@ import socket
 import threading
 
 
-class BlackholeProxy:
-    """Forwards 127.0.0.1:`port` to (host, target_port) until `blackhole` is set."""
+class Proxy:
+    """Listens on `listen_host`:<free port> and hands each accepted connection, with a new
+    connection to (host, target_port), to `relay` in a thread of its own."""
 
-    def __init__(self, host: str, target_port: int) -> None:
+    def __init__(self, host: str, target_port: int, listen_host: str = "127.0.0.1") -> None:
         self.target = (host, target_port)
-        self.blackhole = threading.Event()
         self._closed = threading.Event()
         self._sockets: list[socket.socket] = []
         self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._listener.bind(("127.0.0.1", 0))
+        self._listener.bind((listen_host, 0))
         self._listener.listen(16)
+        self.host = listen_host
         self.port = int(self._listener.getsockname()[1])
         threading.Thread(target=self._accept, name="proxy-accept", daemon=True).start()
 
@@ -35,8 +40,12 @@ class BlackholeProxy:
                 continue
             upstream.settimeout(None)
             self._sockets += [conn, upstream]
-            for src, dst in ((conn, upstream), (upstream, conn)):
-                threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
+            threading.Thread(target=self.relay, args=(conn, upstream), daemon=True).start()
+
+    def relay(self, client: socket.socket, upstream: socket.socket) -> None:
+        """Carry one connection; the default pumps bytes both ways until either side closes."""
+        threading.Thread(target=self._pump, args=(upstream, client), daemon=True).start()
+        self._pump(client, upstream)
 
     def _pump(self, src: socket.socket, dst: socket.socket) -> None:
         while True:
@@ -48,15 +57,30 @@ class BlackholeProxy:
                 with contextlib.suppress(OSError):
                     dst.shutdown(socket.SHUT_WR)
                 return
-            if self.blackhole.is_set():
-                continue  # dropped: the other side waits for bytes that never come
+            if not self.forward(data):
+                continue
             try:
                 dst.sendall(data)
             except OSError:
                 return
+
+    def forward(self, data: bytes) -> bool:
+        """Whether `data` read from one side goes to the other (the default: always)."""
+        return True
 
     def close(self) -> None:
         self._closed.set()
         for s in [self._listener, *self._sockets]:
             with contextlib.suppress(OSError):
                 s.close()
+
+
+class BlackholeProxy(Proxy):
+    """Forwards 127.0.0.1:`port` to (host, target_port) until `blackhole` is set."""
+
+    def __init__(self, host: str, target_port: int) -> None:
+        self.blackhole = threading.Event()
+        super().__init__(host, target_port)
+
+    def forward(self, data: bytes) -> bool:
+        return not self.blackhole.is_set()  # dropped: the other side waits for bytes never sent

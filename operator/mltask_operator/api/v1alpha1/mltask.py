@@ -60,11 +60,12 @@ class RetryOn(StrEnum):
 # gate at apply time; mltask_operator.transfer.uris parses the same forms at run time.
 
 _S3 = r"s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[^\x00-\x1f]*)?"  # keys may hold spaces
-_HTTPS = r"https://[A-Za-z0-9.-]+(:[0-9]{1,5})?/\S*[^\s/]"
+_HTTPS = r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?/\S*[^\s/]"
 _HF = (r"hf://((datasets|models|spaces)/)?([A-Za-z0-9][A-Za-z0-9._-]*/)?"
        r"[A-Za-z0-9][A-Za-z0-9._-]*(@[^\s/]+)?(/\S*)?")
 #: Inputs the default download step fetches: s3://bucket/key, s3://bucket/folder/,
-#: https://host/path/file, hf://[datasets/]org/name[@revision][/path].
+#: https://host/path/file (http:// too, for in-cluster mirrors),
+#: hf://[datasets/]org/name[@revision][/path].
 DOWNLOAD_URI = f"^({_S3}|{_HTTPS}|{_HF})$"
 #: Where the default upload step stores the output: s3://bucket/folder/ or s3://bucket/key.
 UPLOAD_URI = f"^{_S3}$"
