@@ -8,7 +8,9 @@ Used by the pytest session fixture (tests/integration/conftest.py) and by people
     python -m harness.controlplane status [--dir DIR]
 
 Binaries come from tests/tools/build.sh (cached under ~/.cache/mltask-operator/bin). There is
-no kubelet: pods are stored but never run.
+no kubelet: pods are stored but never run — unless `harness.node` adds a real one, for which the
+API server listens on the node's bridge address (`address`) and authorizes the node's kubelet
+as a node (`node_name`: Node authorizer, NodeRestriction, kubelet client certificates).
 """
 
 from __future__ import annotations
@@ -86,9 +88,9 @@ def find_binaries(bin_dir: Path = BIN_DIR) -> dict[str, Path]:
     return found
 
 
-def free_port() -> int:
+def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
+        sock.bind((host, 0))
         return int(sock.getsockname()[1])
 
 
@@ -101,8 +103,16 @@ class _KeyPair:
     key_pem: bytes
 
 
-def _make_certs(directory: Path) -> dict[str, Path]:
-    """A CA, the API server's serving cert, client certs, and the service-account signing key."""
+def _make_certs(directory: Path, address: str = "127.0.0.1",
+                node_name: str | None = None) -> dict[str, Path]:
+    """A CA, the API server's serving cert, client certs, and the service-account signing key.
+
+    The serving cert names 127.0.0.1, the `kubernetes` Service (10.0.0.1) and `address`. With
+    `node_name`, also: the node's kubelet client cert (system:node:<name> in system:nodes, what
+    the Node authorizer and NodeRestriction recognise) and serving cert (for `address`), the API
+    server's client cert for kubelets, and kube-proxy's (system:kube-proxy, bound by the
+    built-in system:node-proxier ClusterRoleBinding).
+    """
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
@@ -141,7 +151,8 @@ def _make_certs(directory: Path) -> dict[str, Path]:
         .sign(ca_key, hashes.SHA256())
     )
 
-    def issue(cn: str, orgs: list[str], server: bool) -> _KeyPair:
+    def issue(cn: str, orgs: list[str], server: bool,
+              sans: list[x509.GeneralName] | None = None) -> _KeyPair:
         key = ec.generate_private_key(ec.SECP256R1())
         attrs = [x509.NameAttribute(NameOID.COMMON_NAME, cn)]
         attrs += [x509.NameAttribute(NameOID.ORGANIZATION_NAME, o) for o in orgs]
@@ -160,20 +171,8 @@ def _make_certs(directory: Path) -> dict[str, Path]:
                 critical=False,
             )
         )
-        if server:
-            builder = builder.add_extension(
-                x509.SubjectAlternativeName(
-                    [
-                        x509.DNSName("localhost"),
-                        x509.DNSName("kubernetes"),
-                        x509.DNSName("kubernetes.default"),
-                        x509.DNSName("kubernetes.default.svc"),
-                        x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-                        x509.IPAddress(ipaddress.ip_address("10.0.0.1")),
-                    ]
-                ),
-                critical=False,
-            )
+        if sans:
+            builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
         cert = builder.sign(ca_key, hashes.SHA256())
         return _KeyPair(cert.public_bytes(serialization.Encoding.PEM), key_pem(key))
 
@@ -188,12 +187,25 @@ def _make_certs(directory: Path) -> dict[str, Path]:
 
     write("ca.crt", ca_cert.public_bytes(serialization.Encoding.PEM))
     write("ca.key", key_pem(ca_key))
+    ips = sorted({"127.0.0.1", "10.0.0.1", address})
+    apiserver_sans: list[x509.GeneralName] = [
+        x509.DNSName(n) for n in ("localhost", "kubernetes", "kubernetes.default",
+                                  "kubernetes.default.svc")]
+    apiserver_sans += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ips]
     pairs = {
-        "apiserver": issue("kube-apiserver", [], server=True),
+        "apiserver": issue("kube-apiserver", [], server=True, sans=apiserver_sans),
         "admin": issue("admin", ["system:masters"], server=False),
         "controller-manager": issue("system:kube-controller-manager", [], server=False),
         "scheduler": issue("system:kube-scheduler", [], server=False),
     }
+    if node_name:
+        pairs["kubelet"] = issue(f"system:node:{node_name}", ["system:nodes"], server=False)
+        pairs["kubelet-serving"] = issue(
+            f"system:node:{node_name}", ["system:nodes"], server=True,
+            sans=[x509.DNSName(node_name), x509.IPAddress(ipaddress.ip_address(address))])
+        pairs["apiserver-kubelet-client"] = issue(
+            "kube-apiserver-kubelet-client", ["system:masters"], server=False)
+        pairs["kube-proxy"] = issue("system:kube-proxy", [], server=False)
     for name, pair in pairs.items():
         write(f"{name}.crt", pair.cert_pem)
         write(f"{name}.key", pair.key_pem)
@@ -235,10 +247,17 @@ def write_kubeconfig(path: Path, server: str, ca: Path, cert: Path, key: Path, u
 
 @dataclass
 class ControlPlane:
-    """etcd + kube-apiserver + kube-controller-manager with data under `workdir`."""
+    """etcd + kube-apiserver + kube-controller-manager with data under `workdir`.
+
+    `address` is where the API server listens and what it advertises (the `kubernetes`
+    Service's endpoint): loopback by default; a real node's bridge address so pods reach it.
+    `node_name` makes the cluster ready for that real node's kubelet (see `_make_certs`).
+    """
 
     workdir: Path
     bin_dir: Path = BIN_DIR
+    address: str = "127.0.0.1"
+    node_name: str | None = None
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     pids: dict[str, int] = field(default_factory=dict)
     api_port: int = 0
@@ -250,7 +269,7 @@ class ControlPlane:
 
     @property
     def server(self) -> str:
-        return f"https://127.0.0.1:{self.api_port}"
+        return f"https://{self.address}:{self.api_port}"
 
     @property
     def certs(self) -> Path:
@@ -304,7 +323,7 @@ class ControlPlane:
         self.workdir.mkdir(parents=True, exist_ok=True)
         (self.workdir / "logs").mkdir(exist_ok=True)
         try:
-            certs = _make_certs(self.certs)
+            certs = _make_certs(self.certs, self.address, self.node_name)
             self._start_etcd(bins["etcd"], detach)
             self._start_apiserver(bins["kube-apiserver"], certs, detach)
             write_kubeconfig(
@@ -371,7 +390,7 @@ class ControlPlane:
         )
 
     def _start_apiserver(self, apiserver: Path, certs: dict[str, Path], detach: bool) -> None:
-        self.api_port = free_port()
+        self.api_port = free_port(self.address)
         audit_policy = self.workdir / "audit-policy.yaml"
         audit_policy.write_text(yaml.safe_dump({
             "apiVersion": "audit.k8s.io/v1", "kind": "Policy",
@@ -386,17 +405,14 @@ class ControlPlane:
             [
                 str(apiserver),
                 f"--etcd-servers=http://127.0.0.1:{self.etcd_port}",
-                "--bind-address=127.0.0.1",
-                "--advertise-address=127.0.0.1",
+                f"--bind-address={self.address}",
+                f"--advertise-address={self.address}",
                 f"--secure-port={self.api_port}",
                 f"--cert-dir={self.workdir / 'apiserver-certs'}",
                 f"--tls-cert-file={certs['apiserver.crt']}",
                 f"--tls-private-key-file={certs['apiserver.key']}",
                 f"--client-ca-file={certs['ca.crt']}",
-                "--authorization-mode=RBAC",
-                # as on managed clusters (OpenShift and others): setting blockOwnerDeletion on
-                # an owner reference needs `update` on the owner's finalizers subresource
-                "--enable-admission-plugins=OwnerReferencesPermissionEnforcement",
+                *self._authorization_args(certs),
                 "--service-cluster-ip-range=10.0.0.0/24",
                 f"--service-account-issuer={self.server}",
                 f"--service-account-key-file={certs['sa.pub']}",
@@ -412,6 +428,23 @@ class ControlPlane:
             ],
             detach,
         )
+
+    def _authorization_args(self, certs: dict[str, Path]) -> list[str]:
+        # as on managed clusters (OpenShift and others): setting blockOwnerDeletion on an
+        # owner reference needs `update` on the owner's finalizers subresource
+        plugins = ["OwnerReferencesPermissionEnforcement"]
+        if not self.node_name:
+            return ["--authorization-mode=RBAC", f"--enable-admission-plugins={plugins[0]}"]
+        # a real kubelet: authorized as its node, limited to its own Node and pods
+        return [
+            "--authorization-mode=Node,RBAC",
+            f"--enable-admission-plugins={','.join([*plugins, 'NodeRestriction'])}",
+            f"--kubelet-client-certificate={certs['apiserver-kubelet-client.crt']}",
+            f"--kubelet-client-key={certs['apiserver-kubelet-client.key']}",
+            f"--kubelet-certificate-authority={certs['ca.crt']}",
+            # logs, exec: dial the node's IP, not its name (nothing resolves it)
+            "--kubelet-preferred-address-types=InternalIP,Hostname",
+        ]
 
     def _start_controller_manager(
         self, kcm: Path, certs: dict[str, Path], detach: bool
@@ -542,6 +575,8 @@ class ControlPlane:
     def _save_state(self) -> None:
         state = {
             "pids": self.pids,
+            "address": self.address,
+            "node_name": self.node_name,
             "api_port": self.api_port,
             "etcd_port": self.etcd_port,
             "kubeconfig": str(self.kubeconfig),
@@ -554,7 +589,8 @@ class ControlPlane:
         if not path.exists():
             return None
         state = json.loads(path.read_text())
-        cp = cls(workdir=workdir)
+        cp = cls(workdir=workdir, address=state.get("address", "127.0.0.1"),
+                 node_name=state.get("node_name"))
         cp.pids = {k: int(v) for k, v in state["pids"].items()}
         cp.api_port = state["api_port"]
         cp.etcd_port = state["etcd_port"]

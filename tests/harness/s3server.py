@@ -48,11 +48,12 @@ def free_port(host: str) -> int:
 class S3Server:
     """versitygw serving `data_dir` (one sub-folder per bucket) on `host`:<free port>."""
 
-    def __init__(self, data_dir: Path, host: str = "127.0.0.1", *,
+    def __init__(self, data_dir: Path, host: str = "127.0.0.1", *, port: int = 0,
                  access_key: str = ACCESS_KEY, secret_key: str | None = None) -> None:
         self.data_dir, self.host = Path(data_dir), host
         self.access_key = access_key
         self.secret_key = secret_key or secrets.token_urlsafe(24)
+        self.fixed_port = port  # 0: a free one
         self.port = 0
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = self.data_dir.parent / f"{self.data_dir.name}.versitygw.log"
@@ -63,13 +64,14 @@ class S3Server:
 
     def start(self, timeout: float = 15.0) -> S3Server:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.port = free_port(self.host)
+        self.port = self.fixed_port or free_port(self.host)
         env = {"PATH": os.environ.get("PATH", ""), "HOME": str(self.data_dir.parent)}
         with self.log_path.open("wb") as log:
             self.proc = subprocess.Popen(
                 [str(binary()), "--port", f"{self.host}:{self.port}", "--access", self.access_key,
                  "--secret", self.secret_key, "--quiet", "posix", str(self.data_dir)],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                start_new_session=True,  # outlives a detached `make node-up`
             )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

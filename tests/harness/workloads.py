@@ -11,6 +11,11 @@ Adds to a running `ControlPlane`:
 - the executor stand-in (`harness.executor_standin`), which reports step outputs as Argo's
   wait container would, and writes the pods' logs, which kwok serves on the kubelet API (the
   nodes' address is 127.0.0.1 and their kubelet port kwok's), so `kubectl logs` works.
+
+With `simulated=False` (a real node, `harness.node`) only kube-scheduler and Argo's controller
+start: no kwok, no stand-in, no hostPath StorageClass; the node brings its own storage, and Argo's
+default executor image (quay.io/argoproj/argoexec:<version>, imported into the node) runs for
+real.
 """
 
 from __future__ import annotations
@@ -70,44 +75,58 @@ def node_body(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 class Workloads:
-    def __init__(self, cp: ControlPlane) -> None:
+    def __init__(self, cp: ControlPlane, *, simulated: bool = True) -> None:
         self.cp = cp
+        self.simulated = simulated  # kwok nodes and the executor stand-in
 
     def start(self, *, detach: bool = False) -> None:
         cp = self.cp
-        missing = [b for b in WORKLOAD_BINARIES if not (cp.bin_dir / b).exists()]
-        missing += [] if KWOK_LOGS_CRD.exists() else [str(KWOK_LOGS_CRD)]
+        binaries = WORKLOAD_BINARIES if self.simulated else ("kube-scheduler",
+                                                              "workflow-controller")
+        missing = [b for b in binaries if not (cp.bin_dir / b).exists()]
+        if self.simulated and not KWOK_LOGS_CRD.exists():
+            missing.append(str(KWOK_LOGS_CRD))
         if missing:
             raise ControlPlaneError(
                 f"Missing binaries in {cp.bin_dir}: {', '.join(missing)}; run `make tools`.")
         self._apply_setup()
         self._start_scheduler(detach)
-        self._start_kwok(detach)
+        if self.simulated:
+            self._start_kwok(detach)
         self._start_argo(detach)
-        self._start_executor_standin(detach)
-        self._wait_nodes_ready()
+        if self.simulated:
+            self._start_executor_standin(detach)
+            self._wait_nodes_ready()
         cp._save_state()
 
     # -- objects
 
     def _apply_setup(self) -> None:
         docs: list[dict[str, Any]] = [
-            {"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
-             "metadata": {"name": "hostpath", "annotations": {
-                 "storageclass.kubernetes.io/is-default-class": "true"}},
-             "provisioner": "kubernetes.io/host-path", "reclaimPolicy": "Delete",
-             "volumeBindingMode": "Immediate"},
             {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ARGO_NAMESPACE}},
             {"apiVersion": "v1", "kind": "ConfigMap",
              "metadata": {"name": "workflow-controller-configmap", "namespace": ARGO_NAMESPACE},
-             "data": {"executor": "imagePullPolicy: IfNotPresent\n"}},
-            *(node_body(n) for n in NODES),
+             "data": {"executor": "imagePullPolicy: IfNotPresent\n",
+                      # a free port: Argo's default (9090) is taken by another cluster's
+                      # controller when two test sessions run at once, and it panics
+                      "metricsConfig": f"port: {free_port()}\n"}},
         ]
+        if self.simulated:
+            docs += [
+                {"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
+                 "metadata": {"name": "hostpath", "annotations": {
+                     "storageclass.kubernetes.io/is-default-class": "true"}},
+                 "provisioner": "kubernetes.io/host-path", "reclaimPolicy": "Delete",
+                 "volumeBindingMode": "Immediate"},
+                *(node_body(n) for n in NODES),
+            ]
         path = self.cp.workdir / "workloads-setup.yaml"
         path.write_text(yaml.safe_dump_all(docs))
-        self.cp.kubectl("apply", "--server-side", "--field-manager=mltask-test-harness",
-                        "-f", str(path), "-f", str(KWOK_LOGS_CRD))
-        self.cp.wait_established([yaml.safe_load(KWOK_LOGS_CRD.read_text())["metadata"]["name"]])
+        files = ["-f", str(path)] + (["-f", str(KWOK_LOGS_CRD)] if self.simulated else [])
+        self.cp.kubectl("apply", "--server-side", "--field-manager=mltask-test-harness", *files)
+        if self.simulated:
+            self.cp.wait_established(
+                [yaml.safe_load(KWOK_LOGS_CRD.read_text())["metadata"]["name"]])
 
     # -- processes
 

@@ -1,6 +1,8 @@
-"""The container image recipe: multi-stage, pinned base, dependencies pinned to the tested venv,
-non-root, no hard-coded ports, version matching the chart. (No Docker engine here: the recipe is
-checked as text.)"""
+"""The container image recipe: multi-stage, pinned base, dependencies pinned to the tested venv in
+a virtual environment (so the same file builds on the official python image and on Debian's own
+Python), non-root, no hard-coded ports, version matching the chart. These read the recipe as
+text; tests/node builds it for real with buildah (FROM Debian's Python, tests/harness/images.py)
+and runs the image on a real node."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import yaml
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
+from harness import images
 from harness.tasks import REPO
 
 DOCKERFILE = (REPO / "Dockerfile").read_text()
@@ -64,9 +67,34 @@ def test_dependencies_are_installed_from_the_lock_in_both_stages() -> None:
     wheel = [i for i in build if i.startswith("RUN pip wheel")]
     assert wheel and "--constraint requirements.lock" in wheel[0], build
     assert any("requirements.lock" in i for i in build if i.startswith("COPY"))
-    install = [i for i in final if i.startswith("RUN pip install")]
+    install = [i for i in final if i.startswith("RUN") and "pip install" in i]
     assert install and "--no-index" in install[0] and \
         "--constraint /tmp/requirements.lock" in install[0], final
+
+
+def test_both_stages_install_into_a_venv_on_path() -> None:
+    """Debian's system Python refuses pip (PEP 668), the official image's accepts it: a venv at
+    /opt/mltask in both stages works on either, and its bin comes first on PATH."""
+    build, final = (_instructions(s) for s in _stages())
+    for stage in (build, final):
+        assert [i for i in stage if "python3 -m venv /opt/mltask" in i], stage
+        assert "ENV PATH=/opt/mltask/bin:$PATH" in stage, stage
+    wheel = next(i for i in build if i.startswith("RUN pip wheel"))
+    assert build.index("ENV PATH=/opt/mltask/bin:$PATH") < build.index(wheel), \
+        "the build stage's pip is the venv's"
+    assert all("/opt/mltask/bin/pip" in i for i in final if i.startswith("RUN") and "pip" in i), \
+        "the final stage names the venv's pip"
+
+
+def test_build_context_is_what_the_dockerfile_copies() -> None:
+    """.dockerignore lets in exactly the COPY sources: the context (and the image cache key of
+    tests/harness/images.py) changes only when they do."""
+    sources = {src.rstrip("/") for line in re.findall(r"^COPY (?!--from)(.+)$", DOCKERFILE,
+                                                     flags=re.M)
+               for src in line.split()[:-1]}
+    top = {path.relative_to(REPO).parts[0] for path in images.context_files(REPO)}
+    assert top == sources, (top, sources)
+    assert not [p for p in images.context_files(REPO) if "__pycache__" in p.parts]
 
 
 def test_lock_pins_every_runtime_dependency_exactly() -> None:
