@@ -63,13 +63,24 @@ def test_example_runs_to_completion_under_argo(tasks: Tasks, kind: str) -> None:
     assert [s["phase"] for s in st["steps"]] == ["Succeeded"] * 3
     assert cond(st, "Succeeded")["status"] == "True"
     # the pod names the operator reports are the pods Argo created
-    names = {p.metadata.name for p in pods(tasks, name)}
-    assert {s["pod"] for s in st["steps"]} <= names
-    if kind != "preprocessing":  # GPU examples land on the GPU node, with the GPU request
-        run_pod = next(p for p in pods(tasks, name) if p.metadata.name == step(st, "run")["pod"])
+    by_name = {p.metadata.name: p for p in pods(tasks, name)}
+    assert {s["pod"] for s in st["steps"]} <= set(by_name)
+
+    def main(step_name: str) -> client.V1Container:
+        return next(c for c in by_name[step(st, step_name)["pod"]].spec.containers
+                    if c.name == "main")
+
+    # the examples leave download and upload out: the operator's own transfer steps ran
+    # (Argo's emissary wraps the container's command: argoexec emissary ... -- COMMAND)
+    for transfer in ("download", "upload"):
+        assert main(transfer).command[-3:] == ["--", "mltask-transfer", transfer]
+    run_pod = by_name[step(st, "run")["pod"]]
+    if kind == "training":  # the GPU example lands on the GPU node, with the GPU request
         assert run_pod.spec.node_name == "kwok-gpu-0"
-        main = next(c for c in run_pod.spec.containers if c.name == "main")
-        assert main.resources.limits["nvidia.com/gpu"] == "1"
+        assert main("run").resources.limits["nvidia.com/gpu"] == "1"
+    else:  # no GPU asked: the GPU node's taint keeps the run pod on the CPU node
+        assert run_pod.spec.node_name == "kwok-cpu-0"
+        assert "nvidia.com/gpu" not in (main("run").resources.limits or {})
 
 
 def test_failing_run_step_ends_failed_with_step_and_message(tasks: Tasks) -> None:
@@ -170,7 +181,7 @@ def test_logs_of_each_step_through_the_api_server(tasks: Tasks, e2e_cluster: Con
                                                   capsys: pytest.CaptureFixture[str]) -> None:
     """`kubectl mltask logs` reads each step's pod log the way `kubectl logs` does: API server,
     then the node's kubelet API (kwok's, serving what the stand-in wrote for the container)."""
-    lines = ["epoch 1/2 loss=0.92", "epoch 2/2 loss=0.41", "saved model.pt"]
+    lines = ["epoch 1/2  loss 0.9200", "epoch 2/2  loss 0.4100", "wrote model.joblib"]
     body = with_env(example("training"), "run", E2E_LOG="\n".join(lines))
     name = tasks.create(body)["metadata"]["name"]
     st = tasks.wait_state(name, "completed", "done", timeout=90)["status"]
@@ -183,7 +194,7 @@ def test_logs_of_each_step_through_the_api_server(tasks: Tasks, e2e_cluster: Con
 
     run = mltask("logs", name, "--step", "run")
     assert run == "\n".join(lines) + "\n"
-    assert mltask("logs", name, "--step", "run", "--tail", "1") == "saved model.pt\n"
+    assert mltask("logs", name, "--step", "run", "--tail", "1") == "wrote model.joblib\n"
     for name_of_step in ("download", "upload"):
         pod = step(st, name_of_step)["pod"]
         assert mltask("logs", name, "--step", name_of_step) == (

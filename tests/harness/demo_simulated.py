@@ -1,5 +1,6 @@
-"""`make demo`: a local cluster running Argo's own controller, and an MLTask moving through its
-states under the operator.
+"""`make demo-simulated`: the story of `make demo` without a real node (no root needed): a local
+cluster running Argo's own controller, and an MLTask moving through its states under the
+operator.
 
 The cluster: etcd, kube-apiserver, kube-controller-manager, kube-scheduler, Argo's
 workflow-controller, and kwok playing a GPU node and a CPU node (tests/harness/workloads.py).
@@ -7,7 +8,7 @@ kwok runs no containers: pods go Running -> Succeeded on a timer, and the execut
 reports the step outputs Argo's wait container would. Midway, the demo deletes the running
 training pod, as when a GPU spot node is reclaimed: Argo retries it and the task shows `retry`.
 
-    python -m harness.demo [--keep]     # --keep leaves the control plane and operator running
+    python -m harness.demo_simulated [--keep]   # --keep: leave the cluster and operator running
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ class Watcher(threading.Thread):
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m harness.demo")
+    parser = argparse.ArgumentParser(prog="python -m harness.demo_simulated")
     parser.add_argument("--keep", action="store_true",
                         help="leave the control plane running afterwards")
     parser.add_argument("--dir", type=Path, default=REPO / ".cluster" / "demo")
@@ -106,16 +107,28 @@ def main(argv: list[str] | None = None) -> int:
         say(f"kubectl apply -n {NS} -f {EXAMPLE.relative_to(REPO)}")
         body = yaml.safe_load(EXAMPLE.read_text())
         name = body["metadata"]["name"]
-        # simulation knobs (kwok / executor stand-in only): how long each pod runs, the
-        # metrics the training image "writes" and what it "prints"
-        for step_name, seconds in (("download", "3s"), ("run", "8s"), ("upload", "3s")):
-            env = body["spec"]["steps"][step_name].setdefault("env", [])
-            env.append({"name": "E2E_DURATION", "value": seconds})
-        body["spec"]["steps"]["run"]["env"].append(
-            {"name": "E2E_METRICS", "value": json.dumps({"accuracy": 0.934, "loss": 0.198})})
-        body["spec"]["steps"]["run"]["env"].append({"name": "E2E_LOG", "value": "\n".join(
-            f"epoch {e}/3 loss={loss} val_accuracy={acc}"
-            for e, loss, acc in ((1, 0.871, 0.702), (2, 0.412, 0.881), (3, 0.198, 0.934)))})
+        # simulation knobs (kwok / executor stand-in only) of the run step: how long its pod
+        # runs, the metrics the training image "writes" and what it "prints" (as
+        # examples/images/sklearn-digits does). The download and upload steps are the
+        # operator's own (the example leaves them out): their pods run kwok's default second.
+        body["spec"]["steps"]["run"].setdefault("env", []).extend([
+            {"name": "E2E_DURATION", "value": "8s"},
+            {"name": "E2E_METRICS", "value": json.dumps(
+                {"accuracy": 0.975, "loss": 0.098, "f1Macro": 0.9749, "epochs": 40})},
+            {"name": "E2E_LOG", "value": "\n".join([
+                "fitting MLPClassifier: 64 inputs -> hidden 128 (relu) -> 10 classes; adam, "
+                "learningRate=0.001, batchSize=32, alpha=0.0001, epochs=40, seed=0",
+                *(f"epoch {e:>2}/40  loss {loss:.4f}  train accuracy {train:.4f}  "
+                  f"test accuracy {test:.4f}"
+                  for e, loss, train, test in ((10, 0.0921, 0.9896, 0.9639),
+                                               (20, 0.0252, 1.0, 0.9722),
+                                               (30, 0.0113, 1.0, 0.9750),
+                                               (40, 0.0068, 1.0, 0.9750))),
+                "held-out test split (360 samples): accuracy 0.9750, log loss 0.0980, "
+                "macro F1 0.9749; training split: accuracy 1.0000",
+                "wrote /mltask/output/model.joblib (37704 bytes, 9610 weights, MLPClassifier)",
+            ])},
+        ])
         objects.create_namespaced_custom_object("mltask.dev", "v1alpha1", NS, "mltasks", body)
         watcher = Watcher(objects, name)
         watcher.start()

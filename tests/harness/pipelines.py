@@ -11,8 +11,9 @@ from harness.tasks import REPO, G, Resources, V
 from harness.tasks import P as TASKS
 
 PIPELINES = "pipelines"
-DATASET = {"uri": "s3://ml-datasets/processed/cifar10-train.zip", "size": 1_200_000,
-           "sha256": "cd" * 32}
+#: What the upload step of a preprocessing task of the pipeline examples reports.
+DATASET = {"uri": "s3://mltask-examples/pipelines/digits/datasets/digits-minmax.npz",
+           "size": 78_336, "sha256": "cd" * 32}
 
 
 def pipeline_example(name: str) -> dict[str, Any]:
@@ -20,7 +21,9 @@ def pipeline_example(name: str) -> dict[str, Any]:
 
 
 def model_result(name: str) -> dict[str, Any]:
-    return {"uri": f"s3://ml-models/{name}.pt", "size": 44_000_000, "sha256": "ef" * 32}
+    """What the upload step of a training or optimization task reports for model `name`."""
+    return {"uri": f"s3://mltask-examples/models/{name}/model.joblib", "size": 37_704,
+            "sha256": "ef" * 32}
 
 
 class Pipelines(Resources):

@@ -13,7 +13,8 @@ from kubernetes import client
 
 REPO = Path(__file__).resolve().parents[2]
 G, V, P = "mltask.dev", "v1alpha1", "mltasks"
-RESULT = {"uri": "s3://ml-models/resnet18/resnet18-cifar10.pt", "size": 44_700_000,
+#: What the upload step of examples/mltask-training.yaml reports (its result file).
+RESULT = {"uri": "s3://mltask-examples/models/digits-mlp/model.joblib", "size": 37_704,
           "sha256": "ab" * 32, "id": "model-42"}
 
 

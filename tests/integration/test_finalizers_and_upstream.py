@@ -56,7 +56,7 @@ def test_no_finalizers_so_deletion_completes_without_the_operator(
     tasks, pipes = Tasks(api, namespace), Pipelines(api, namespace)
     name = tasks.create(example("training"))["metadata"]["name"]
     argo.wait_for(namespace, f"{name}-1")
-    pipeline = pipeline_example("cifar10")
+    pipeline = pipeline_example("digits")
     pname = pipeline["metadata"]["name"]
     pipes.create(pipeline)
     child = pipes.wait_child(f"{pname}-preprocess")["metadata"]["name"]
@@ -122,7 +122,7 @@ def test_a_task_starts_as_soon_as_its_standalone_upstream_completes(
         tasks.create(upstream)
         argo.wait_for(namespace, f"{up}-1")
         argo.update(namespace, f"{up}-1", argo_fn.succeed_all,
-                    result={"uri": "s3://ml-datasets/processed/x.zip", "size": 1,
+                    result={"uri": "s3://mltask-examples/datasets/x.npz", "size": 1,
                             "sha256": "ab" * 32})
         tasks.wait_state(up, "completed")
         started = time.monotonic()
@@ -131,7 +131,7 @@ def test_a_task_starts_as_soon_as_its_standalone_upstream_completes(
               "upstream completed")
         env = {e["name"]: e.get("value") for t in wf["spec"]["templates"][1:]
                for e in t["container"]["env"]}
-        assert env["MLTASK_INPUT_DATASET_URI"] == "s3://ml-datasets/processed/x.zip"
+        assert env["MLTASK_INPUT_DATASET_URI"] == "s3://mltask-examples/datasets/x.npz"
     finally:
         own.stop()
         operator.start()

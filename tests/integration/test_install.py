@@ -180,7 +180,14 @@ def test_chart_renders_and_creates_on_the_api_server(control_plane, api: client.
         "MLTASK_WATCH_SERVER_TIMEOUT": "300", "MLTASK_WATCH_CLIENT_TIMEOUT": "330",
         "MLTASK_LEADER_ELECTION": "true",
         "MLTASK_LEADER_ELECTION_LEASE_NAME": RELEASE, "MLTASK_LEADER_ELECTION_LEASE_SECONDS": "15",
-        "MLTASK_GPU_RESOURCE_NAME": "nvidia.com/gpu"}, "optional run-step env only when set"
+        "MLTASK_GPU_RESOURCE_NAME": "nvidia.com/gpu",
+        # the default download and upload steps: the operator's own image and pull policy
+        "MLTASK_TRANSFER_IMAGE": "ghcr.io/example/mltask-operator:0.1.0",
+        "MLTASK_TRANSFER_IMAGE_PULL_POLICY": "IfNotPresent",
+        "MLTASK_TRANSFER_RESOURCES": json.dumps(
+            {"limits": {"memory": "1Gi"}, "requests": {"cpu": "100m", "memory": "256Mi"}},
+            separators=(",", ":")),
+    }, "optional run-step env only when set"
     downward = {e.name: e.value_from.field_ref.field_path for e in c.env if e.value_from}
     assert downward == {"POD_NAME": "metadata.name", "POD_NAMESPACE": "metadata.namespace"}
     assert c.resources.requests == {"cpu": "100m", "memory": "256Mi"}
@@ -424,7 +431,7 @@ def full_flow(api: client.ApiClient, argo, namespace: str, proc: OperatorProcess
     tasks.wait_event(name, "Completed")  # Events are allowed
 
     pipes = Pipelines(api, namespace)
-    pipeline = pipeline_example("cifar10")
+    pipeline = pipeline_example("digits")
     pipes.create(pipeline)
     pname = pipeline["metadata"]["name"]
     child = pipes.wait_child(f"{pname}-preprocess")
@@ -456,8 +463,16 @@ def run_as_chart_identity(control_plane, api: client.ApiClient, argo, docs, rele
     proc.start()
     try:
         full_flow(api, argo, flow_ns, proc)
-        lease = client.CoordinationV1Api(api).read_namespaced_lease(RELEASE, release_ns)
+        leases = client.CoordinationV1Api(api)
+        lease = leases.read_namespaced_lease(RELEASE, release_ns)
         assert lease.spec.holder_identity == "chart-sa"
+        # the flow can end within the first renew period (2 s): wait for a renewal, so that
+        # the Lease `update` the chart grants is used however fast the machine is
+        deadline = time.monotonic() + 15
+        while lease.spec.renew_time <= lease.spec.acquire_time:
+            assert time.monotonic() < deadline, f"Lease never renewed: {proc.tail()}"
+            time.sleep(0.2)
+            lease = leases.read_namespaced_lease(RELEASE, release_ns)
     finally:
         proc.stop()
     assert client.CoordinationV1Api(api).read_namespaced_lease(
@@ -523,7 +538,7 @@ FORBIDDEN = [
     ("update an MLTask", lambda c, ns: client.CustomObjectsApi(c).replace_namespaced_custom_object(
         "mltask.dev", "v1alpha1", ns, "mltasks", "any", {"metadata": {"name": "any"}})),
     ("create a Pipeline", lambda c, ns: client.CustomObjectsApi(c).create_namespaced_custom_object(
-        "mltask.dev", "v1alpha1", ns, "pipelines", pipeline_example("cifar10"))),
+        "mltask.dev", "v1alpha1", ns, "pipelines", pipeline_example("digits"))),
     ("update a Pipeline", lambda c, ns: client.CustomObjectsApi(c)
      .replace_namespaced_custom_object("mltask.dev", "v1alpha1", ns, "pipelines", "any",
                                        {"metadata": {"name": "any"}})),

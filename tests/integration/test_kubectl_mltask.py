@@ -23,7 +23,7 @@ from mltask_operator import cli
 
 pytestmark = pytest.mark.integration
 
-TRAIN = "train-resnet18"
+TRAIN = "train-digits"
 
 
 @dataclass
@@ -123,23 +123,25 @@ def test_list_filters_on_the_server(tasks: Tasks, argo, namespace: str, mltask, 
                                     as_service_account, control_plane, tmp_path) -> None:
     train = example("training")
     train["metadata"]["labels"] = {"team": "vision"}
-    for body in (train, example("preprocessing"), example("optimization")):
+    prep = example("preprocessing")
+    prep["spec"]["pipelineRef"] = {"name": "digits"}  # as a task of a pipeline
+    for body in (train, prep, example("optimization")):
         tasks.create(body)
-    argo.wait_for(namespace, "preprocess-cifar10-1")
-    argo.update(namespace, "preprocess-cifar10-1", argo_fn.run_pod, "download")
-    argo.update(namespace, "preprocess-cifar10-1", argo_fn.finish_pod, "download", "Failed")
-    tasks.wait_state("preprocess-cifar10", "failed")
+    argo.wait_for(namespace, "preprocess-digits-1")
+    argo.update(namespace, "preprocess-digits-1", argo_fn.run_pod, "download")
+    argo.update(namespace, "preprocess-digits-1", argo_fn.finish_pod, "download", "Failed")
+    tasks.wait_state("preprocess-digits", "failed")
 
     every = mltask("list")
     assert every.code == 0
     assert every.out.splitlines()[0].split() == cli.TASK_HEADERS
-    assert every.names() == ["optimize-resnet18", "preprocess-cifar10", TRAIN]
-    failed = next(r for r in every.rows() if r[0] == "preprocess-cifar10")
+    assert every.names() == ["optimize-digits", "preprocess-digits", TRAIN]
+    failed = next(r for r in every.rows() if r[0] == "preprocess-digits")
     assert failed[1:5] == ["preprocessing", "failed", "download", "1"]
 
     assert mltask("list", "--type", "training").names() == [TRAIN]
-    assert mltask("list", "--status", "failed").names() == ["preprocess-cifar10"]
-    assert mltask("list", "--pipeline", "cifar10-pipeline").names() == ["preprocess-cifar10"]
+    assert mltask("list", "--status", "failed").names() == ["preprocess-digits"]
+    assert mltask("list", "--pipeline", "digits").names() == ["preprocess-digits"]
     assert mltask("list", "-l", "team=vision").names() == [TRAIN]
     assert mltask("list", "--type", "optimization", "--status", "failed").names() == []
     nothing = mltask("list", "--type", "training", "--status", "failed")
@@ -149,7 +151,7 @@ def test_list_filters_on_the_server(tasks: Tasks, argo, namespace: str, mltask, 
     everywhere = mltask("list", "-A", "--type", "preprocessing", ns=None)
     assert everywhere.out.splitlines()[0].split() == ["NAMESPACE", *cli.TASK_HEADERS]
     ours = [r for r in everywhere.rows() if r[0] == namespace]
-    assert [r[1:4] for r in ours] == [["preprocess-cifar10", "preprocessing", "failed"]]
+    assert [r[1:4] for r in ours] == [["preprocess-digits", "preprocessing", "failed"]]
     assert all(r[2] == "preprocessing" for r in everywhere.rows())
 
     # The API server does the filtering: the plugin's list request carries the selectors.
@@ -158,7 +160,7 @@ def test_list_filters_on_the_server(tasks: Tasks, argo, namespace: str, mltask, 
     since = datetime.datetime.now(datetime.UTC) - datetime.timedelta(seconds=1)
     viewed = mltask("list", "--type", "preprocessing", "--status", "failed", "-l", "tier!=x",
                     kubeconfig=kubeconfig, ns=None)  # the context's namespace
-    assert viewed.names() == ["preprocess-cifar10"]
+    assert viewed.names() == ["preprocess-digits"]
     lists = [e for e in control_plane.audit_events(user, since) if e["verb"] == "list"]
     assert lists, "the list was not audited"
     query = urllib.parse.parse_qs(urllib.parse.urlsplit(lists[-1]["requestURI"]).query)
@@ -238,7 +240,7 @@ def test_describe_outputs_and_metrics_after_completion(tasks: Tasks, argo, names
     conditions = lines[lines.index("Conditions:") + 2:]
     assert {r.split()[0] for r in conditions} == {c["type"] for c in st["conditions"]}
 
-    piped = mltask("outputs", "pipeline/cifar10")
+    piped = mltask("outputs", "pipeline/digits")
     assert piped.code == 1 and "outputs applies to an MLTask" in piped.err
 
 
@@ -409,57 +411,57 @@ def _create_pod(core: client.CoreV1Api, namespace: str, name: str, node: str) ->
 def test_pipeline_stop_continue_retry(api: client.ApiClient, namespace: str, operator, argo,
                                       mltask) -> None:
     pipes = Pipelines(api, namespace)
-    body = pipeline_example("cifar10")
+    body = pipeline_example("digits")
     for t in body["spec"]["tasks"]:
         t["spec"].setdefault("runtime", {})["retryPolicy"] = {"limit": 0}
     pipes.create(body)
-    pipes.wait_child("cifar10-preprocess")
-    argo.wait_for(namespace, "cifar10-preprocess-1")
-    argo.update(namespace, "cifar10-preprocess-1", argo_fn.succeed_all, result=DATASET)
-    pipes.wait_child("cifar10-train")
-    argo.wait_for(namespace, "cifar10-train-1")
-    argo.update(namespace, "cifar10-train-1", argo_fn.run_pod, "download")
-    pipes.wait("cifar10", lambda s: task_state(s, "train")["status"] == "running"
+    pipes.wait_child("digits-preprocess")
+    argo.wait_for(namespace, "digits-preprocess-1")
+    argo.update(namespace, "digits-preprocess-1", argo_fn.succeed_all, result=DATASET)
+    pipes.wait_child("digits-train")
+    argo.wait_for(namespace, "digits-train-1")
+    argo.update(namespace, "digits-train-1", argo_fn.run_pod, "download")
+    pipes.wait("digits", lambda s: task_state(s, "train")["status"] == "running"
                and s.get("status") == "running", "train runs")
 
     listed = mltask("list", "pipelines")
     assert listed.out.splitlines()[0].split() == cli.PIPELINE_HEADERS
-    assert [r[:3] for r in listed.rows()] == [["cifar10", "running", "1/3"]]
-    assert mltask("list", "--pipeline", "cifar10").names() == ["cifar10-preprocess",
-                                                               "cifar10-train"]
-    refused = mltask("retry", "pipeline/cifar10")
-    assert refused.code == 1 and "pipeline cifar10 is still active (running)" in refused.err
-    owned = mltask("stop", "cifar10-train")
-    assert owned.code == 1 and "kubectl mltask stop pipeline/cifar10" in owned.err
-    assert pipes.children()["cifar10-train"]["spec"]["suspend"] is False
+    assert [r[:3] for r in listed.rows()] == [["digits", "running", "1/3"]]
+    assert mltask("list", "--pipeline", "digits").names() == ["digits-preprocess",
+                                                               "digits-train"]
+    refused = mltask("retry", "pipeline/digits")
+    assert refused.code == 1 and "pipeline digits is still active (running)" in refused.err
+    owned = mltask("stop", "digits-train")
+    assert owned.code == 1 and "kubectl mltask stop pipeline/digits" in owned.err
+    assert pipes.children()["digits-train"]["spec"]["suspend"] is False
 
-    stop = mltask("stop", "pipeline/cifar10")
-    assert stop.code == 0 and stop.out.startswith("pipeline/cifar10 stop requested")
-    assert pipes.get("cifar10")["spec"]["suspend"] is True
-    _wait_shutdown(argo, namespace, "cifar10-train-1")
-    argo.update(namespace, "cifar10-train-1", argo_fn.stop)
-    pipes.wait_state("cifar10", "stopped")
-    assert mltask("list", "pipelines", "--status", "stopped").names() == ["cifar10"]
+    stop = mltask("stop", "pipeline/digits")
+    assert stop.code == 0 and stop.out.startswith("pipeline/digits stop requested")
+    assert pipes.get("digits")["spec"]["suspend"] is True
+    _wait_shutdown(argo, namespace, "digits-train-1")
+    argo.update(namespace, "digits-train-1", argo_fn.stop)
+    pipes.wait_state("digits", "stopped")
+    assert mltask("list", "pipelines", "--status", "stopped").names() == ["digits"]
     assert mltask("list", "pipelines", "--status", "running").names() == []
-    described = mltask("describe", "mlp/cifar10").out.splitlines()
+    described = mltask("describe", "mlp/digits").out.splitlines()
     tasks_at = described.index("Tasks:")
     assert [r.split()[:3] for r in described[tasks_at + 2:tasks_at + 5]] == [
-        ["preprocess", "cifar10-preprocess", "completed"],
-        ["train", "cifar10-train", "stopped"],
+        ["preprocess", "digits-preprocess", "completed"],
+        ["train", "digits-train", "stopped"],
         ["optimize", "<none>", "pending"]]
 
-    cont = mltask("continue", "pipeline/cifar10")
-    assert cont.code == 0 and cont.out.startswith("pipeline/cifar10 continue requested")
-    argo.wait_for(namespace, "cifar10-train-2")
-    argo.update(namespace, "cifar10-train-2", argo_fn.run_pod, "download")  # stopped there
-    argo.update(namespace, "cifar10-train-2", argo_fn.finish_pod, "download", "Failed")
-    pipes.wait_state("cifar10", "failed")
+    cont = mltask("continue", "pipeline/digits")
+    assert cont.code == 0 and cont.out.startswith("pipeline/digits continue requested")
+    argo.wait_for(namespace, "digits-train-2")
+    argo.update(namespace, "digits-train-2", argo_fn.run_pod, "download")  # stopped there
+    argo.update(namespace, "digits-train-2", argo_fn.finish_pod, "download", "Failed")
+    pipes.wait_state("digits", "failed")
 
-    retry = mltask("retry", "pipelines/cifar10")
+    retry = mltask("retry", "pipelines/digits")
     assert retry.code == 0, retry.err
-    assert retry.out.startswith("pipeline/cifar10 retry requested: retryGeneration 1;")
-    spec = pipes.get("cifar10")["spec"]
+    assert retry.out.startswith("pipeline/digits retry requested: retryGeneration 1;")
+    spec = pipes.get("digits")["spec"]
     assert (spec["retryGeneration"], spec["suspend"]) == (1, False)
-    argo.wait_for(namespace, "cifar10-train-3")
-    assert pipes.children()["cifar10-train"]["spec"]["retryGeneration"] == 1
-    assert pipes.children()["cifar10-preprocess"]["spec"]["retryGeneration"] == 0
+    argo.wait_for(namespace, "digits-train-3")
+    assert pipes.children()["digits-train"]["spec"]["retryGeneration"] == 1
+    assert pipes.children()["digits-preprocess"]["spec"]["retryGeneration"] == 0

@@ -107,6 +107,9 @@ class Case(NamedTuple):
 
 UNKNOWN = None  # strict field validation: 400 BadRequest, "unknown field", no causes
 SECRET_REF = {"secretKeyRef": {"name": "s3-credentials", "key": "key"}}
+#: Download and upload steps of a task's own (the examples leave them to the operator).
+OWN_DOWNLOAD = {"image": "registry.example.com/s3-sync:1.4", "command": ["s3-sync", "get"]}
+OWN_UPLOAD = {"image": "registry.example.com/s3-sync:1.4", "command": ["s3-sync", "put"]}
 
 INVALID: list[Case] = [
     # --- every CEL rule of the schema (x-kubernetes-validations)
@@ -114,7 +117,7 @@ INVALID: list[Case] = [
          "spec.input", "spec.input.model is required when type is optimization",
          "FieldValueRequired"),
     Case("training-with-input-model", "training",
-         put("spec/input/model", {"uri": "s3://m/resnet.pt"}),
+         put("spec/input/model", {"uri": "s3://mltask-examples/models/digits-mlp/model.joblib"}),
          "spec.input", "spec.input.model is only allowed when type is optimization",
          "FieldValueForbidden"),
     Case("preprocessing-without-output-dataset", "preprocessing", drop("spec/output/dataset"),
@@ -146,11 +149,13 @@ INVALID: list[Case] = [
          put("spec/steps/run/env", [{"name": "A", "value": "x", "valueFrom": SECRET_REF}]),
          "spec.steps.run.env[0]", "set either value or valueFrom, not both", "FieldValueInvalid"),
     Case("inline-secret-env-download", "training",
-         put("spec/steps/download/env", [{"name": "AWS_SECRET_ACCESS_KEY", "value": "x"}]),
+         chain(put("spec/steps/download", OWN_DOWNLOAD),
+               put("spec/steps/download/env", [{"name": "AWS_SECRET_ACCESS_KEY", "value": "x"}])),
          "spec.steps.download.env[0].value", "credentials must come from a Secret",
          "FieldValueForbidden"),
     Case("inline-token-env-upload", "training",
-         put("spec/steps/upload/env", [{"name": "HF_TOKEN", "value": "hf_x"}]),
+         chain(put("spec/steps/upload", OWN_UPLOAD),
+               put("spec/steps/upload/env", [{"name": "HF_TOKEN", "value": "hf_x"}])),
          "spec.steps.upload.env[0].value", "credentials must come from a Secret",
          "FieldValueForbidden"),
     Case("inline-api-key-env-run", "training",
@@ -168,7 +173,7 @@ INVALID: list[Case] = [
     Case("name-too-long", "training", put("metadata/name", "t" * (MAX_NAME_LENGTH + 1)),
          "metadata.name", f"metadata.name must be at most {MAX_NAME_LENGTH} characters",
          "FieldValueInvalid", at_field=False),
-    Case("name-not-a-dns-label", "training", put("metadata/name", "train.resnet18"),
+    Case("name-not-a-dns-label", "training", put("metadata/name", "train.digits"),
          "metadata.name", "metadata.name must be a DNS label", "FieldValueInvalid",
          at_field=False),
     # --- enums and patterns
@@ -186,7 +191,7 @@ INVALID: list[Case] = [
     Case("bad-toleration-operator", "training",
          put("spec/runtime/tolerations", [{"key": "a", "operator": "Maybe"}]),
          "spec.runtime.tolerations[0].operator", "should match", "FieldValueInvalid"),
-    Case("bad-toleration-effect", "optimization",
+    Case("bad-toleration-effect", "training",
          put("spec/runtime/tolerations/0/effect", "NoRun"),
          "spec.runtime.tolerations[0].effect", "should match", "FieldValueInvalid"),
     Case("bad-secretRef-name", "training", put("spec/storage/secretRef/name", "S3_Creds"),
@@ -204,26 +209,25 @@ INVALID: list[Case] = [
          "spec.steps.run.image", "should be at least 1 chars long", "FieldValueInvalid"),
     # --- what the default transfer steps cannot serve, and what a kubelet would refuse later
     Case("dataset-uri-scheme-default-download", "training",
-         chain(drop("spec/steps/download"), put("spec/input/dataset/uri", "gs://bkt/x.zip")),
+         put("spec/input/dataset/uri", "gs://bkt/x.zip"),
          "spec.input.dataset.uri", "the default download step reads s3://bucket/key",
          "FieldValueInvalid"),
     Case("dataset-uri-bad-bucket-default-download", "training",
-         chain(drop("spec/steps/download"), put("spec/input/dataset/uri", "s3://Bad_Bucket/x")),
+         put("spec/input/dataset/uri", "s3://Bad_Bucket/x"),
          "spec.input.dataset.uri", "the default download step reads", "FieldValueInvalid"),
     Case("dataset-uri-https-folder-default-download", "preprocessing",
-         chain(drop("spec/steps/download"),
-               put("spec/input/dataset/uri", "https://data.example.com/raw/")),
+         put("spec/input/dataset/uri", "https://data.example.com/raw/"),
          "spec.input.dataset.uri", "the default download step reads", "FieldValueInvalid"),
     Case("model-uri-scheme-default-download", "optimization",
-         chain(drop("spec/steps/download"), put("spec/input/model/uri", "ftp://m/model.pt")),
+         put("spec/input/model/uri", "ftp://m/model.joblib"),
          "spec.input.model.uri", "the default download step reads", "FieldValueInvalid"),
-    Case("output-uri-missing-default-upload", "training",
-         chain(drop("spec/steps/upload"), drop("spec/output/uri")),
+    Case("output-uri-missing-default-upload", "training", drop("spec/output/uri"),
          "spec.output.uri", "the default upload step stores the output", "FieldValueInvalid"),
     Case("output-uri-https-default-upload", "preprocessing",
-         chain(drop("spec/steps/upload"), put("spec/output/uri", "https://example.com/out/")),
+         put("spec/output/uri", "https://example.com/out/"),
          "spec.output.uri", "the default upload step stores the output", "FieldValueInvalid"),
-    Case("image-with-a-space", "training", put("spec/steps/run/image", "ghcr.io/a/train :1"),
+    Case("image-with-a-space", "training",
+         put("spec/steps/run/image", "localhost/mltask-example-sklearn :0.1.0"),
          "spec.steps.run.image", "image must be an image reference without spaces",
          "FieldValueInvalid"),
     Case("fractional-gpu-limit", "training",
@@ -296,7 +300,7 @@ INVALID: list[Case] = [
     # --- wrong types
     Case("image-not-a-string", "training", put("spec/steps/run/image", 42),
          "spec.steps.run.image", "must be of type string", "FieldValueTypeInvalid"),
-    Case("command-not-a-list", "training", put("spec/steps/run/command", "python train.py"),
+    Case("command-not-a-list", "training", put("spec/steps/run/command", "python3 -m digits.train"),
          "spec.steps.run.command", "must be of type array", "FieldValueTypeInvalid"),
     Case("parameter-not-a-string", "training", put("spec/config/parameters/epochs", 30),
          "spec.config.parameters.epochs", "must be of type string", "FieldValueTypeInvalid"),
@@ -306,7 +310,7 @@ INVALID: list[Case] = [
          "spec.suspend", "must be of type boolean", "FieldValueTypeInvalid"),
     Case("retry-limit-a-string", "training", put("spec/runtime/retryPolicy/limit", "3"),
          "spec.runtime.retryPolicy.limit", "must be of type integer", "FieldValueTypeInvalid"),
-    Case("input-a-string", "training", put("spec/input", "s3://ml-datasets/x.zip"),
+    Case("input-a-string", "training", put("spec/input", "s3://mltask-examples/x.npz"),
          "spec.input", "must be of type object", "FieldValueTypeInvalid"),
 ]
 
@@ -416,7 +420,7 @@ def test_names_that_only_contain_a_credential_word_are_accepted(
 
 
 @pytest.mark.parametrize("uri", [
-    "s3://ml-datasets/raw/digits.csv.gz", "s3://ml-datasets/raw/", "s3://ml-datasets",
+    "s3://mltask-examples/raw/digits.csv.gz", "s3://mltask-examples/raw/", "s3://mltask-examples",
     "s3://my.bucket-1/raw data/a b.csv",  # S3 keys may hold spaces
     "https://data.example.com/raw data.csv",  # a URL may not: refused
     "https://data.example.com/raw/digits.csv.gz", "https://h:8443/f?x=1",
@@ -426,7 +430,7 @@ def test_names_that_only_contain_a_credential_word_are_accepted(
 def test_what_the_default_download_serves_is_accepted(
         objects: client.CustomObjectsApi, namespace: str, uri: str) -> None:
     body = example("training")
-    del body["spec"]["steps"]["download"]
+    assert "download" not in body["spec"]["steps"], "the example leaves download to the operator"
     body["spec"]["input"]["dataset"]["uri"] = uri
     if uri.startswith("https") and " " in uri:  # percent-encode spaces in a URL
         with pytest.raises(client.ApiException) as err:
@@ -439,11 +443,13 @@ def test_what_the_default_download_serves_is_accepted(
 def test_a_step_of_your_own_serves_any_scheme(objects: client.CustomObjectsApi,
                                               namespace: str) -> None:
     body = example("optimization")
-    body["spec"]["input"]["dataset"]["uri"] = "gs://field-data/cameras.zip"
-    body["spec"]["input"]["model"]["uri"] = "azureml://models/resnet/3"
-    body["spec"]["output"]["uri"] = "gs://models/field/"
+    body["spec"]["steps"].update(download=OWN_DOWNLOAD, upload=OWN_UPLOAD)
+    body["spec"]["input"]["dataset"]["uri"] = "gs://mltask-examples/digits-minmax.npz"
+    body["spec"]["input"]["model"]["uri"] = "azureml://models/digits-mlp/3"
+    body["spec"]["output"]["uri"] = "gs://mltask-examples/models/"
     created = create(objects, namespace, body)
-    assert created["spec"]["steps"]["download"]["image"]
+    assert created["spec"]["steps"]["download"] == OWN_DOWNLOAD
+    assert created["spec"]["steps"]["upload"] == OWN_UPLOAD
 
 
 @pytest.mark.parametrize("resources", [
@@ -461,18 +467,30 @@ def test_whole_extended_resources_and_fractional_native_ones_are_accepted(
 
 # ---------------------------------------------------------------------------- update rules
 
+def base_body(base: str) -> Body:
+    """examples/mltask-<base>.yaml; "preprocessing-in-pipeline": with a pipelineRef."""
+    if base == "preprocessing-in-pipeline":
+        body = example("preprocessing")
+        body["spec"]["pipelineRef"] = {"name": "digits"}
+        return body
+    return example(base)
+
+
 # (field, example, merge patch of the spec changing only that field)
 IMMUTABLE: list[tuple[str, str, Body]] = [
     ("type", "preprocessing", {"type": "training"}),
-    ("pipelineRef", "training", {"pipelineRef": {"name": "cifar10-pipeline"}}),
-    ("pipelineRef", "preprocessing", {"pipelineRef": {"name": "other-pipeline"}}),
-    ("pipelineRef", "preprocessing", {"pipelineRef": None}),
-    ("input", "training", {"input": {"dataset": {"uri": "s3://ml-datasets/other.zip"}}}),
-    ("input", "optimization", {"input": {"model": {"uri": "s3://ml-models/other.pt"}}}),
+    ("pipelineRef", "training", {"pipelineRef": {"name": "digits"}}),
+    ("pipelineRef", "preprocessing-in-pipeline", {"pipelineRef": {"name": "other-pipeline"}}),
+    ("pipelineRef", "preprocessing-in-pipeline", {"pipelineRef": None}),
+    ("input", "training",
+     {"input": {"dataset": {"uri": "s3://mltask-examples/datasets/other.npz"}}}),
+    ("input", "optimization",
+     {"input": {"model": {"uri": "s3://mltask-examples/models/other/model.joblib"}}}),
     ("config", "training", {"config": {"parameters": {"epochs": "99"}}}),
     ("config", "training", {"config": None}),
-    ("steps", "training", {"steps": {"run": {"image": "ghcr.io/example/resnet-train:2.2"}}}),
-    ("output", "training", {"output": {"model": {"name": "resnet18-other"}}}),
+    ("steps", "training",
+     {"steps": {"run": {"image": "localhost/mltask-example-sklearn:0.2.0"}}}),
+    ("output", "training", {"output": {"model": {"name": "digits-mlp-other"}}}),
     ("storage", "training", {"storage": {"secretRef": {"name": "other-credentials"}}}),
     ("storage", "preprocessing", {"storage": None}),
     ("runtime", "training", {"runtime": {"activeDeadlineSeconds": 60}}),
@@ -491,7 +509,7 @@ def test_fixed_field_cannot_change(objects: client.CustomObjectsApi, namespace: 
                                    field: str, base: str, change: Body, started: bool) -> None:
     """The rules hold from creation on, not only once the task has started (no status in them):
     refused both with no status and with a running status written through the subresource."""
-    name = create(objects, namespace, example(base))["metadata"]["name"]
+    name = create(objects, namespace, base_body(base))["metadata"]["name"]
     if started:
         mark_started(objects, namespace, name)
     before = objects.get_namespaced_custom_object(G, V, namespace, P, name)["spec"]
@@ -541,8 +559,8 @@ def test_suspend_description_and_retry_generation_may_change(
 
     steps: list[tuple[Body, Body]] = [
         ({"suspend": True}, {"suspend": True}),
-        ({"description": "Train ResNet-18, second try"},
-         {"description": "Train ResNet-18, second try"}),
+        ({"description": "Train the digits MLP, second try"},
+         {"description": "Train the digits MLP, second try"}),
         ({"retryGeneration": 1}, {"retryGeneration": 1}),
         ({"suspend": False, "retryGeneration": 3, "description": None},
          {"suspend": False, "retryGeneration": 3}),

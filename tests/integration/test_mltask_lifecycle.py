@@ -69,7 +69,7 @@ def test_training_task_runs_to_completion(tasks: Tasks, argo, namespace: str) ->
                 outputs={"result": json.dumps(RESULT)})
     st = tasks.wait_state(name, "completed", "done")["status"]
 
-    assert st["outputs"] == {"kind": "model", "name": "resnet18-cifar10", "id": "model-42",
+    assert st["outputs"] == {"kind": "model", "name": "digits-mlp", "id": "model-42",
                              "uri": RESULT["uri"], "size": RESULT["size"],
                              "sha256": RESULT["sha256"]}
     assert st["metrics"] == {"accuracy": 0.93, "loss": 0.21}
@@ -240,8 +240,8 @@ def test_completed_task_ignores_stale_workflow_and_stop(tasks: Tasks, argo, name
     wf = f"{name}-1"
     argo.wait_for(namespace, wf)
     argo.update(namespace, wf, argo_fn.succeed_all,
-                result={"uri": "s3://ml-datasets/processed/cifar10-train.zip", "size": 1,
-                        "sha256": "cd" * 32})
+                result={"uri": "s3://mltask-examples/datasets/digits/digits-minmax.npz",
+                        "size": 1, "sha256": "cd" * 32})
     st = tasks.wait_state(name, "completed", "done")["status"]
     assert st["outputs"]["kind"] == "dataset"
     tasks.patch(name, {"suspend": True})
@@ -254,10 +254,10 @@ def test_from_task_input_waits_for_upstream_then_uses_its_output(
         tasks: Tasks, argo, namespace: str) -> None:
     train = example("training")
     train["metadata"]["name"] = "train-from-upstream"
-    train["spec"]["input"]["dataset"] = {"fromTask": "preprocess-cifar10", "kind": "project"}
+    train["spec"]["input"]["dataset"] = {"fromTask": "preprocess-digits", "kind": "project"}
     tasks.create(train)
     st = tasks.wait(train["metadata"]["name"],
-                    lambda s: "preprocess-cifar10" in (s.get("message") or ""),
+                    lambda s: "preprocess-digits" in (s.get("message") or ""),
                     "waiting message")["status"]
     assert st["status"] == "init" and st["executeStep"] == "prepare_file"
     assert cond(st, "Running")["reason"] == "WaitingForInputs"
@@ -265,9 +265,9 @@ def test_from_task_input_waits_for_upstream_then_uses_its_output(
     assert not tasks.workflows()
 
     tasks.create(example("preprocessing"))
-    argo.wait_for(namespace, "preprocess-cifar10-1")
-    uri = "s3://ml-datasets/processed/cifar10-train-abc.zip"
-    argo.update(namespace, "preprocess-cifar10-1", argo_fn.succeed_all,
+    argo.wait_for(namespace, "preprocess-digits-1")
+    uri = "s3://mltask-examples/datasets/digits/digits-minmax-abc.npz"
+    argo.update(namespace, "preprocess-digits-1", argo_fn.succeed_all,
                 result={"uri": uri, "size": 10, "sha256": "ef" * 32})
     wf = argo.wait_for(namespace, "train-from-upstream-1", timeout=30)
     env = {e["name"]: e.get("value") for e in wf["spec"]["templates"][1]["container"]["env"]}
@@ -308,21 +308,24 @@ def test_deleting_the_task_deletes_its_workflow_and_volume(
 
 def test_list_with_field_selectors(tasks: Tasks, argo, namespace: str) -> None:
     for kind in ("training", "preprocessing", "optimization"):
-        tasks.create(example(kind))
-    argo.wait_for(namespace, "preprocess-cifar10-1")
-    argo.update(namespace, "preprocess-cifar10-1", argo_fn.run_pod, "download")
-    argo.update(namespace, "preprocess-cifar10-1", argo_fn.finish_pod, "download", "Failed")
-    tasks.wait_state("preprocess-cifar10", "failed")
+        body = example(kind)
+        if kind == "preprocessing":  # as a task of a pipeline (the examples stand alone)
+            body["spec"]["pipelineRef"] = {"name": "digits"}
+        tasks.create(body)
+    argo.wait_for(namespace, "preprocess-digits-1")
+    argo.update(namespace, "preprocess-digits-1", argo_fn.run_pod, "download")
+    argo.update(namespace, "preprocess-digits-1", argo_fn.finish_pod, "download", "Failed")
+    tasks.wait_state("preprocess-digits", "failed")
 
     def names(selector: str) -> list[str]:
         items = tasks.objects.list_namespaced_custom_object(
             G, V, namespace, P, field_selector=selector)["items"]
         return sorted(i["metadata"]["name"] for i in items)
 
-    assert names("spec.type=training") == ["train-resnet18"]
-    assert names("status.status=failed") == ["preprocess-cifar10"]
-    assert names("spec.pipelineRef.name=cifar10-pipeline") == ["preprocess-cifar10"]
-    assert names("status.status!=failed") == ["optimize-resnet18", "train-resnet18"]
+    assert names("spec.type=training") == ["train-digits"]
+    assert names("status.status=failed") == ["preprocess-digits"]
+    assert names("spec.pipelineRef.name=digits") == ["preprocess-digits"]
+    assert names("status.status!=failed") == ["optimize-digits", "train-digits"]
 
 
 def test_task_created_suspended_is_stopped_before_any_step(tasks: Tasks, argo,

@@ -29,7 +29,7 @@ def _succeed(argo, ns: str, wf: str, result: dict[str, Any]) -> None:
     argo.update(ns, wf, argo_fn.succeed_all, result=result, metrics={"accuracy": 0.9})
 
 
-def _fail_run(argo, ns: str, wf: str, message: str = "CUDA out of memory") -> None:
+def _fail_run(argo, ns: str, wf: str, message: str = "MemoryError: out of memory") -> None:
     argo.wait_for(ns, wf)
     argo.update(ns, wf, argo_fn.run_pod, "download")
     argo.update(ns, wf, argo_fn.finish_pod, "download")
@@ -46,66 +46,71 @@ def _no_retries(body: dict[str, Any]) -> dict[str, Any]:
 def test_three_stage_pipeline_hands_each_output_to_the_next(pipes: Pipelines, argo,
                                                             namespace: str,
                                                             control_plane) -> None:
-    body = pipeline_example("cifar10")
+    body = pipeline_example("digits")
     body["metadata"]["labels"] = {"app.kubernetes.io/instance": "ml-team-apps"}
     body["metadata"]["annotations"] = {"argocd.argoproj.io/tracking-id": "ml:mltask.dev/x"}
+    # placement defaults: preprocess sets none of its own, train its GPU placement
+    body["spec"]["defaults"].update(nodeSelector={"pool": "cpu"},
+                                    tolerations=[{"key": "spot", "operator": "Exists"}])
     created = pipes.create(body)
     uid = created["metadata"]["uid"]
 
-    pre = pipes.wait_child("cifar10-preprocess")
+    pre = pipes.wait_child("digits-preprocess")
     st = pipes.wait(created["metadata"]["name"], lambda s: s.get("progress") == "0/3",
                     "progress")["status"]
     assert st["status"] in ("init", "running")
     assert task_state(st, "train")["status"] == "pending"
     assert task_state(st, "train")["message"] == "waiting for preprocess"
-    assert sorted(pipes.children()) == ["cifar10-preprocess"], "train must wait for its input"
+    assert sorted(pipes.children()) == ["digits-preprocess"], "train must wait for its input"
     meta = pre["metadata"]
-    assert meta["labels"] == {"mltask.dev/pipeline": "cifar10",
+    assert meta["labels"] == {"mltask.dev/pipeline": "digits",
                               "mltask.dev/pipeline-task": "preprocess",
                               "app.kubernetes.io/managed-by": "mltask-operator"}
     assert "argocd.argoproj.io/tracking-id" not in (meta.get("annotations") or {})
     owner = meta["ownerReferences"][0]
     assert (owner["kind"], owner["name"], owner["uid"], owner["controller"]) == (
-        "Pipeline", "cifar10", uid, True)
-    assert pre["spec"]["pipelineRef"] == {"name": "cifar10"}
-    assert pre["spec"]["storage"]["secretRef"] == {"name": "s3-credentials"}, "default inherited"
-    assert pre["spec"]["runtime"]["nodeSelector"] == {"pool": "cpu"}, "task overrides default"
-    assert pre["spec"]["runtime"]["tolerations"] == []
+        "Pipeline", "digits", uid, True)
+    assert pre["spec"]["pipelineRef"] == {"name": "digits"}
+    assert pre["spec"]["storage"] == {"secretRef": {"name": "s3-credentials"},
+                                      "endpoint": "http://10.244.0.1:9000"}, "default inherited"
+    assert pre["spec"]["runtime"]["nodeSelector"] == {"pool": "cpu"}, "default inherited"
+    assert pre["spec"]["runtime"]["tolerations"] == [{"key": "spot", "operator": "Exists"}]
 
-    _succeed(argo, namespace, "cifar10-preprocess-1", DATASET)
-    train = pipes.wait_child("cifar10-train")
+    _succeed(argo, namespace, "digits-preprocess-1", DATASET)
+    train = pipes.wait_child("digits-train")
     assert train["spec"]["input"]["dataset"] == {"uri": DATASET["uri"], "kind": "project"}
-    assert train["spec"]["runtime"]["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
-    assert train["spec"]["runtime"]["tolerations"][0]["key"] == "nvidia.com/gpu"
-    assert "cifar10-optimize" not in pipes.children()
+    assert train["spec"]["runtime"]["nodeSelector"] == {"nvidia.com/gpu.present": "true"}, \
+        "task overrides default"
+    assert [t["key"] for t in train["spec"]["runtime"]["tolerations"]] == ["nvidia.com/gpu"]
+    assert "digits-optimize" not in pipes.children()
 
-    model = model_result("resnet18-cifar10")
-    _succeed(argo, namespace, "cifar10-train-1", model)
-    opt = pipes.wait_child("cifar10-optimize")
+    model = model_result("digits-mlp")
+    _succeed(argo, namespace, "digits-train-1", model)
+    opt = pipes.wait_child("digits-optimize")
     assert opt["spec"]["input"]["model"] == {"uri": model["uri"]}
-    assert opt["spec"]["input"]["dataset"]["uri"] == "s3://ml-datasets/field/cameras-2026-11.zip"
+    assert opt["spec"]["input"]["dataset"] == {"uri": DATASET["uri"], "kind": "application"}
 
-    final = model_result("resnet18-field-fp16")
-    _succeed(argo, namespace, "cifar10-optimize-1", final)
-    st = pipes.wait_state("cifar10", "completed")
+    final = model_result("digits-mlp-int8")
+    _succeed(argo, namespace, "digits-optimize-1", final)
+    st = pipes.wait_state("digits", "completed")
     assert st["progress"] == "3/3" and st["completedTasks"] == 3 and st["totalTasks"] == 3
     assert [t["outputUri"] for t in st["tasks"]] == [DATASET["uri"], model["uri"], final["uri"]]
-    assert [t["mltask"] for t in st["tasks"]] == ["cifar10-preprocess", "cifar10-train",
-                                                  "cifar10-optimize"]
+    assert [t["mltask"] for t in st["tasks"]] == ["digits-preprocess", "digits-train",
+                                                  "digits-optimize"]
     assert cond(st, "Succeeded")["status"] == "True" and cond(st, "Ready")["status"] == "True"
     assert st["startTime"] and st["completionTime"] and st["duration"]
     assert st["observedGeneration"] == 1
 
-    after = pipes.get("cifar10")
+    after = pipes.get("digits")
     assert after["spec"] == created["spec"], "the operator never writes into the spec"
     assert after["metadata"]["labels"] == body["metadata"]["labels"]
-    reasons = [e["reason"] for e in pipes.wait_event("cifar10", "Completed")]
+    reasons = [e["reason"] for e in pipes.wait_event("digits", "Completed")]
     assert reasons.count("TaskCreated") == 3 and "Completed" in reasons, reasons
 
     # `kubectl get mlp`: the CRD's printer columns, filled from the status
     header, row = control_plane.kubectl("get", "mlp", "-n", namespace).stdout.splitlines()
     assert header.split() == ["NAME", "STATUS", "PROGRESS", "AGE", "DURATION"]
-    assert row.split()[:3] == ["cifar10", "completed", "3/3"]
+    assert row.split()[:3] == ["digits", "completed", "3/3"]
     assert row.split()[4] == st["duration"]
     wide = control_plane.kubectl("get", "mlp", "-n", namespace, "-o", "wide").stdout
     assert wide.splitlines()[0].split() == ["NAME", "STATUS", "PROGRESS", "MESSAGE", "AGE",
@@ -115,24 +120,24 @@ def test_three_stage_pipeline_hands_each_output_to_the_next(pipes: Pipelines, ar
 
 def test_parallel_branches_run_at_the_same_time(pipes: Pipelines, argo, namespace: str) -> None:
     pipes.create(pipeline_example("parallel-training"))
-    pipes.wait_child("cifar10-sweep-preprocess")
-    _succeed(argo, namespace, "cifar10-sweep-preprocess-1", DATASET)
-    resnet = pipes.wait_child("cifar10-sweep-train-resnet")
-    vit = pipes.wait_child("cifar10-sweep-train-vit")
-    for child in (resnet, vit):
+    pipes.wait_child("digits-sweep-preprocess")
+    _succeed(argo, namespace, "digits-sweep-preprocess-1", DATASET)
+    mlp = pipes.wait_child("digits-sweep-train-mlp")
+    logreg = pipes.wait_child("digits-sweep-train-logreg")
+    for child in (mlp, logreg):
         assert child["spec"]["input"]["dataset"]["uri"] == DATASET["uri"]
-    argo.wait_for(namespace, "cifar10-sweep-train-resnet-1")
-    argo.wait_for(namespace, "cifar10-sweep-train-vit-1")
-    argo.update(namespace, "cifar10-sweep-train-resnet-1", argo_fn.run_pod, "download")
-    argo.update(namespace, "cifar10-sweep-train-vit-1", argo_fn.run_pod, "download")
+    argo.wait_for(namespace, "digits-sweep-train-mlp-1")
+    argo.wait_for(namespace, "digits-sweep-train-logreg-1")
+    argo.update(namespace, "digits-sweep-train-mlp-1", argo_fn.run_pod, "download")
+    argo.update(namespace, "digits-sweep-train-logreg-1", argo_fn.run_pod, "download")
     st = pipes.wait(
-        "cifar10-sweep",
-        lambda s: [task_state(s, t)["status"] for t in ("train-resnet", "train-vit")]
+        "digits-sweep",
+        lambda s: [task_state(s, t)["status"] for t in ("train-mlp", "train-logreg")]
         == ["running", "running"], "both trainings running")["status"]
     assert st["status"] == "running" and st["progress"] == "1/3"
-    _succeed(argo, namespace, "cifar10-sweep-train-vit-1", model_result("vit"))
-    _succeed(argo, namespace, "cifar10-sweep-train-resnet-1", model_result("resnet"))
-    assert pipes.wait_state("cifar10-sweep", "completed")["progress"] == "3/3"
+    _succeed(argo, namespace, "digits-sweep-train-logreg-1", model_result("digits-logreg"))
+    _succeed(argo, namespace, "digits-sweep-train-mlp-1", model_result("digits-mlp"))
+    assert pipes.wait_state("digits-sweep", "completed")["progress"] == "3/3"
 
 
 def test_concurrency_limit_runs_one_branch_at_a_time(pipes: Pipelines, argo,
@@ -140,26 +145,26 @@ def test_concurrency_limit_runs_one_branch_at_a_time(pipes: Pipelines, argo,
     body = pipeline_example("parallel-training")
     body["spec"]["concurrency"] = 1
     pipes.create(body)
-    pipes.wait_child("cifar10-sweep-preprocess")
-    _succeed(argo, namespace, "cifar10-sweep-preprocess-1", DATASET)
-    first = pipes.wait_child("cifar10-sweep-train-resnet")  # spec order
-    st = pipes.wait("cifar10-sweep", lambda s: "concurrency" in (
-        task_state(s, "train-vit").get("message") or ""), "train-vit waiting")["status"]
-    assert task_state(st, "train-vit")["status"] == "pending"
-    assert "cifar10-sweep-train-vit" not in pipes.children()
-    _succeed(argo, namespace, f"{first['metadata']['name']}-1", model_result("resnet"))
-    pipes.wait_child("cifar10-sweep-train-vit")
-    _succeed(argo, namespace, "cifar10-sweep-train-vit-1", model_result("vit"))
-    pipes.wait_state("cifar10-sweep", "completed")
+    pipes.wait_child("digits-sweep-preprocess")
+    _succeed(argo, namespace, "digits-sweep-preprocess-1", DATASET)
+    first = pipes.wait_child("digits-sweep-train-mlp")  # spec order
+    st = pipes.wait("digits-sweep", lambda s: "concurrency" in (
+        task_state(s, "train-logreg").get("message") or ""), "train-logreg waiting")["status"]
+    assert task_state(st, "train-logreg")["status"] == "pending"
+    assert "digits-sweep-train-logreg" not in pipes.children()
+    _succeed(argo, namespace, f"{first['metadata']['name']}-1", model_result("digits-mlp"))
+    pipes.wait_child("digits-sweep-train-logreg")
+    _succeed(argo, namespace, "digits-sweep-train-logreg-1", model_result("digits-logreg"))
+    pipes.wait_state("digits-sweep", "completed")
 
 
 def _with_follow_up(fail_fast: bool) -> dict[str, Any]:
-    """preprocess -> (train-resnet -> finetune), (train-vit): train-vit will fail."""
+    """preprocess -> (train-mlp -> finetune), (train-logreg): train-logreg will fail."""
     body = _no_retries(pipeline_example("parallel-training"))
     body["spec"]["failFast"] = fail_fast
-    follow = copy.deepcopy(next(t for t in body["spec"]["tasks"] if t["name"] == "train-resnet"))
+    follow = copy.deepcopy(next(t for t in body["spec"]["tasks"] if t["name"] == "train-mlp"))
     follow["name"] = "finetune"
-    follow["dependsOn"] = ["train-resnet"]
+    follow["dependsOn"] = ["train-mlp"]
     body["spec"]["tasks"].append(follow)
     return body
 
@@ -167,35 +172,36 @@ def _with_follow_up(fail_fast: bool) -> dict[str, Any]:
 @pytest.mark.parametrize("fail_fast", [True, False], ids=["failFast", "continue-branches"])
 def test_failure_in_the_middle(pipes: Pipelines, argo, namespace: str, fail_fast: bool) -> None:
     pipes.create(_with_follow_up(fail_fast))
-    pipes.wait_child("cifar10-sweep-preprocess")
-    _succeed(argo, namespace, "cifar10-sweep-preprocess-1", DATASET)
-    pipes.wait_child("cifar10-sweep-train-vit")
-    pipes.wait_child("cifar10-sweep-train-resnet")
-    argo.wait_for(namespace, "cifar10-sweep-train-resnet-1")
-    argo.update(namespace, "cifar10-sweep-train-resnet-1", argo_fn.run_pod, "download")
-    _fail_run(argo, namespace, "cifar10-sweep-train-vit-1")
+    pipes.wait_child("digits-sweep-preprocess")
+    _succeed(argo, namespace, "digits-sweep-preprocess-1", DATASET)
+    pipes.wait_child("digits-sweep-train-logreg")
+    pipes.wait_child("digits-sweep-train-mlp")
+    argo.wait_for(namespace, "digits-sweep-train-mlp-1")
+    argo.update(namespace, "digits-sweep-train-mlp-1", argo_fn.run_pod, "download")
+    _fail_run(argo, namespace, "digits-sweep-train-logreg-1")
 
-    st = pipes.wait("cifar10-sweep", lambda s: task_state(s, "train-vit")["status"] == "failed",
-                    "train-vit failed")["status"]
+    st = pipes.wait("digits-sweep", lambda s: task_state(s, "train-logreg")["status"] == "failed",
+                    "train-logreg failed")["status"]
     assert st["status"] == "running", "the pipeline fails only once running tasks end"
-    assert "train-vit failed" in st["message"]
-    _succeed(argo, namespace, "cifar10-sweep-train-resnet-1", model_result("resnet"))
+    assert "train-logreg failed" in st["message"]
+    _succeed(argo, namespace, "digits-sweep-train-mlp-1", model_result("digits-mlp"))
     if fail_fast:
-        st = pipes.wait_state("cifar10-sweep", "failed")
+        st = pipes.wait_state("digits-sweep", "failed")
         time.sleep(1)
-        assert "cifar10-sweep-finetune" not in pipes.children(), "nothing new starts"
+        assert "digits-sweep-finetune" not in pipes.children(), "nothing new starts"
         assert task_state(st, "finetune")["status"] == "pending"
         assert "failFast" in task_state(st, "finetune")["message"]
         assert st["progress"] == "2/4"
     else:
-        pipes.wait_child("cifar10-sweep-finetune")
-        st = pipes.wait_state("cifar10-sweep", "running")
-        _succeed(argo, namespace, "cifar10-sweep-finetune-1", model_result("finetune"))
-        st = pipes.wait_state("cifar10-sweep", "failed")
+        pipes.wait_child("digits-sweep-finetune")
+        st = pipes.wait_state("digits-sweep", "running")
+        _succeed(argo, namespace, "digits-sweep-finetune-1", model_result("finetune"))
+        st = pipes.wait_state("digits-sweep", "failed")
         assert st["progress"] == "3/4"
-    assert "Task train-vit failed" in st["message"] and "CUDA out of memory" in st["message"]
+    assert "Task train-logreg failed" in st["message"]
+    assert "MemoryError: out of memory" in st["message"]
     assert cond(st, "Failed")["status"] == "True"
-    pipes.wait_event("cifar10-sweep", "Failed", "Warning")
+    pipes.wait_event("digits-sweep", "Failed", "Warning")
 
 
 def test_stop_continue_and_retry_cascade(pipes: Pipelines, argo, namespace: str) -> None:
@@ -205,59 +211,59 @@ def test_stop_continue_and_retry_cascade(pipes: Pipelines, argo, namespace: str)
     assert task_state(st, "optimize")["status"] == "pending"
     assert "optimize not started" in st["message"]
     assert cond(st, "Stopped")["status"] == "True"
-    assert pipes.children()["cifar10-train"]["spec"]["suspend"] is True
+    assert pipes.children()["digits-train"]["spec"]["suspend"] is True
 
     # continue: the stopped task resumes (a new attempt from the step that did not finish)
-    pipes.patch("cifar10", {"suspend": False})
-    argo.wait_for(namespace, "cifar10-train-2")
-    assert pipes.children()["cifar10-train"]["spec"]["suspend"] is False
-    pipes.wait_state("cifar10", "running")
-    model = model_result("resnet18-cifar10")
-    _succeed(argo, namespace, "cifar10-train-2", model)
+    pipes.patch("digits", {"suspend": False})
+    argo.wait_for(namespace, "digits-train-2")
+    assert pipes.children()["digits-train"]["spec"]["suspend"] is False
+    pipes.wait_state("digits", "running")
+    model = model_result("digits-mlp")
+    _succeed(argo, namespace, "digits-train-2", model)
 
     # a failure of the last task, then retry: only the failed task runs again
-    pipes.wait_child("cifar10-optimize")
-    _fail_run(argo, namespace, "cifar10-optimize-1")
-    st = pipes.wait_state("cifar10", "failed")
+    pipes.wait_child("digits-optimize")
+    _fail_run(argo, namespace, "digits-optimize-1")
+    st = pipes.wait_state("digits", "failed")
     uids = {n: c["metadata"]["uid"] for n, c in pipes.children().items()}
-    pipes.patch("cifar10", {"retryGeneration": 1})
-    argo.wait_for(namespace, "cifar10-optimize-2")
-    st = pipes.wait("cifar10", lambda s: s.get("status") in ("retry", "running"),
+    pipes.patch("digits", {"retryGeneration": 1})
+    argo.wait_for(namespace, "digits-optimize-2")
+    st = pipes.wait("digits", lambda s: s.get("status") in ("retry", "running"),
                     "retry")["status"]
     children = pipes.children()
     assert {n: c["metadata"]["uid"] for n, c in children.items()} == uids, "no new child"
-    assert children["cifar10-optimize"]["spec"]["retryGeneration"] == 1
-    assert children["cifar10-train"]["spec"]["retryGeneration"] == 0, "completed task kept"
-    assert children["cifar10-preprocess"]["status"]["attempt"] == 1
-    _succeed(argo, namespace, "cifar10-optimize-2", model_result("resnet18-field-fp16"))
-    st = pipes.wait_state("cifar10", "completed")
+    assert children["digits-optimize"]["spec"]["retryGeneration"] == 1
+    assert children["digits-train"]["spec"]["retryGeneration"] == 0, "completed task kept"
+    assert children["digits-preprocess"]["status"]["attempt"] == 1
+    _succeed(argo, namespace, "digits-optimize-2", model_result("digits-mlp-int8"))
+    st = pipes.wait_state("digits", "completed")
     assert task_state(st, "optimize")["attempt"] == 2
     wfs = sorted(w["metadata"]["name"] for w in pipes.objects.list_namespaced_custom_object(
         "argoproj.io", "v1alpha1", namespace, "workflows")["items"])
-    assert wfs == ["cifar10-optimize-1", "cifar10-optimize-2", "cifar10-preprocess-1",
-                   "cifar10-train-1", "cifar10-train-2"]
-    reasons = [e["reason"] for e in pipes.wait_event("cifar10", "Completed")]
+    assert wfs == ["digits-optimize-1", "digits-optimize-2", "digits-preprocess-1",
+                   "digits-train-1", "digits-train-2"]
+    reasons = [e["reason"] for e in pipes.wait_event("digits", "Completed")]
     assert "Stopped" in reasons and "Retrying" in reasons, reasons
 
 
 def _stop_train(pipes: Pipelines, argo, namespace: str) -> dict[str, Any]:
-    """cifar10 with preprocess completed and train stopped in its download step."""
-    pipes.create(_no_retries(pipeline_example("cifar10")))
-    pipes.wait_child("cifar10-preprocess")
-    _succeed(argo, namespace, "cifar10-preprocess-1", DATASET)
-    pipes.wait_child("cifar10-train")
-    argo.wait_for(namespace, "cifar10-train-1")
-    argo.update(namespace, "cifar10-train-1", argo_fn.run_pod, "download")
-    pipes.wait("cifar10", lambda s: task_state(s, "train")["status"] == "running", "train runs")
-    pipes.patch("cifar10", {"suspend": True})
+    """digits with preprocess completed and train stopped in its download step."""
+    pipes.create(_no_retries(pipeline_example("digits")))
+    pipes.wait_child("digits-preprocess")
+    _succeed(argo, namespace, "digits-preprocess-1", DATASET)
+    pipes.wait_child("digits-train")
+    argo.wait_for(namespace, "digits-train-1")
+    argo.update(namespace, "digits-train-1", argo_fn.run_pod, "download")
+    pipes.wait("digits", lambda s: task_state(s, "train")["status"] == "running", "train runs")
+    pipes.patch("digits", {"suspend": True})
     deadline = time.monotonic() + 30
-    wf = argo.get(namespace, "cifar10-train-1")
+    wf = argo.get(namespace, "digits-train-1")
     while not wf["spec"].get("shutdown") and time.monotonic() < deadline:
         time.sleep(0.1)
-        wf = argo.get(namespace, "cifar10-train-1")
+        wf = argo.get(namespace, "digits-train-1")
     assert wf["spec"].get("shutdown") == "Stop", "the task's Workflow was asked to stop"
-    argo.update(namespace, "cifar10-train-1", argo_fn.stop)
-    return pipes.wait_state("cifar10", "stopped")
+    argo.update(namespace, "digits-train-1", argo_fn.stop)
+    return pipes.wait_state("digits", "stopped")
 
 
 def test_retry_of_a_stopped_pipeline_is_held_while_suspended_then_reruns_downstream(
@@ -265,50 +271,50 @@ def test_retry_of_a_stopped_pipeline_is_held_while_suspended_then_reruns_downstr
     _stop_train(pipes, argo, namespace)
 
     # asked while suspend is still true: held, and the status says so
-    pipes.patch("cifar10", {"retryGeneration": 1})
-    st = pipes.wait("cifar10", lambda s: "held until spec.suspend is false"
+    pipes.patch("digits", {"retryGeneration": 1})
+    st = pipes.wait("digits", lambda s: "held until spec.suspend is false"
                     in (s.get("message") or ""), "retry held")["status"]
     assert st["status"] == "stopped" and st["observedRetryGeneration"] == 0
-    pipes.wait_event("cifar10", "RetryHeld", "Warning")
+    pipes.wait_event("digits", "RetryHeld", "Warning")
     time.sleep(1)
-    train = pipes.children()["cifar10-train"]["spec"]
+    train = pipes.children()["digits-train"]["spec"]
     assert (train["retryGeneration"], train["suspend"]) == (0, True), "nothing retried yet"
 
     # suspend: false: the stopped task gets a new attempt; what depends on it waits for it
-    pipes.patch("cifar10", {"suspend": False})
-    argo.wait_for(namespace, "cifar10-train-2")
-    st = pipes.wait("cifar10", lambda s: s.get("observedRetryGeneration") == 1, "retry")["status"]
+    pipes.patch("digits", {"suspend": False})
+    argo.wait_for(namespace, "digits-train-2")
+    st = pipes.wait("digits", lambda s: s.get("observedRetryGeneration") == 1, "retry")["status"]
     assert st["status"] in ("retry", "running")
     kids = pipes.children()
-    assert (kids["cifar10-train"]["spec"]["retryGeneration"],
-            kids["cifar10-train"]["spec"]["suspend"]) == (1, False)
-    assert kids["cifar10-preprocess"]["spec"]["retryGeneration"] == 0, "completed task kept"
-    assert "cifar10-optimize" not in kids
+    assert (kids["digits-train"]["spec"]["retryGeneration"],
+            kids["digits-train"]["spec"]["suspend"]) == (1, False)
+    assert kids["digits-preprocess"]["spec"]["retryGeneration"] == 0, "completed task kept"
+    assert "digits-optimize" not in kids
     assert task_state(st, "optimize")["message"] == "waiting for train"
-    model = model_result("resnet18-retried")
-    _succeed(argo, namespace, "cifar10-train-2", model)
-    opt = pipes.wait_child("cifar10-optimize")
+    model = model_result("digits-mlp-retried")
+    _succeed(argo, namespace, "digits-train-2", model)
+    opt = pipes.wait_child("digits-optimize")
     assert opt["spec"]["input"]["model"] == {"uri": model["uri"]}, "the retried task's output"
-    _succeed(argo, namespace, "cifar10-optimize-1", model_result("resnet18-field-fp16"))
-    st = pipes.wait_state("cifar10", "completed")
+    _succeed(argo, namespace, "digits-optimize-1", model_result("digits-mlp-int8"))
+    st = pipes.wait_state("digits", "completed")
     assert task_state(st, "train")["attempt"] == 2
-    pipes.wait_event("cifar10", "Retrying")
+    pipes.wait_event("digits", "Retrying")
 
 
 def test_retry_with_nothing_to_retry_warns(pipes: Pipelines, argo, namespace: str) -> None:
-    pipes.create(pipeline_example("cifar10"))
-    pipes.wait_child("cifar10-preprocess")
-    _succeed(argo, namespace, "cifar10-preprocess-1", {"size": 10})   # no output URI
-    st = pipes.wait_state("cifar10", "failed")
+    pipes.create(pipeline_example("digits"))
+    pipes.wait_child("digits-preprocess")
+    _succeed(argo, namespace, "digits-preprocess-1", {"size": 10})   # no output URI
+    st = pipes.wait_state("digits", "failed")
     assert "preprocess completed without an output URI" in st["message"]
-    pipes.patch("cifar10", {"retryGeneration": 1})
-    pipes.wait("cifar10", lambda s: s.get("observedRetryGeneration") == 1, "retry observed")
-    warned = [e for e in pipes.wait_event("cifar10", "NothingToRetry", "Warning")
+    pipes.patch("digits", {"retryGeneration": 1})
+    pipes.wait("digits", lambda s: s.get("observedRetryGeneration") == 1, "retry observed")
+    warned = [e for e in pipes.wait_event("digits", "NothingToRetry", "Warning")
               if e["reason"] == "NothingToRetry"]
-    assert warned and warned[0]["type"] == "Warning", pipes.events("cifar10")
+    assert warned and warned[0]["type"] == "Warning", pipes.events("digits")
     assert "no task failed or stopped" in warned[0]["message"]
-    assert not any(e["reason"] == "Retrying" for e in pipes.events("cifar10"))
-    assert pipes.get("cifar10")["status"]["status"] == "failed"
+    assert not any(e["reason"] == "Retrying" for e in pipes.events("digits"))
+    assert pipes.get("digits")["status"]["status"] == "failed"
 
 
 def _mltask(namespace: str, name: str, spec: dict[str, Any]) -> dict[str, Any]:
@@ -318,37 +324,37 @@ def _mltask(namespace: str, name: str, spec: dict[str, Any]) -> dict[str, Any]:
 
 def test_task_name_taken_by_an_mltask_it_does_not_own_fails_the_pipeline(
         pipes: Pipelines, namespace: str) -> None:
-    body = pipeline_example("cifar10")
-    squatter = _mltask(namespace, "cifar10-preprocess",
+    body = pipeline_example("digits")
+    squatter = _mltask(namespace, "digits-preprocess",
                        {**copy.deepcopy(_task(body, "preprocess")["spec"]), "suspend": True})
     pipes.objects.create_namespaced_custom_object(G, V, namespace, P, squatter)
     pipeline_uid = pipes.create(body)["metadata"]["uid"]
 
-    st = pipes.wait_state("cifar10", "failed")
+    st = pipes.wait_state("digits", "failed")
     assert "Task preprocess failed" in st["message"]
-    assert "MLTask cifar10-preprocess already exists" in st["message"], st["message"]
+    assert "MLTask digits-preprocess already exists" in st["message"], st["message"]
     assert cond(st, "Failed")["reason"] == "TaskNameTaken"
     pre = task_state(st, "preprocess")
     assert (pre["status"], pre.get("mltask"), pre["reason"]) == ("failed", None, "TaskNameTaken")
     assert task_state(st, "train")["status"] == "pending"
-    events = pipes.wait_event("cifar10", "TaskNameTaken", "Warning")
+    events = pipes.wait_event("digits", "TaskNameTaken", "Warning")
     assert any(e["reason"] == "TaskNameTaken" and e["type"] == "Warning"
                and "preprocess" in e["message"] for e in events), events
     time.sleep(2)  # resyncs every 5 s in the tests: it is not tried again and again
     kids = pipes.children()
-    assert list(kids) == ["cifar10-preprocess"], "no further child"
-    assert not kids["cifar10-preprocess"]["metadata"].get("ownerReferences"), "not taken over"
-    assert sum(e["reason"] == "TaskNameTaken" for e in pipes.events("cifar10")) == 1
+    assert list(kids) == ["digits-preprocess"], "no further child"
+    assert not kids["digits-preprocess"]["metadata"].get("ownerReferences"), "not taken over"
+    assert sum(e["reason"] == "TaskNameTaken" for e in pipes.events("digits")) == 1
 
     # once the name is free, a retry creates the pipeline's own task
-    pipes.objects.delete_namespaced_custom_object(G, V, namespace, P, "cifar10-preprocess")
+    pipes.objects.delete_namespaced_custom_object(G, V, namespace, P, "digits-preprocess")
     deadline = time.monotonic() + 30
-    while "cifar10-preprocess" in pipes.children() and time.monotonic() < deadline:
+    while "digits-preprocess" in pipes.children() and time.monotonic() < deadline:
         time.sleep(0.2)
-    pipes.patch("cifar10", {"retryGeneration": 1})
-    pre = pipes.wait_child("cifar10-preprocess")
+    pipes.patch("digits", {"retryGeneration": 1})
+    pre = pipes.wait_child("digits-preprocess")
     assert pre["metadata"]["ownerReferences"][0]["uid"] == pipeline_uid
-    pipes.wait("cifar10", lambda s: task_state(s, "preprocess")["status"] != "failed", "retried")
+    pipes.wait("digits", lambda s: task_state(s, "preprocess")["status"] != "failed", "retried")
 
 
 @pytest.fixture
@@ -356,8 +362,12 @@ def deny_training(api: client.ApiClient, namespace: str):
     """A ValidatingAdmissionPolicy refusing training MLTasks in the test namespace (HTTP 422),
     as a cluster's own policy might; it passes the operator's CRD rules."""
     probe = _mltask(namespace, "probe", {
-        **copy.deepcopy(_task(pipeline_example("cifar10"), "train")["spec"]),
-        "input": {"dataset": {"uri": "s3://x/y.zip"}}})
+        **copy.deepcopy(_task(pipeline_example("digits"), "train")["spec"]),
+        "input": {"dataset": {"uri": DATASET["uri"]}}})
+    # valid as it is: once the policy is on, only the policy refuses it (denying() waits for a
+    # refusal of the probe)
+    client.CustomObjectsApi(api).create_namespaced_custom_object(G, V, namespace, P, probe,
+                                                                 dry_run="All")
     with denying(api, namespace, group=G, version=V, plural=P,
                  expression="object.spec.type != 'training'",
                  message="training is not allowed in this namespace", probe=probe):
@@ -367,10 +377,10 @@ def deny_training(api: client.ApiClient, namespace: str):
 def test_child_refused_by_the_api_server_fails_the_pipeline(pipes: Pipelines, argo,
                                                             namespace: str,
                                                             deny_training) -> None:
-    pipes.create(pipeline_example("cifar10"))
-    pipes.wait_child("cifar10-preprocess")
-    _succeed(argo, namespace, "cifar10-preprocess-1", DATASET)
-    st = pipes.wait_state("cifar10", "failed")
+    pipes.create(pipeline_example("digits"))
+    pipes.wait_child("digits-preprocess")
+    _succeed(argo, namespace, "digits-preprocess-1", DATASET)
+    st = pipes.wait_state("digits", "failed")
     assert "Task train failed: could not be created" in st["message"], st["message"]
     assert "training is not allowed in this namespace" in st["message"]
     assert cond(st, "Failed")["reason"] == "TaskRejected"
@@ -379,28 +389,28 @@ def test_child_refused_by_the_api_server_fails_the_pipeline(pipes: Pipelines, ar
         "failed", None, "TaskRejected")
     assert task_state(st, "optimize")["message"] == "not started: train could not be created"
     assert st["progress"] == "1/3"
-    assert sorted(pipes.children()) == ["cifar10-preprocess"]
-    pipes.wait_event("cifar10", "TaskRejected", "Warning")
+    assert sorted(pipes.children()) == ["digits-preprocess"]
+    pipes.wait_event("digits", "TaskRejected", "Warning")
 
 
 def test_retry_of_a_running_pipeline_is_ignored(pipes: Pipelines, namespace: str) -> None:
-    pipes.create(pipeline_example("cifar10"))
-    pipes.wait_child("cifar10-preprocess")
+    pipes.create(pipeline_example("digits"))
+    pipes.wait_child("digits-preprocess")
     # A retryGeneration set before the operator's first status write is its baseline, not a
     # request; wait for that write so this patch is a retry of a running pipeline.
-    pipes.wait("cifar10", lambda s: s.get("observedRetryGeneration") == 0, "baseline")
-    pipes.patch("cifar10", {"retryGeneration": 1})
-    pipes.wait("cifar10", lambda s: s.get("observedRetryGeneration") == 1, "retry observed")
-    pipes.wait_event("cifar10", "RetryIgnored", "Warning")
-    assert pipes.children()["cifar10-preprocess"]["spec"]["retryGeneration"] == 0
+    pipes.wait("digits", lambda s: s.get("observedRetryGeneration") == 0, "baseline")
+    pipes.patch("digits", {"retryGeneration": 1})
+    pipes.wait("digits", lambda s: s.get("observedRetryGeneration") == 1, "retry observed")
+    pipes.wait_event("digits", "RetryIgnored", "Warning")
+    assert pipes.children()["digits-preprocess"]["spec"]["retryGeneration"] == 0
 
 
 def test_deleting_the_pipeline_removes_its_tasks_and_workflows(pipes: Pipelines, argo,
                                                                namespace: str) -> None:
-    pipes.create(pipeline_example("cifar10"))
-    pipes.wait_child("cifar10-preprocess")
-    argo.wait_for(namespace, "cifar10-preprocess-1")
-    pipes.objects.delete_namespaced_custom_object(G, V, namespace, "pipelines", "cifar10")
+    pipes.create(pipeline_example("digits"))
+    pipes.wait_child("digits-preprocess")
+    argo.wait_for(namespace, "digits-preprocess-1")
+    pipes.objects.delete_namespaced_custom_object(G, V, namespace, "pipelines", "digits")
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         tasks = pipes.objects.list_namespaced_custom_object(G, V, namespace, P)["items"]
@@ -422,7 +432,7 @@ def _task(body: dict[str, Any], name: str) -> dict[str, Any]:
 
 def _mutate(fn):
     def build() -> dict[str, Any]:
-        body = pipeline_example("cifar10")
+        body = pipeline_example("digits")
         fn(body)
         return body
     return build
@@ -487,7 +497,7 @@ def _fail_fast_string(b):
 
 
 def _both_uri_and_from_task(b):
-    _task(b, "train")["spec"]["input"]["dataset"]["uri"] = "s3://x/y.zip"
+    _task(b, "train")["spec"]["input"]["dataset"]["uri"] = "s3://mltask-examples/x.npz"
 
 
 def _model_from_unknown(b):
@@ -550,15 +560,15 @@ def test_invalid_pipeline_is_rejected_at_apply(pipes: Pipelines, case: str, muta
 
 @pytest.mark.parametrize("cycle", ["dependsOn", "fromTask"])
 def test_dependency_cycle_fails_at_once_with_no_child(pipes: Pipelines, cycle: str) -> None:
-    body = pipeline_example("cifar10")
+    body = pipeline_example("digits")
     if cycle == "dependsOn":
-        _task(body, "preprocess")["dependsOn"] = ["optimize"]   # optimize -> train -> preprocess
-        expect = "dependency cycle: preprocess -> optimize -> train -> preprocess"
+        _task(body, "preprocess")["dependsOn"] = ["optimize"]   # optimize -> preprocess (dataset)
+        expect = "dependency cycle: preprocess -> optimize -> preprocess"
     else:
         _task(body, "preprocess")["dependsOn"] = ["train"]
         expect = "dependency cycle: preprocess -> train -> preprocess"
     pipes.create(body)
-    st = pipes.wait_state("cifar10", "failed")
+    st = pipes.wait_state("digits", "failed")
     assert expect in st["message"], st["message"]
     assert cond(st, "Failed")["reason"] == "InvalidSpec"
     time.sleep(1)
@@ -566,11 +576,11 @@ def test_dependency_cycle_fails_at_once_with_no_child(pipes: Pipelines, cycle: s
 
 
 def test_tasks_cannot_change_after_creation(pipes: Pipelines) -> None:
-    body = pipeline_example("cifar10")
+    body = pipeline_example("digits")
     pipes.create(body)
     tasks = copy.deepcopy(body["spec"]["tasks"])
     tasks[0]["spec"]["description"] = "changed"
     with pytest.raises(client.ApiException) as err:
-        pipes.patch("cifar10", {"tasks": tasks})
+        pipes.patch("digits", {"tasks": tasks})
     assert err.value.status == 422 and "spec.tasks cannot change" in err.value.body
-    pipes.patch("cifar10", {"concurrency": 1, "description": "allowed"})
+    pipes.patch("digits", {"concurrency": 1, "description": "allowed"})

@@ -74,7 +74,7 @@ def mltask(status: dict[str, Any] | None, generation: int | None = 1) -> dict[st
 def pipeline(status: dict[str, Any] | None, generation: int | None = 1) -> dict[str, Any]:
     obj: dict[str, Any] = {
         "apiVersion": "mltask.dev/v1alpha1", "kind": "Pipeline",
-        "metadata": {"name": "cifar10", "namespace": "ml", "generation": generation},
+        "metadata": {"name": "digits", "namespace": "ml", "generation": generation},
         "spec": {"tasks": [{"name": "prep"}, {"name": "train"}, {"name": "tune"}]},
     }
     if status is not None:

@@ -38,15 +38,15 @@ class Case:
 # ------------------------------------------------------------------------------- targets
 
 TARGETS = [
-    Case("bare name is an MLTask", "train-resnet18", cli.Target(cli.MLTASK, "train-resnet18")),
+    Case("bare name is an MLTask", "train-digits", cli.Target(cli.MLTASK, "train-digits")),
     Case("mltask/", "mltask/x", cli.Target(cli.MLTASK, "x")),
     Case("mlt/", "mlt/x", cli.Target(cli.MLTASK, "x")),
     Case("mltasks/", "mltasks/x", cli.Target(cli.MLTASK, "x")),
     Case("fully qualified", "mltasks.mltask.dev/x", cli.Target(cli.MLTASK, "x")),
-    Case("pipeline/", "pipeline/cifar10", cli.Target(cli.PIPELINE, "cifar10")),
-    Case("pipelines/", "pipelines/cifar10", cli.Target(cli.PIPELINE, "cifar10")),
-    Case("mlp/", "mlp/cifar10", cli.Target(cli.PIPELINE, "cifar10")),
-    Case("type is case-insensitive", "Pipeline/cifar10", cli.Target(cli.PIPELINE, "cifar10")),
+    Case("pipeline/", "pipeline/digits", cli.Target(cli.PIPELINE, "digits")),
+    Case("pipelines/", "pipelines/digits", cli.Target(cli.PIPELINE, "digits")),
+    Case("mlp/", "mlp/digits", cli.Target(cli.PIPELINE, "digits")),
+    Case("type is case-insensitive", "Pipeline/digits", cli.Target(cli.PIPELINE, "digits")),
     Case("unknown type", "pod/x", error="unknown resource type 'pod'"),
     Case("no name", "pipeline/", error="names no object"),
     Case("two slashes", "a/pipeline/x", error="unknown resource type"),
@@ -64,7 +64,7 @@ def test_parse_target(case: Case) -> None:
 
 
 def test_target_prints_as_kind_slash_name() -> None:
-    assert str(cli.parse_target("mlp/cifar10")) == "pipeline/cifar10"
+    assert str(cli.parse_target("mlp/digits")) == "pipeline/digits"
     assert str(cli.parse_target("x")) == "mltask/x"
 
 
@@ -74,7 +74,7 @@ SELECTORS = [
     Case("no filter", {}, None),
     Case("type", {"type_": "training"}, "spec.type=training"),
     Case("status", {"status": "failed"}, "status.status=failed"),
-    Case("pipeline", {"pipeline": "cifar10"}, "spec.pipelineRef.name=cifar10"),
+    Case("pipeline", {"pipeline": "digits"}, "spec.pipelineRef.name=digits"),
     Case("all three, in order", {"type_": "training", "status": "failed", "pipeline": "p"},
          "spec.type=training,status.status=failed,spec.pipelineRef.name=p"),
     Case("escaped", {"pipeline": "a,b=c\\d"}, "spec.pipelineRef.name=a\\,b\\=c\\\\d"),
@@ -149,14 +149,14 @@ def task_obj(name: str, type_: str, status: dict[str, Any] | None, created: int 
 
 def test_render_list_of_tasks() -> None:
     items = [
-        task_obj("train-resnet18", "training", {"status": "running", "executeStep": "run_task",
+        task_obj("train-digits", "training", {"status": "running", "executeStep": "run_task",
                                                 "attempt": 1, "duration": "2m3s"}),
         task_obj("preprocess", "preprocessing", None, created=30),
     ]
     assert cli.render_list(cli.MLTASK, items, NOW).splitlines() == [
-        "NAME             TYPE            STATUS    STEP       ATTEMPT   AGE   DURATION",
-        "train-resnet18   training        running   run_task   1         5m    2m3s",
-        "preprocess       preprocessing   <none>    <none>     <none>    30s   <none>",
+        "NAME           TYPE            STATUS    STEP       ATTEMPT   AGE   DURATION",
+        "train-digits   training        running   run_task   1         5m    2m3s",
+        "preprocess     preprocessing   <none>    <none>     <none>    30s   <none>",
     ]
 
 
@@ -168,11 +168,11 @@ def test_render_list_all_namespaces_puts_namespace_first() -> None:
 
 
 def test_render_list_of_pipelines() -> None:
-    pipe = {"metadata": {"name": "cifar10", "creationTimestamp": ago(7200)},
+    pipe = {"metadata": {"name": "digits", "creationTimestamp": ago(7200)},
             "status": {"status": "running", "progress": "1/3", "duration": "1h"}}
     assert cli.render_list(cli.PIPELINE, [pipe], NOW).splitlines() == [
-        "NAME      STATUS    PROGRESS   AGE    DURATION",
-        "cifar10   running   1/3        120m   1h",
+        "NAME     STATUS    PROGRESS   AGE    DURATION",
+        "digits   running   1/3        120m   1h",
     ]
 
 
@@ -195,22 +195,23 @@ def test_render_table_rejects_a_row_of_the_wrong_width() -> None:
 # ------------------------------------------------------------------------------ describe
 
 COMPLETED = {
-    "metadata": {"name": "train-resnet18", "namespace": "ml"},
+    "metadata": {"name": "train-digits", "namespace": "ml"},
     "spec": {"type": "training", "retryGeneration": 1,
-             "input": {"dataset": {"uri": "s3://d/cifar10.zip", "kind": "project"}}},
+             "input": {"dataset": {"uri": "s3://d/digits-minmax.npz", "kind": "project"}}},
     "status": {
         "status": "completed", "executeStep": "done", "attempt": 2, "message": "Completed",
-        "workflowName": "train-resnet18-2", "startTime": "2026-11-23T11:00:00Z",
+        "workflowName": "train-digits-2", "startTime": "2026-11-23T11:00:00Z",
         "completionTime": "2026-11-23T11:40:00Z", "duration": "40m",
         "steps": [
             {"name": "download", "phase": "Succeeded", "attempt": 2, "retries": 0,
-             "pod": "train-resnet18-2-download-1", "startedAt": "2026-11-23T11:00:00Z",
+             "pod": "train-digits-2-download-1", "startedAt": "2026-11-23T11:00:00Z",
              "finishedAt": "2026-11-23T11:01:00Z", "exitCode": 0},
             {"name": "run", "phase": "Succeeded", "attempt": 2, "retries": 1,
-             "pod": "train-resnet18-2-run-2", "exitCode": 0},
-            {"name": "upload", "phase": "Succeeded", "attempt": 2, "pod": "train-resnet18-2-up-3"},
+             "pod": "train-digits-2-run-2", "exitCode": 0},
+            {"name": "upload", "phase": "Succeeded", "attempt": 2, "pod": "train-digits-2-up-3"},
         ],
-        "outputs": {"kind": "model", "name": "resnet18", "uri": "s3://m/r.pt", "size": 10},
+        "outputs": {"kind": "model", "name": "digits-mlp", "uri": "s3://m/model.joblib",
+                    "size": 10},
         "metrics": {"accuracy": 0.93, "loss": 0.2},
         "conditions": [{"type": "Succeeded", "status": "True", "reason": "Completed",
                         "message": "Completed", "lastTransitionTime": "2026-11-23T11:40:00Z"}],
@@ -233,14 +234,14 @@ def test_describe_task_shows_state_steps_outputs_metrics_conditions() -> None:
     head = fields(text)
     assert (head["Status"], head["Step"], head["Attempt"]) == ("completed", "done", "2")
     assert head["Retry Generation"] == "1" and head["Suspend"] == "false"
-    assert head["Input"] == "dataset s3://d/cifar10.zip"
+    assert head["Input"] == "dataset s3://d/digits-minmax.npz"
     assert head["Completion Time"] == "2026-11-23T11:40:00Z" and head["Duration"] == "40m"
     steps = lines.index("Steps:")
     assert lines[steps + 1].split() == ["STEP", "PHASE", "ATTEMPT", "RETRIES", "POD", "STARTED",
                                         "FINISHED", "EXIT", "MESSAGE"]
-    assert lines[steps + 3].split() == ["run", "Succeeded", "2", "1", "train-resnet18-2-run-2",
+    assert lines[steps + 3].split() == ["run", "Succeeded", "2", "1", "train-digits-2-run-2",
                                         "<none>", "<none>", "0", "<none>"]
-    assert lines[lines.index("Outputs:") + 3] == "  uri: s3://m/r.pt"
+    assert lines[lines.index("Outputs:") + 3] == "  uri: s3://m/model.joblib"
     assert lines[lines.index("Metrics:") + 1] == "  accuracy: 0.93"
     assert lines[lines.index("Conditions:") + 2].split()[:3] == ["Succeeded", "True", "Completed"]
 
@@ -252,14 +253,14 @@ def test_describe_new_task_says_none() -> None:
 
 
 def test_describe_pipeline_has_a_row_per_task() -> None:
-    pipe = {"metadata": {"name": "cifar10", "namespace": "ml"},
+    pipe = {"metadata": {"name": "digits", "namespace": "ml"},
             "spec": {"suspend": True, "tasks": []},
             "status": {"status": "stopped", "progress": "1/3", "retryPending": ["train"],
                        "tasks": [
-                           {"name": "preprocess", "mltask": "cifar10-preprocess",
+                           {"name": "preprocess", "mltask": "digits-preprocess",
                             "status": "completed", "executeStep": "done", "attempt": 1,
                             "outputUri": "s3://d/x.zip"},
-                           {"name": "train", "mltask": "cifar10-train", "status": "stopped",
+                           {"name": "train", "mltask": "digits-train", "status": "stopped",
                             "executeStep": "run_task", "attempt": 1, "message": "Stopped"},
                            {"name": "optimize", "status": "failed", "reason": "TaskNameTaken",
                             "message": "taken"}]}}
@@ -269,7 +270,7 @@ def test_describe_pipeline_has_a_row_per_task() -> None:
     assert (head["Status"], head["Progress"], head["Suspend"]) == ("stopped", "1/3", "true")
     assert head["Retry Pending"] == "train" and head["Message"] == "<none>"
     rows = lines[lines.index("Tasks:") + 2:lines.index("Tasks:") + 5]
-    assert rows[0].split() == ["preprocess", "cifar10-preprocess", "completed", "done", "1",
+    assert rows[0].split() == ["preprocess", "digits-preprocess", "completed", "done", "1",
                                "s3://d/x.zip", "<none>"]
     assert rows[2].split() == ["optimize", "<none>", "failed", "<none>", "<none>", "<none>",
                                "TaskNameTaken:", "taken"]
@@ -350,9 +351,9 @@ def test_suspend_change(case: Case) -> None:
 
 def test_a_pipelines_task_is_acted_on_through_the_pipeline() -> None:
     child = obj("running")
-    child["metadata"]["ownerReferences"] = [{"kind": "Pipeline", "name": "cifar10",
+    child["metadata"]["ownerReferences"] = [{"kind": "Pipeline", "name": "digits",
                                              "controller": True, "uid": "u"}]
-    with pytest.raises(cli.CliError, match="kubectl mltask stop pipeline/cifar10"):
+    with pytest.raises(cli.CliError, match="kubectl mltask stop pipeline/digits"):
         cli.check_not_owned(T, child, "stop")
     cli.check_not_owned(T, obj("running"), "stop")  # standalone: fine
     cli.check_not_owned(P, child, "stop")           # not an MLTask target

@@ -24,7 +24,7 @@ from mltask_operator.pipeline_planner import (
 NOW = datetime.datetime(2026, 11, 23, 12, 0, tzinfo=datetime.UTC)
 
 
-def pipeline(name: str = "cifar10", **spec: Any) -> Pipeline:
+def pipeline(name: str = "digits", **spec: Any) -> Pipeline:
     body = pipeline_example(name)
     body["metadata"].update(namespace="ml", uid="p-uid", generation=1)
     body["spec"].update(spec)
@@ -51,7 +51,7 @@ def child(p: Pipeline, task: str, status: str | None = None, *, uri: str | None 
 def test_dependencies_include_fromtask_references() -> None:
     p = pipeline()
     assert dag.graph(p.spec) == {"preprocess": [], "train": ["preprocess"],
-                                 "optimize": ["train"]}
+                                 "optimize": ["preprocess", "train"]}
 
 
 def test_find_cycle_returns_the_path() -> None:
@@ -61,7 +61,7 @@ def test_find_cycle_returns_the_path() -> None:
 
 
 def test_validate_names_the_task() -> None:
-    body = pipeline_example("cifar10")
+    body = pipeline_example("digits")
     body["spec"]["tasks"][1]["dependsOn"] = ["nope", "train"]
     body["spec"]["tasks"][2]["spec"]["input"]["model"] = {"fromTask": "preprocess"}
     problems = dag.validate(Pipeline.model_validate(body).spec)
@@ -75,26 +75,38 @@ def test_validate_names_the_task() -> None:
 
 
 def test_child_inherits_defaults_unless_it_overrides_them() -> None:
-    p = pipeline()
-    pre, train, _ = p.spec.tasks
+    body = pipeline_example("digits")
+    body["metadata"].update(namespace="ml", uid="p-uid", generation=1)
+    body["spec"]["defaults"].update(nodeSelector={"pool": "cpu"},
+                                    tolerations=[{"key": "spot", "operator": "Exists"}])
+    body["spec"]["tasks"][2]["spec"]["runtime"]["tolerations"] = []  # overridden by nothing
+    p = Pipeline.model_validate(body)
+    pre, train, opt = p.spec.tasks
     spec = child_spec(p, pre, {})
-    assert spec.runtime.node_selector == {"pool": "cpu"} and spec.runtime.tolerations == []
+    assert spec.runtime.node_selector == {"pool": "cpu"}
+    assert [t.key for t in spec.runtime.tolerations or []] == ["spot"]
     assert spec.storage is not None and spec.storage.secret_ref.name == "s3-credentials"
-    spec = child_spec(p, train, {"preprocess": "s3://d/cifar.zip"})
+    assert spec.storage.endpoint == "http://10.244.0.1:9000"
+    spec = child_spec(p, train, {"preprocess": "s3://d/digits-minmax.npz"})
     assert spec.runtime.node_selector == {"nvidia.com/gpu.present": "true"}
-    assert spec.runtime.tolerations and spec.runtime.tolerations[0].key == "nvidia.com/gpu"
-    assert spec.input.dataset.uri == "s3://d/cifar.zip" and spec.input.dataset.from_task is None
-    assert spec.pipeline_ref is not None and spec.pipeline_ref.name == "cifar10"
+    assert [t.key for t in spec.runtime.tolerations or []] == ["nvidia.com/gpu"]
+    assert spec.input.dataset.uri == "s3://d/digits-minmax.npz"
+    assert spec.input.dataset.from_task is None
+    assert spec.pipeline_ref is not None and spec.pipeline_ref.name == "digits"
     assert train.spec.input.dataset.from_task == "preprocess", "the template is not mutated"
+    spec = child_spec(p, opt, {"preprocess": "s3://d/digits-minmax.npz", "train": "s3://m"})
+    assert spec.runtime.node_selector == {"pool": "cpu"} and spec.runtime.tolerations == []
+    assert (spec.input.dataset.uri, spec.input.model.uri) == ("s3://d/digits-minmax.npz",
+                                                              "s3://m")
 
 
 def test_child_metadata_never_copies_the_pipeline_labels() -> None:
-    body = pipeline_example("cifar10")
+    body = pipeline_example("digits")
     body["metadata"].update(namespace="ml", uid="p-uid",
                             labels={"app.kubernetes.io/instance": "apps", "team": "cv"})
     p = Pipeline.model_validate(body)
     out = build_child(p, p.spec.tasks[0], {})
-    assert out["metadata"]["name"] == "cifar10-preprocess"
+    assert out["metadata"]["name"] == "digits-preprocess"
     assert set(out["metadata"]["labels"]) == {"mltask.dev/pipeline", "mltask.dev/pipeline-task",
                                               "app.kubernetes.io/managed-by"}
     assert out["metadata"]["ownerReferences"][0]["uid"] == "p-uid"
@@ -144,17 +156,17 @@ def test_all_completed() -> None:
 def test_parallel_branches_and_concurrency() -> None:
     p = pipeline("parallel-training")
     kids = {"preprocess": child(p, "preprocess", "completed", uri="s3://d")}
-    assert [t.name for t in plan_pipeline(p, kids, NOW).create] == ["train-resnet", "train-vit"]
+    assert [t.name for t in plan_pipeline(p, kids, NOW).create] == ["train-mlp", "train-logreg"]
     capped = pipeline("parallel-training", concurrency=1)
     out = plan_pipeline(capped, kids, NOW)
-    assert [t.name for t in out.create] == ["train-resnet"]
+    assert [t.name for t in out.create] == ["train-mlp"]
     assert "concurrency" in out.status.tasks[2].message
 
 
 def test_fail_fast_stops_scheduling_but_waits_for_running_tasks() -> None:
     body = pipeline_example("parallel-training")
     follow = copy.deepcopy(body["spec"]["tasks"][1])
-    follow.update(name="finetune", dependsOn=["train-resnet"])
+    follow.update(name="finetune", dependsOn=["train-mlp"])
     body["spec"]["tasks"].append(follow)
     body["metadata"].update(namespace="ml", uid="u")
     for fail_fast, expect_create, expect_phase in ((True, [], "failed"),
@@ -162,11 +174,11 @@ def test_fail_fast_stops_scheduling_but_waits_for_running_tasks() -> None:
         body["spec"]["failFast"] = fail_fast
         p = Pipeline.model_validate(body)
         kids = {"preprocess": child(p, "preprocess", "completed", uri="s3://d"),
-                "train-vit": child(p, "train-vit", "failed"),
-                "train-resnet": child(p, "train-resnet", "running")}
+                "train-logreg": child(p, "train-logreg", "failed"),
+                "train-mlp": child(p, "train-mlp", "running")}
         out = plan_pipeline(p, kids, NOW)
         assert out.create == [] and out.status.status == "running"
-        kids["train-resnet"] = child(p, "train-resnet", "completed", uri="s3://m")
+        kids["train-mlp"] = child(p, "train-mlp", "completed", uri="s3://m")
         out = plan_pipeline(p, kids, NOW)
         assert [t.name for t in out.create] == expect_create
         assert out.status.status == expect_phase
@@ -177,7 +189,7 @@ def test_stop_cascades_to_active_children_only() -> None:
     kids = {"preprocess": child(p, "preprocess", "completed", uri="s3://d"),
             "train": child(p, "train", "running")}
     out = plan_pipeline(p, kids, NOW)
-    assert out.suspend == ["cifar10-train"] and out.create == []
+    assert out.suspend == ["digits-train"] and out.create == []
     assert out.status.status == "stopping"
     kids["train"] = child(p, "train", "stopped", suspend=True)
     out = plan_pipeline(p, kids, NOW)
@@ -190,7 +202,7 @@ def test_continue_resumes_suspended_children() -> None:
     kids = {"preprocess": child(p, "preprocess", "completed", uri="s3://d"),
             "train": child(p, "train", "stopped", suspend=True)}
     out = plan_pipeline(p, kids, NOW)
-    assert out.resume == ["cifar10-train"] and out.status.status == "running"
+    assert out.resume == ["digits-train"] and out.status.status == "running"
 
 
 def test_continue_resumes_stopped_children_within_concurrency() -> None:
@@ -198,32 +210,32 @@ def test_continue_resumes_stopped_children_within_concurrency() -> None:
     the other waits for room, as Argo's parallelism would have it."""
     p = pipeline("parallel-training", concurrency=1)
     kids = {"preprocess": child(p, "preprocess", "completed", uri="s3://d"),
-            "train-resnet": child(p, "train-resnet", "stopped", suspend=True),
-            "train-vit": child(p, "train-vit", "stopped", suspend=True)}
+            "train-mlp": child(p, "train-mlp", "stopped", suspend=True),
+            "train-logreg": child(p, "train-logreg", "stopped", suspend=True)}
     out = plan_pipeline(p, kids, NOW)
-    assert out.resume == ["cifar10-sweep-train-resnet"], "spec order, one at a time"
+    assert out.resume == ["digits-sweep-train-mlp"], "spec order, one at a time"
     assert out.status.status == "running"
-    vit = next(t for t in out.status.tasks if t.name == "train-vit")
-    assert vit.status == "stopped"
-    assert vit.message == "continue waiting: 1 tasks already running (concurrency)"
+    logreg = next(t for t in out.status.tasks if t.name == "train-logreg")
+    assert logreg.status == "stopped"
+    assert logreg.message == "continue waiting: 1 tasks already running (concurrency)"
 
     # the first runs: still no room; it completes: the second resumes
-    kids["train-resnet"] = child(p, "train-resnet", "running")
+    kids["train-mlp"] = child(p, "train-mlp", "running")
     out = plan_pipeline(after(p, out), kids, NOW)
     assert out.resume == []
-    kids["train-resnet"] = child(p, "train-resnet", "completed", uri="s3://m")
+    kids["train-mlp"] = child(p, "train-mlp", "completed", uri="s3://m")
     out = plan_pipeline(after(p, out), kids, NOW)
-    assert out.resume == ["cifar10-sweep-train-vit"]
+    assert out.resume == ["digits-sweep-train-logreg"]
 
 
 def test_continue_resumes_a_child_still_stopping_whatever_the_concurrency() -> None:
     """A child that has not stopped yet is still running: un-suspending it adds nothing."""
     p = pipeline("parallel-training", concurrency=1)
     kids = {"preprocess": child(p, "preprocess", "completed", uri="s3://d"),
-            "train-resnet": child(p, "train-resnet", "running", suspend=True),
-            "train-vit": child(p, "train-vit", "stopped", suspend=True)}
+            "train-mlp": child(p, "train-mlp", "running", suspend=True),
+            "train-logreg": child(p, "train-logreg", "stopped", suspend=True)}
     out = plan_pipeline(p, kids, NOW)
-    assert out.resume == ["cifar10-sweep-train-resnet"]
+    assert out.resume == ["digits-sweep-train-mlp"]
 
 
 def test_retry_reruns_only_failed_and_stopped_children() -> None:
@@ -233,7 +245,7 @@ def test_retry_reruns_only_failed_and_stopped_children() -> None:
     kids = {"preprocess": child(p, "preprocess", "completed", uri="s3://d"),
             "train": child(p, "train", "failed", retry_generation=2, observed_retry=2)}
     out = plan_pipeline(p, kids, NOW)
-    assert out.retry == {"cifar10-train": 3}
+    assert out.retry == {"digits-train": 3}
     assert out.status.status == "retry" and out.status.observed_retry_generation == 1
     assert out.notes[0][1] == "Retrying"
 
@@ -281,7 +293,7 @@ def test_overall_status(states: dict[str, str], suspended: bool, held: tuple[str
 
 
 def test_invalid_graph_fails_without_children() -> None:
-    body = pipeline_example("cifar10")
+    body = pipeline_example("digits")
     body["spec"]["tasks"][0]["dependsOn"] = ["train"]
     body["metadata"].update(namespace="ml", uid="u", generation=3)
     out = plan_pipeline(Pipeline.model_validate(body), {}, NOW)
@@ -299,7 +311,7 @@ def after(p: Pipeline, out: Any, **spec: Any) -> Pipeline:
 
 
 def test_validate_names_a_task_whose_input_is_itself() -> None:
-    body = pipeline_example("cifar10")
+    body = pipeline_example("digits")
     body["spec"]["tasks"][0]["spec"]["input"]["dataset"] = {"fromTask": "preprocess"}
     body["spec"]["tasks"][2]["spec"]["input"]["model"] = {"fromTask": "optimize"}
     problems = dag.validate(Pipeline.model_validate(body).spec)
@@ -313,7 +325,7 @@ def test_validate_names_a_task_whose_input_is_itself() -> None:
 ], ids=["inherited", "overridden"])
 def test_child_inherits_service_account_and_priority_class(own: dict[str, str],
                                                            expect: tuple[str, str]) -> None:
-    body = pipeline_example("cifar10")
+    body = pipeline_example("digits")
     body["spec"]["defaults"].update(serviceAccountName="trainer", priorityClassName="batch-low")
     body["spec"]["tasks"][1]["spec"]["runtime"].update(own)
     body["metadata"].update(namespace="ml", uid="u")
@@ -323,7 +335,7 @@ def test_child_inherits_service_account_and_priority_class(own: dict[str, str],
 
 
 def test_without_defaults_the_child_has_no_service_account() -> None:
-    body = pipeline_example("cifar10")
+    body = pipeline_example("digits")
     del body["spec"]["defaults"]
     body["metadata"].update(namespace="ml", uid="u")
     p = Pipeline.model_validate(body)
@@ -338,8 +350,8 @@ def _failed_sweep(concurrency: int | None) -> tuple[Pipeline, dict[str, dict[str
     """parallel-training with both trainings failed, its failed status already written."""
     p = pipeline("parallel-training", concurrency=concurrency)
     kids = {"preprocess": child(p, "preprocess", "completed", uri="s3://d"),
-            "train-resnet": child(p, "train-resnet", "failed"),
-            "train-vit": child(p, "train-vit", "failed")}
+            "train-mlp": child(p, "train-mlp", "failed"),
+            "train-logreg": child(p, "train-logreg", "failed")}
     out = plan_pipeline(p, kids, NOW)
     assert out.status.status == "failed"
     return after(p, out), kids
@@ -349,50 +361,50 @@ def test_retry_restarts_at_most_concurrency_children_and_queues_the_rest() -> No
     p, kids = _failed_sweep(concurrency=1)
     p = after(p, plan_pipeline(p, kids, NOW), retryGeneration=1)
     out = plan_pipeline(p, kids, NOW)
-    assert out.retry == {"cifar10-sweep-train-resnet": 1}, "spec order, one at a time"
-    assert out.status.retry_pending == ["train-vit"]
+    assert out.retry == {"digits-sweep-train-mlp": 1}, "spec order, one at a time"
+    assert out.status.retry_pending == ["train-logreg"]
     assert out.status.observed_retry_generation == 1
-    vit = out.status.tasks[2]
-    assert (vit.status, vit.mltask) == ("retry", "cifar10-sweep-train-vit")
-    assert "concurrency" in (vit.message or "")
+    logreg = out.status.tasks[2]
+    assert (logreg.status, logreg.mltask) == ("retry", "digits-sweep-train-logreg")
+    assert "concurrency" in (logreg.message or "")
     assert out.status.status == "retry"
-    assert [n[1] for n in out.notes] == ["Retrying"] and "train-vit wait" in out.notes[0][2]
+    assert [n[1] for n in out.notes] == ["Retrying"] and "train-logreg wait" in out.notes[0][2]
 
     # the first retry runs: no room for the second; the request is still remembered
-    kids["train-resnet"] = child(p, "train-resnet", "running", retry_generation=1,
+    kids["train-mlp"] = child(p, "train-mlp", "running", retry_generation=1,
                                  observed_retry=1)
     p = after(p, out)
     out = plan_pipeline(p, kids, NOW)
     assert out.retry == {} and out.notes == []
-    assert out.status.retry_pending == ["train-vit"] and out.status.status == "running"
+    assert out.status.retry_pending == ["train-logreg"] and out.status.status == "running"
 
     # it completes: the second one gets its new attempt, nothing is left to remember
-    kids["train-resnet"] = child(p, "train-resnet", "completed", uri="s3://m",
+    kids["train-mlp"] = child(p, "train-mlp", "completed", uri="s3://m",
                                  retry_generation=1, observed_retry=1)
     p = after(p, out)
     out = plan_pipeline(p, kids, NOW)
-    assert out.retry == {"cifar10-sweep-train-vit": 1}
+    assert out.retry == {"digits-sweep-train-logreg": 1}
     assert out.status.retry_pending is None and out.status.status == "retry"
 
 
 def test_retry_without_concurrency_restarts_all_at_once() -> None:
     p, kids = _failed_sweep(concurrency=None)
     out = plan_pipeline(after(p, plan_pipeline(p, kids, NOW), retryGeneration=1), kids, NOW)
-    assert out.retry == {"cifar10-sweep-train-resnet": 1, "cifar10-sweep-train-vit": 1}
+    assert out.retry == {"digits-sweep-train-mlp": 1, "digits-sweep-train-logreg": 1}
     assert out.status.retry_pending is None
 
 
 def test_retry_of_stopped_children_within_concurrency_does_not_continue_the_rest() -> None:
     p = pipeline("parallel-training", concurrency=1, suspend=True)
     kids = {"preprocess": child(p, "preprocess", "completed", uri="s3://d"),
-            "train-resnet": child(p, "train-resnet", "stopped", suspend=True),
-            "train-vit": child(p, "train-vit", "stopped", suspend=True)}
+            "train-mlp": child(p, "train-mlp", "stopped", suspend=True),
+            "train-logreg": child(p, "train-logreg", "stopped", suspend=True)}
     out = plan_pipeline(p, kids, NOW)
     assert out.status.status == "stopped"
     out = plan_pipeline(after(p, out, suspend=False, retryGeneration=1), kids, NOW)
-    assert out.retry == {"cifar10-sweep-train-resnet": 1}
-    assert out.resume == [], "continuing train-vit would exceed the concurrency limit"
-    assert out.status.retry_pending == ["train-vit"]
+    assert out.retry == {"digits-sweep-train-mlp": 1}
+    assert out.resume == [], "continuing train-logreg would exceed the concurrency limit"
+    assert out.status.retry_pending == ["train-logreg"]
 
 
 def test_retry_reruns_the_failed_task_then_what_depends_on_it() -> None:
@@ -403,7 +415,7 @@ def test_retry_reruns_the_failed_task_then_what_depends_on_it() -> None:
     assert out.status.status == "failed" and out.create == []
     p = after(p, out, retryGeneration=1)
     out = plan_pipeline(p, kids, NOW)
-    assert out.retry == {"cifar10-train": 1} and out.create == []
+    assert out.retry == {"digits-train": 1} and out.create == []
     assert out.status.tasks[2].message == "waiting for train"
     kids["train"] = child(p, "train", "running", retry_generation=1, observed_retry=1)
     out = plan_pipeline(after(p, out), kids, NOW)
@@ -435,10 +447,10 @@ def test_suspending_a_failed_pipeline_keeps_it_failed() -> None:
 
 
 def test_suspended_pipeline_with_a_branch_left_to_run_is_stopped() -> None:
-    # failFast: false and train-vit failed: train-resnet would still start on continue
+    # failFast: false and train-logreg failed: train-mlp would still start on continue
     p = pipeline("parallel-training", suspend=True)
     kids = {"preprocess": child(p, "preprocess", "completed", uri="s3://d"),
-            "train-vit": child(p, "train-vit", "failed")}
+            "train-logreg": child(p, "train-logreg", "failed")}
     out = plan_pipeline(p, kids, NOW)
     assert out.status.status == "stopped" and out.create == []
     assert out.status.tasks[1].message == "not started: the pipeline is stopped"
@@ -474,7 +486,7 @@ def test_retry_requested_while_suspended_is_held_until_continue() -> None:
     again = plan_pipeline(p, kids, NOW)
     assert again.notes == [] and again.status.message == out.status.message, "said once"
     out = plan_pipeline(after(p, out, suspend=False), kids, NOW)
-    assert out.retry == {"cifar10-train": 1} and out.resume == []
+    assert out.retry == {"digits-train": 1} and out.resume == []
     assert out.status.observed_retry_generation == 1 and out.status.status == "retry"
 
 
@@ -485,17 +497,17 @@ def test_refused_child_fails_the_pipeline_and_no_entry_names_a_missing_mltask() 
     p = pipeline("parallel-training")
     kids = {"preprocess": child(p, "preprocess", "completed", uri="s3://d")}
     first = plan_pipeline(p, kids, NOW)
-    assert [t.name for t in first.create] == ["train-resnet", "train-vit"]
-    why = rejected("MLTask ml/cifar10-sweep-train-resnet was rejected: GPUs are not allowed")
-    out = plan_pipeline(p, kids, NOW, {"train-resnet": why})
+    assert [t.name for t in first.create] == ["train-mlp", "train-logreg"]
+    why = rejected("MLTask ml/digits-sweep-train-mlp was rejected: GPUs are not allowed")
+    out = plan_pipeline(p, kids, NOW, {"train-mlp": why})
     assert out.create == [], "failFast: false, yet nothing more is created"
     st = out.status
     assert st.status == "failed"
-    assert "train-resnet" in (st.message or "") and "GPUs are not allowed" in (st.message or "")
-    resnet, vit = st.tasks[1], st.tasks[2]
-    assert (resnet.status, resnet.mltask, resnet.reason) == ("failed", None, "TaskRejected")
-    assert (vit.status, vit.mltask) == ("pending", None)
-    assert vit.message == "not started: train-resnet could not be created"
+    assert "train-mlp" in (st.message or "") and "GPUs are not allowed" in (st.message or "")
+    mlp, logreg = st.tasks[1], st.tasks[2]
+    assert (mlp.status, mlp.mltask, mlp.reason) == ("failed", None, "TaskRejected")
+    assert (logreg.status, logreg.mltask) == ("pending", None)
+    assert logreg.message == "not started: train-mlp could not be created"
     failed = next(c for c in st.conditions or [] if c.type == "Failed")
     assert (failed.status, failed.reason) == ("True", "TaskRejected")
 
@@ -505,7 +517,7 @@ def test_refused_child_fails_the_pipeline_and_no_entry_names_a_missing_mltask() 
     assert again.status.tasks[1].reason == "TaskRejected"
     # until a retry, which creates it again
     retry = plan_pipeline(after(p, again, retryGeneration=1), kids, NOW)
-    assert [t.name for t in retry.create] == ["train-resnet", "train-vit"]
+    assert [t.name for t in retry.create] == ["train-mlp", "train-logreg"]
     assert [n[1] for n in retry.notes] == ["Retrying"]
     assert retry.status.tasks[1].reason is None
 
@@ -513,11 +525,11 @@ def test_refused_child_fails_the_pipeline_and_no_entry_names_a_missing_mltask() 
 def test_refused_child_while_others_run_fails_once_they_end() -> None:
     p = pipeline("parallel-training")
     kids = {"preprocess": child(p, "preprocess", "completed", uri="s3://d"),
-            "train-resnet": child(p, "train-resnet", "running")}
-    why = rejected("MLTask ml/cifar10-sweep-train-vit was rejected: denied")
-    out = plan_pipeline(p, kids, NOW, {"train-vit": why})
+            "train-mlp": child(p, "train-mlp", "running")}
+    why = rejected("MLTask ml/digits-sweep-train-logreg was rejected: denied")
+    out = plan_pipeline(p, kids, NOW, {"train-logreg": why})
     assert out.status.status == "running" and "could not be created" in (out.status.message or "")
-    kids["train-resnet"] = child(p, "train-resnet", "completed", uri="s3://m")
+    kids["train-mlp"] = child(p, "train-mlp", "completed", uri="s3://m")
     out = plan_pipeline(after(p, out), kids, NOW)
     assert out.status.status == "failed"
     assert next(c for c in out.status.conditions or [] if c.type == "Failed").reason == \
@@ -530,29 +542,29 @@ def _mltask(name: str, owners: list[dict[str, Any]], **meta: Any) -> dict[str, A
 
 def test_name_taken_by_someone_else_fails_but_an_earlier_pipelines_task_is_waited_for() -> None:
     p = pipeline()
-    mine = {"kind": "Pipeline", "name": "cifar10", "uid": "p-uid"}
-    earlier = {"kind": "Pipeline", "name": "cifar10", "uid": "old-uid"}
+    mine = {"kind": "Pipeline", "name": "digits", "uid": "p-uid"}
+    earlier = {"kind": "Pipeline", "name": "digits", "uid": "old-uid"}
     other = {"kind": "Pipeline", "name": "other", "uid": "x"}
-    assert name_taken(p, _mltask("cifar10-preprocess", [])).reason == "TaskNameTaken"
-    assert name_taken(p, _mltask("cifar10-preprocess", [other])).reason == "TaskNameTaken"
-    assert name_taken(p, _mltask("cifar10-preprocess", [earlier])).transient
-    gone = _mltask("cifar10-preprocess", [], deletionTimestamp="2026-11-23T12:00:00Z")
+    assert name_taken(p, _mltask("digits-preprocess", [])).reason == "TaskNameTaken"
+    assert name_taken(p, _mltask("digits-preprocess", [other])).reason == "TaskNameTaken"
+    assert name_taken(p, _mltask("digits-preprocess", [earlier])).transient
+    gone = _mltask("digits-preprocess", [], deletionTimestamp="2026-11-23T12:00:00Z")
     assert name_taken(p, gone).transient
-    assert not name_taken(p, _mltask("cifar10-preprocess", [mine, other])).transient
+    assert not name_taken(p, _mltask("digits-preprocess", [mine, other])).transient
 
-    taken = name_taken(p, _mltask("cifar10-preprocess", []))
+    taken = name_taken(p, _mltask("digits-preprocess", []))
     out = plan_pipeline(p, {}, NOW, {"preprocess": taken})
     assert out.create == [] and out.status.status == "failed"
     pre = out.status.tasks[0]
     assert (pre.status, pre.mltask, pre.reason) == ("failed", None, "TaskNameTaken")
-    assert "MLTask cifar10-preprocess already exists" in (out.status.message or "")
+    assert "MLTask digits-preprocess already exists" in (out.status.message or "")
     assert next(c for c in out.status.conditions or [] if c.type == "Failed").reason == \
         "TaskNameTaken"
 
-    wait = name_taken(p, _mltask("cifar10-preprocess", [earlier]))
+    wait = name_taken(p, _mltask("digits-preprocess", [earlier]))
     out = plan_pipeline(p, {}, NOW, {"preprocess": wait})
     assert out.create == [] and out.status.status != "failed"
     assert (out.status.tasks[0].status, out.status.tasks[0].mltask) == ("init", None)
-    assert "earlier Pipeline cifar10 is being deleted" in (out.status.tasks[0].message or "")
+    assert "earlier Pipeline digits is being deleted" in (out.status.tasks[0].message or "")
     again = plan_pipeline(after(p, out), {}, NOW)
     assert [t.name for t in again.create] == ["preprocess"], "nothing remembered: tried again"

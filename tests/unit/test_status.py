@@ -29,7 +29,7 @@ UTC = datetime.UTC
 NOW = datetime.datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 #: The stand-in's clock: every node timestamp is T0 + 10 s per tick, so times are exact.
 T0 = datetime.datetime(2026, 11, 23, 11, 0, tzinfo=UTC)
-WF = "train-resnet18-1"
+WF = "train-digits-1"
 
 
 @pytest.fixture(autouse=True)
@@ -112,9 +112,9 @@ def test_fnv32a_known_vectors() -> None:
 
 def test_pod_name_is_argo_v2() -> None:
     """`<workflow>-<template>-<fnv32a(node name)>`: the node *name*, e.g. `wf.run(0)`."""
-    assert pod_name(WF, f"{WF}.run(0)", "run") == "train-resnet18-1-run-1364620516"
-    assert pod_name(WF, f"{WF}.run(1)", "run") == "train-resnet18-1-run-1834246753"
-    assert pod_name(WF, f"{WF}.run", "run") == "train-resnet18-1-run-4180403333"
+    assert pod_name(WF, f"{WF}.run(0)", "run") == "train-digits-1-run-3788498086"
+    assert pod_name(WF, f"{WF}.run(1)", "run") == "train-digits-1-run-4258124323"
+    assert pod_name(WF, f"{WF}.run", "run") == "train-digits-1-run-387620139"
 
 
 def test_pod_name_prefix_is_cut_to_fit_253() -> None:
@@ -173,7 +173,7 @@ def test_download_running() -> None:
                                                         "Running download")
     assert st.steps == [StepStatus(
         name="download", phase="Running", attempt=1,
-        pod="train-resnet18-1-download-954518915",
+        pod="train-digits-1-download-251605217",
         node_id=argo.node_id(WF, f"{WF}.download"), retries=0,
         started_at=at(node(wf, f"{WF}.download")["startedAt"]))]
     assert conds(st)["Running"] == ("True", "Running")
@@ -221,11 +221,11 @@ def test_succeeded() -> None:
     assert [(s.name, s.phase, s.attempt, s.exit_code) for s in st.steps or []] == [
         ("download", "Succeeded", 1, 0), ("run", "Succeeded", 1, 0),
         ("upload", "Succeeded", 1, 0)]
-    assert steps_of(st)["upload"].pod == "train-resnet18-1-upload-1214798936"
+    assert steps_of(st)["upload"].pod == "train-digits-1-upload-2526109090"
     assert st.outputs is not None
-    assert st.outputs.to_k8s() == {"kind": "model", "name": "resnet18-cifar10",
+    assert st.outputs.to_k8s() == {"kind": "model", "name": "digits-mlp",
                                    "id": "model-42", "uri": RESULT["uri"],
-                                   "size": 44_700_000, "sha256": "ab" * 32}
+                                   "size": 37_704, "sha256": "ab" * 32}
     assert st.metrics == {"accuracy": 0.93, "epochs": 30.0}
     assert conds(st) == {"Succeeded": ("True", "Completed"), "Running": ("False", "Completed"),
                          "Stopped": ("False", "Completed"), "Failed": ("False", "Completed"),
@@ -237,11 +237,11 @@ def test_succeeded() -> None:
 
 def test_preprocessing_output_is_a_dataset() -> None:
     t = task("preprocessing")
-    result = {"uri": "s3://ml-datasets/processed/cifar10-train.zip", "size": 1200}
+    result = {"uri": "s3://mltask-examples/datasets/digits/digits-minmax.npz", "size": 78_336}
     _, st = observe(t, argo.succeed_all(workflow(t), result=result))
     assert st.outputs is not None
-    assert st.outputs.to_k8s() == {"kind": "dataset", "name": "cifar10-train",
-                                   "id": result["uri"], "uri": result["uri"], "size": 1200}
+    assert st.outputs.to_k8s() == {"kind": "dataset", "name": "digits-minmax",
+                                   "id": result["uri"], "uri": result["uri"], "size": 78_336}
     assert st.metrics is None, "the default metrics `{}` are no metrics"
 
 
@@ -257,7 +257,7 @@ def test_failed_run_step() -> None:
     assert st.message == "run step failed: OOMKilled (exit code 137)"
     run = steps_of(st)["run"]
     assert (run.phase, run.exit_code, run.message, run.retries) == ("Failed", 137, "OOMKilled", 0)
-    assert run.pod == "train-resnet18-1-run-4180403333"
+    assert run.pod == "train-digits-1-run-387620139"
     assert run.finished_at == at(node(wf, f"{WF}.run")["finishedAt"])
     assert "upload" not in steps_of(st)
     assert conds(st) == {"Succeeded": ("False", "Failed"), "Running": ("False", "Failed"),
@@ -321,13 +321,13 @@ def test_lost_pod_is_retried_then_runs_then_completes() -> None:
     assert conds(st)["Running"] == ("True", "Retrying")
     assert conds(st)["Succeeded"] == ("Unknown", "Retrying")
     run = steps_of(st)["run"]
-    assert (run.phase, run.retries, run.pod) == ("Running", 0, "train-resnet18-1-run-1364620516")
+    assert (run.phase, run.retries, run.pod) == ("Running", 0, "train-digits-1-run-3788498086")
 
     wf = argo.run_pod(wf, "run")
     t, st = observe(t, wf)
     assert (st.status, st.message) == ("running", "Running run_task")
     run = steps_of(st)["run"]
-    assert (run.phase, run.retries, run.pod) == ("Running", 1, "train-resnet18-1-run-1834246753")
+    assert (run.phase, run.retries, run.pod) == ("Running", 1, "train-digits-1-run-4258124323")
     assert run.message is None, "the new pod has no failure to tell"
 
     wf = argo.finish_pod(wf, "run", "Error", message="pod deleted")
@@ -435,22 +435,22 @@ def test_stopped_task_whose_workflow_is_gone_keeps_its_step() -> None:
 
 
 def test_attempt_count_is_carried_to_status_and_steps() -> None:
-    prev = MLTaskStatus(status="retry", attempt=3, workflow_name="train-resnet18-3",
+    prev = MLTaskStatus(status="retry", attempt=3, workflow_name="train-digits-3",
                         observed_retry_generation=2, start_time=T0)
     t = task(status=prev)
     wf = argo.run_pod(workflow(t), "download")
-    assert wf["metadata"]["name"] == "train-resnet18-3"
+    assert wf["metadata"]["name"] == "train-digits-3"
     _, st = observe(t, wf)
-    assert (st.status, st.attempt, st.workflow_name) == ("running", 3, "train-resnet18-3")
+    assert (st.status, st.attempt, st.workflow_name) == ("running", 3, "train-digits-3")
     assert st.observed_retry_generation == 2
     assert steps_of(st)["download"].attempt == 3
-    assert steps_of(st)["download"].pod == pod_name("train-resnet18-3",
-                                                    "train-resnet18-3.download(0)", "download")
+    assert steps_of(st)["download"].pod == pod_name("train-digits-3",
+                                                    "train-digits-3.download(0)", "download")
     assert st.start_time == T0, "the first attempt's start is kept"
 
 
 def test_retry_attempt_waits_in_retry_until_its_pods_run() -> None:
-    prev = MLTaskStatus(status="retry", attempt=2, workflow_name="train-resnet18-2",
+    prev = MLTaskStatus(status="retry", attempt=2, workflow_name="train-digits-2",
                         observed_retry_generation=1)
     t = task(status=prev)
     _, st = observe(t, workflow(t))
@@ -466,7 +466,7 @@ def test_continued_attempt_keeps_the_finished_steps() -> None:
     _, stopped = observe(t1, argo.stop(wf1))
     assert stopped.status == "stopped"
     prev = stopped.model_copy(update={"status": "running", "attempt": 2,
-                                      "workflow_name": "train-resnet18-2",
+                                      "workflow_name": "train-digits-2",
                                       "completion_time": None})
     t2 = task(status=prev)
     wf2 = workflow(t2, start_at=StepName.RUN)
@@ -480,7 +480,7 @@ def test_continued_attempt_keeps_the_finished_steps() -> None:
     assert (st.status, st.execute_step) == ("running", "run_task")
     assert [(s.name, s.attempt, s.phase) for s in st.steps or []] == [
         ("download", 1, "Succeeded"), ("run", 2, "Running")]
-    assert steps_of(st)["run"].pod == pod_name("train-resnet18-2", "train-resnet18-2.run(0)",
+    assert steps_of(st)["run"].pod == pod_name("train-digits-2", "train-digits-2.run(0)",
                                                "run")
 
 
@@ -520,16 +520,16 @@ def test_bad_metrics_keep_the_last_good_ones() -> None:
 
 
 @pytest.mark.parametrize(("raw", "expected"), [
-    (json.dumps(RESULT), {"kind": "model", "name": "resnet18-cifar10", "id": "model-42",
-                          "uri": RESULT["uri"], "size": 44_700_000, "sha256": "ab" * 32}),
-    ('{"uri": "s3://m/x.pt"}', {"kind": "model", "name": "resnet18-cifar10",
+    (json.dumps(RESULT), {"kind": "model", "name": "digits-mlp", "id": "model-42",
+                          "uri": RESULT["uri"], "size": 37_704, "sha256": "ab" * 32}),
+    ('{"uri": "s3://m/x.pt"}', {"kind": "model", "name": "digits-mlp",
                                 "id": "s3://m/x.pt", "uri": "s3://m/x.pt"}),
     ('{"uri": "s3://m/x.pt", "size": "big", "sha256": 5}',
-     {"kind": "model", "name": "resnet18-cifar10", "id": "s3://m/x.pt", "uri": "s3://m/x.pt"}),
+     {"kind": "model", "name": "digits-mlp", "id": "s3://m/x.pt", "uri": "s3://m/x.pt"}),
     ('{"uri": "s3://m/x.pt", "size": true}',
-     {"kind": "model", "name": "resnet18-cifar10", "id": "s3://m/x.pt", "uri": "s3://m/x.pt"}),
-    ("not json", {"kind": "model", "name": "resnet18-cifar10"}),
-    ("[1]", {"kind": "model", "name": "resnet18-cifar10"}),
+     {"kind": "model", "name": "digits-mlp", "id": "s3://m/x.pt", "uri": "s3://m/x.pt"}),
+    ("not json", {"kind": "model", "name": "digits-mlp"}),
+    ("[1]", {"kind": "model", "name": "digits-mlp"}),
 ])
 def test_parse_result(raw: str, expected: dict[str, Any]) -> None:
     out = parse_result(raw, task())
@@ -627,6 +627,12 @@ LOG = "\n".join(f"epoch {i}: loss 0.{i}" for i in range(30)) + (
     pytest.param("OOMKilled (exit code 137): a\nb\n", ("OOMKilled (exit code 137)", "a\nb"),
                  id="two-lines"),
     pytest.param("Error (exit code 2)", ("Error (exit code 2)", None), id="no-termination-message"),
+    pytest.param("Error (exit code 1): reading\nerror: bad row 3\n"
+                 'time="2026-11-28T01:41:35.716Z" level=info msg="sub-process exited" '
+                 'argo=true error="<nil>"\nError: exit status 1\n',
+                 ("Error (exit code 1)", "reading\nerror: bad row 3"), id="emissary-lines"),
+    pytest.param("Error (exit code 137): Error: signal: killed\n",
+                 ("Error (exit code 137)", None), id="only-the-epilogue"),
     pytest.param("pod deleted", ("pod deleted", None), id="not-a-container-exit"),
     pytest.param("The node was low on resource: memory. ", (
         "The node was low on resource: memory. ", None), id="eviction"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from typing import Any
 
@@ -16,123 +17,173 @@ from mltask_operator.builders.workflow import (
     build_work_pvc,
     build_workflow,
 )
-from mltask_operator.settings import RunStepDefaults
+from mltask_operator.settings import (
+    DEFAULT_TRANSFER_IMAGE,
+    DEFAULT_TRANSFER_RESOURCES,
+    RunStepDefaults,
+)
 
 ON_INFRA = ON_INFRASTRUCTURE_ERROR
 
-EXAMPLES = ["preprocessing", "training", "optimization"]
+#: The three examples, and "own-steps": the training example as a task of a pipeline that brings
+#: its own download and upload steps, a ConfigMap, run args and an env from a Secret (what the
+#: examples leave out, so that they run on a cluster holding only the storage Secret).
+EXAMPLES = ["preprocessing", "training", "optimization", "own-steps"]
 STEPS = ["download", "run", "upload"]
 UID = "0b4c2a9e-1111-4c3e-9d7e-5a6b7c8d9e0f"
+OWN_STEPS = {
+    "download": {"image": "registry.example.com/s3-sync:1.4", "command": ["s3-sync", "get"]},
+    "upload": {"image": "registry.example.com/s3-sync:1.4", "command": ["s3-sync", "put"]},
+}
+SECRET_ENV = {"name": "MLFLOW_TRACKING_TOKEN",
+              "valueFrom": {"secretKeyRef": {"name": "mlflow", "key": "token"}}}
+RUN_IMAGE = "localhost/mltask-example-sklearn:0.1.0"
+GPU_PLACEMENT = {
+    "node_selector": {"nvidia.com/gpu.present": "true"},
+    "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+}
+ON_ERROR_3 = {"limit": 3, "retryPolicy": "Always", "expression": ON_INFRA,
+              "backoff": {"duration": "10s", "factor": 2, "maxDuration": "10m"}}
+TRAINING: dict[str, Any] = {
+    "task": "train-digits",
+    "labels": {"mltask.dev/task": "train-digits", "mltask.dev/type": "training",
+               "app.kubernetes.io/managed-by": "mltask-operator"},
+    "resources": {"requests": {"cpu": "1", "memory": "512Mi"},
+                  "limits": {"memory": "1Gi", "nvidia.com/gpu": "1"}},
+    **GPU_PLACEMENT,
+    "retry": ON_ERROR_3,
+    "pvc_size": "1Gi",
+    "deadline": 3600,
+    "config_map": None,
+    "run_image": RUN_IMAGE,
+    "run_command": ["python3", "-m", "digits.train"],
+    "own_steps": False,
+}
 
 #: What each example must turn into, written out from examples/mltask-*.yaml.
 EXPECTED: dict[str, dict[str, Any]] = {
     "preprocessing": {
-        "task": "preprocess-cifar10",
-        "labels": {"mltask.dev/task": "preprocess-cifar10", "mltask.dev/type": "preprocessing",
-                   "mltask.dev/pipeline": "cifar10-pipeline",
+        "task": "preprocess-digits",
+        "labels": {"mltask.dev/task": "preprocess-digits", "mltask.dev/type": "preprocessing",
                    "app.kubernetes.io/managed-by": "mltask-operator"},
-        "resources": {"requests": {"cpu": "2", "memory": "4Gi"}},
+        "resources": {"requests": {"cpu": "500m", "memory": "256Mi"},
+                      "limits": {"memory": "512Mi"}},
         "node_selector": None,
         "tolerations": None,
-        "retry": {"limit": 3, "retryPolicy": "Always", "expression": ON_INFRA,
-                  "backoff": {"duration": "10s", "factor": 2, "maxDuration": "10m"}},
+        "retry": ON_ERROR_3,
         "pvc_size": "10Gi",
         "deadline": None,
         "config_map": None,
-        "run_image": "ghcr.io/example/cifar10-preprocess:1.4",
-        "run_command": ["python", "-m", "preprocess"],
+        "run_image": RUN_IMAGE,
+        "run_command": ["python3", "-m", "digits.preprocess"],
+        "own_steps": False,
     },
-    "training": {
-        "task": "train-resnet18",
-        "labels": {"mltask.dev/task": "train-resnet18", "mltask.dev/type": "training",
-                   "app.kubernetes.io/managed-by": "mltask-operator"},
-        "resources": {"requests": {"cpu": "8", "memory": "32Gi"},
-                      "limits": {"nvidia.com/gpu": "1"}},
-        "node_selector": {"nvidia.com/gpu.present": "true"},
-        "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
-        "retry": {"limit": 3, "retryPolicy": "Always", "expression": ON_INFRA,
-                  "backoff": {"duration": "10s", "factor": 2, "maxDuration": "10m"}},
-        "pvc_size": "50Gi",
-        "deadline": 86400,
-        "config_map": "resnet18-hparams",
-        "run_image": "ghcr.io/example/resnet-train:2.1",
-        "run_command": ["python", "train.py"],
-    },
+    "training": TRAINING,
     "optimization": {
-        "task": "optimize-resnet18",
-        "labels": {"mltask.dev/task": "optimize-resnet18", "mltask.dev/type": "optimization",
+        "task": "optimize-digits",
+        "labels": {"mltask.dev/task": "optimize-digits", "mltask.dev/type": "optimization",
                    "app.kubernetes.io/managed-by": "mltask-operator"},
-        "resources": {"limits": {"nvidia.com/gpu": "1", "memory": "24Gi"}},
-        "node_selector": {"nvidia.com/gpu.present": "true"},
-        "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+        "resources": {"requests": {"cpu": "500m", "memory": "256Mi"},
+                      "limits": {"memory": "512Mi"}},
+        "node_selector": None,
+        "tolerations": None,
         "retry": {"limit": 2, "retryPolicy": "Always",
                   "backoff": {"duration": "10s", "factor": 2, "maxDuration": "10m"}},
         "pvc_size": "10Gi",
         "deadline": None,
         "config_map": None,
-        "run_image": "ghcr.io/example/resnet-optimize:2.1",
-        "run_command": ["python", "optimize.py"],
+        "run_image": RUN_IMAGE,
+        "run_command": ["python3", "-m", "digits.optimize"],
+        "own_steps": False,
+    },
+    "own-steps": {
+        **TRAINING,
+        "labels": {**TRAINING["labels"], "mltask.dev/pipeline": "digits"},
+        "config_map": "digits-hparams",
+        "own_steps": True,
     },
 }
+
+_TRAINING_RUN_ENV = [
+    ("MLTASK_NAME", "train-digits"), ("MLTASK_NAMESPACE", "ml"),
+    ("MLTASK_TYPE", "training"), ("MLTASK_STEP", "run"), ("MLTASK_ATTEMPT", "2"),
+    ("MLTASK_WORKDIR", "/mltask"), ("MLTASK_INPUT_DIR", "/mltask/input"),
+    ("MLTASK_OUTPUT_DIR", "/mltask/output"),
+    ("MLTASK_METRICS_FILE", "/mltask/meta/metrics.json"),
+    ("MLTASK_RESULT_FILE", "/mltask/meta/result.json"),
+    ("MLTASK_INPUT_DATASET_DIR", "/mltask/input/dataset"),
+    ("MLTASK_INPUT_DATASET_URI", "s3://mltask-examples/datasets/digits/digits-minmax.npz"),
+    ("MLTASK_INPUT_DATASET_KIND", "project"),
+    ("MLTASK_OUTPUT_URI", "s3://mltask-examples/models/digits-mlp/"),
+    ("MLTASK_PARAMETERS", '{"batchSize": "32", "epochs": "40", "hiddenUnits": "128", '
+                          '"learningRate": "0.001", "model": "mlp", "seed": "0"}'),
+]
+_TRAINING_OUTPUT_ENV = [
+    ("MLTASK_OUTPUT_KIND", "model"), ("MLTASK_OUTPUT_NAME", "digits-mlp"),
+    ("MLTASK_OUTPUT_TYPE", "mlp"), ("MLTASK_OUTPUT_INPUT_FORMAT", "sklearn"),
+    ("MLTASK_OUTPUT_FORMAT", "float32"), ("MLTASK_OUTPUT_FILE_EXTENSION", "joblib"),
+]
 
 #: The step-image contract of each example's run step, in order (README "Step image contract").
 RUN_ENV: dict[str, list[tuple[str, str]]] = {
     "preprocessing": [
-        ("MLTASK_NAME", "preprocess-cifar10"), ("MLTASK_NAMESPACE", "ml"),
+        ("MLTASK_NAME", "preprocess-digits"), ("MLTASK_NAMESPACE", "ml"),
         ("MLTASK_TYPE", "preprocessing"), ("MLTASK_STEP", "run"), ("MLTASK_ATTEMPT", "2"),
         ("MLTASK_WORKDIR", "/mltask"), ("MLTASK_INPUT_DIR", "/mltask/input"),
         ("MLTASK_OUTPUT_DIR", "/mltask/output"),
         ("MLTASK_METRICS_FILE", "/mltask/meta/metrics.json"),
         ("MLTASK_RESULT_FILE", "/mltask/meta/result.json"),
         ("MLTASK_INPUT_DATASET_DIR", "/mltask/input/dataset"),
-        ("MLTASK_INPUT_DATASET_URI", "s3://ml-datasets/raw/cifar10.zip"),
+        ("MLTASK_INPUT_DATASET_URI", "s3://mltask-examples/raw/digits.csv.gz"),
         ("MLTASK_INPUT_DATASET_KIND", "project"),
-        ("MLTASK_OUTPUT_URI", "s3://ml-datasets/processed/"),
-        ("MLTASK_PARAMETERS", '{"imageSize": "32", "normalize": "true"}'),
-        ("MLTASK_OUTPUT_KIND", "dataset"), ("MLTASK_OUTPUT_NAME", "cifar10-train"),
-        ("MLTASK_OUTPUT_TYPE", "training"), ("MLTASK_OUTPUT_FILE_EXTENSION", "zip"),
+        ("MLTASK_OUTPUT_URI", "s3://mltask-examples/datasets/digits/"),
+        ("MLTASK_PARAMETERS", '{"scaling": "minmax", "seed": "0", "testSize": "0.2"}'),
+        ("MLTASK_OUTPUT_KIND", "dataset"), ("MLTASK_OUTPUT_NAME", "digits-minmax"),
+        ("MLTASK_OUTPUT_TYPE", "training"), ("MLTASK_OUTPUT_FILE_EXTENSION", "npz"),
     ],
-    "training": [
-        ("MLTASK_NAME", "train-resnet18"), ("MLTASK_NAMESPACE", "ml"),
-        ("MLTASK_TYPE", "training"), ("MLTASK_STEP", "run"), ("MLTASK_ATTEMPT", "2"),
-        ("MLTASK_WORKDIR", "/mltask"), ("MLTASK_INPUT_DIR", "/mltask/input"),
-        ("MLTASK_OUTPUT_DIR", "/mltask/output"),
-        ("MLTASK_METRICS_FILE", "/mltask/meta/metrics.json"),
-        ("MLTASK_RESULT_FILE", "/mltask/meta/result.json"),
-        ("MLTASK_INPUT_DATASET_DIR", "/mltask/input/dataset"),
-        ("MLTASK_INPUT_DATASET_URI", "s3://ml-datasets/processed/cifar10-train.zip"),
-        ("MLTASK_INPUT_DATASET_KIND", "project"),
-        ("MLTASK_OUTPUT_URI", "s3://ml-models/resnet18/"),
-        ("MLTASK_PARAMETERS", '{"batchSize": "256", "epochs": "30", "learningRate": "0.01"}'),
-        ("MLTASK_CONFIG_DIR", "/etc/mltask/config"),
-        ("MLTASK_OUTPUT_KIND", "model"), ("MLTASK_OUTPUT_NAME", "resnet18-cifar10"),
-        ("MLTASK_OUTPUT_TYPE", "resnet18"), ("MLTASK_OUTPUT_INPUT_FORMAT", "pytorch"),
-        ("MLTASK_OUTPUT_FORMAT", "float32"), ("MLTASK_OUTPUT_FILE_EXTENSION", "pt"),
-    ],
+    "training": [*_TRAINING_RUN_ENV, *_TRAINING_OUTPUT_ENV],
     "optimization": [
-        ("MLTASK_NAME", "optimize-resnet18"), ("MLTASK_NAMESPACE", "ml"),
+        ("MLTASK_NAME", "optimize-digits"), ("MLTASK_NAMESPACE", "ml"),
         ("MLTASK_TYPE", "optimization"), ("MLTASK_STEP", "run"), ("MLTASK_ATTEMPT", "2"),
         ("MLTASK_WORKDIR", "/mltask"), ("MLTASK_INPUT_DIR", "/mltask/input"),
         ("MLTASK_OUTPUT_DIR", "/mltask/output"),
         ("MLTASK_METRICS_FILE", "/mltask/meta/metrics.json"),
         ("MLTASK_RESULT_FILE", "/mltask/meta/result.json"),
         ("MLTASK_INPUT_DATASET_DIR", "/mltask/input/dataset"),
-        ("MLTASK_INPUT_DATASET_URI", "s3://ml-datasets/field/cameras-2026-11.zip"),
+        ("MLTASK_INPUT_DATASET_URI", "s3://mltask-examples/datasets/digits/digits-minmax.npz"),
         ("MLTASK_INPUT_DATASET_KIND", "application"),
         ("MLTASK_INPUT_MODEL_DIR", "/mltask/input/model"),
-        ("MLTASK_INPUT_MODEL_URI", "s3://ml-models/resnet18/resnet18-cifar10.pt"),
-        ("MLTASK_OUTPUT_URI", "s3://ml-models/resnet18-field/"),
-        ("MLTASK_PARAMETERS", '{"epochs": "5", "precision": "float16"}'),
-        ("MLTASK_OUTPUT_KIND", "model"), ("MLTASK_OUTPUT_NAME", "resnet18-field-fp16"),
-        ("MLTASK_OUTPUT_TYPE", "resnet18"), ("MLTASK_OUTPUT_INPUT_FORMAT", "float32"),
-        ("MLTASK_OUTPUT_FORMAT", "float16"), ("MLTASK_OUTPUT_FILE_EXTENSION", "onnx"),
+        ("MLTASK_INPUT_MODEL_URI", "s3://mltask-examples/models/digits-mlp/model.joblib"),
+        ("MLTASK_OUTPUT_URI", "s3://mltask-examples/models/digits-mlp-int8/"),
+        ("MLTASK_PARAMETERS", '{"fineTuneEpochs": "5", "maxAccuracyDrop": "0.02", '
+                              '"precision": "int8", "pruneFraction": "0.5"}'),
+        ("MLTASK_OUTPUT_KIND", "model"), ("MLTASK_OUTPUT_NAME", "digits-mlp-int8"),
+        ("MLTASK_OUTPUT_TYPE", "mlp"), ("MLTASK_OUTPUT_INPUT_FORMAT", "float32"),
+        ("MLTASK_OUTPUT_FORMAT", "int8"), ("MLTASK_OUTPUT_FILE_EXTENSION", "joblib"),
     ],
+    "own-steps": [*_TRAINING_RUN_ENV, ("MLTASK_CONFIG_DIR", "/etc/mltask/config"),
+                  *_TRAINING_OUTPUT_ENV],
 }
+
+
+def source(name: str) -> dict[str, Any]:
+    """examples/mltask-<name>.yaml, or for "own-steps" the training example with what the
+    examples leave out: its own download and upload steps, a ConfigMap, run args, a Secret env
+    and a pipelineRef."""
+    if name != "own-steps":
+        return example(name)
+    b = example("training")
+    spec = b["spec"]
+    spec["pipelineRef"] = {"name": "digits"}
+    spec["steps"].update(copy.deepcopy(OWN_STEPS))
+    spec["steps"]["run"].update(args=["--log-every", "5"], env=[copy.deepcopy(SECRET_ENV)])
+    spec["config"]["configMapRef"] = {"name": "digits-hparams"}
+    return b
 
 
 def body(name: str) -> dict[str, Any]:
     """The example as the API server would hand it over: namespace, uid, Argo CD's marks."""
-    b = example(name)
+    b = source(name)
     b["metadata"].update(
         namespace="ml", uid=UID, generation=1,
         labels={"app.kubernetes.io/instance": "ml-apps", "team": "vision"},
@@ -444,7 +495,15 @@ def test_run_step_container_and_resources(name: str) -> None:
     assert run["command"] == EXPECTED[name]["run_command"]
     assert run["resources"] == EXPECTED[name]["resources"]
     for step in ("download", "upload"):
-        assert "resources" not in tpl[step]["container"]
+        c = tpl[step]["container"]
+        if EXPECTED[name]["own_steps"]:
+            assert (c["image"], c["command"]) == (OWN_STEPS[step]["image"],
+                                                  OWN_STEPS[step]["command"])
+            assert "resources" not in c, "a step of the task's own gets no resources it lacks"
+        else:  # left out: the operator's transfer step, with its own resources
+            assert (c["image"], c["command"]) == (DEFAULT_TRANSFER_IMAGE,
+                                                  ["mltask-transfer", step])
+            assert c["resources"] == DEFAULT_TRANSFER_RESOURCES, "never the run step's"
 
 
 @pytest.mark.parametrize("name", EXAMPLES)
@@ -458,21 +517,26 @@ def test_node_selector_and_tolerations_from_the_spec(name: str) -> None:
     assert all("nodeSelector" not in t and "tolerations" not in t for t in spec["templates"])
 
 
-@pytest.mark.parametrize("name", ["training", "optimization"])
+@pytest.mark.parametrize("name", ["training", "own-steps", "optimization"])
 def test_gpu_policy_places_only_the_run_step(name: str) -> None:
     policy = RunStepDefaults(node_selector={"pool": "gpu"},
                              tolerations=[{"key": "spot", "operator": "Exists"}])
-    tpl = templates(build(task(name), defaults=policy))
-    assert tpl["run"]["nodeSelector"] == {"pool": "gpu", **EXPECTED[name]["node_selector"]}
-    assert tpl["run"]["tolerations"] == [*EXPECTED[name]["tolerations"],
+    b = body(name)
+    if not EXPECTED[name]["node_selector"]:  # a CPU example asking for a GPU: the policy alone
+        b["spec"]["steps"]["run"]["resources"]["limits"]["nvidia.com/gpu"] = 1
+    tpl = templates(build(MLTask.model_validate(b), defaults=policy))
+    assert tpl["run"]["nodeSelector"] == {"pool": "gpu",
+                                          **(EXPECTED[name]["node_selector"] or {})}
+    assert tpl["run"]["tolerations"] == [*(EXPECTED[name]["tolerations"] or []),
                                          {"key": "spot", "operator": "Exists"}]
     for step in ("download", "upload"):
         assert "nodeSelector" not in tpl[step] and "tolerations" not in tpl[step]
 
 
-def test_cpu_task_ignores_the_gpu_policy() -> None:
+@pytest.mark.parametrize("name", ["preprocessing", "optimization"])
+def test_cpu_task_ignores_the_gpu_policy(name: str) -> None:
     policy = RunStepDefaults(node_selector={"pool": "gpu"}, runtime_class_name="nvidia")
-    assert build(task("preprocessing"), defaults=policy) == build(task("preprocessing"))
+    assert build(task(name), defaults=policy) == build(task(name))
 
 
 @pytest.mark.parametrize("name", EXAMPLES)
@@ -518,10 +582,11 @@ def test_no_storage_no_env_from() -> None:
     assert all("envFrom" not in tpl[s]["container"] for s in STEPS)
 
 
-def test_storage_endpoint_reaches_only_the_data_steps() -> None:
-    tpl = templates(build(task("preprocessing")))
+@pytest.mark.parametrize("name", EXAMPLES)
+def test_storage_endpoint_reaches_only_the_data_steps(name: str) -> None:
+    tpl = templates(build(task(name)))
     for step in ("download", "upload"):
-        assert ("MLTASK_STORAGE_ENDPOINT", "https://s3.example.com") in env_of(tpl[step])
+        assert ("MLTASK_STORAGE_ENDPOINT", "http://10.244.0.1:9000") in env_of(tpl[step])
     assert "MLTASK_STORAGE_ENDPOINT" not in dict(env_of(tpl["run"]))
 
 
@@ -547,20 +612,21 @@ def test_every_step_knows_which_step_it_is(name: str, step: str) -> None:
 def test_resolved_inputs_win_over_the_spec() -> None:
     """`fromTask` inputs reach the steps as the upstream task's output URIs."""
     b = body("optimization")
-    b["spec"]["input"]["model"] = {"fromTask": "train-resnet18"}
+    b["spec"]["input"]["model"] = {"fromTask": "train-digits"}
     t = MLTask.model_validate(b)
     wf = build_workflow(t, attempt=1, start_at=StepName.DOWNLOAD,
-                        inputs=ResolvedInputs("s3://up/ds.zip", "s3://up/model.pt"))
+                        inputs=ResolvedInputs("s3://up/ds.npz", "s3://up/model.joblib"))
     env = dict(env_of(templates(wf)["download"]))
-    assert env["MLTASK_INPUT_DATASET_URI"] == "s3://up/ds.zip"
-    assert env["MLTASK_INPUT_MODEL_URI"] == "s3://up/model.pt"
+    assert env["MLTASK_INPUT_DATASET_URI"] == "s3://up/ds.npz"
+    assert env["MLTASK_INPUT_MODEL_URI"] == "s3://up/model.joblib"
 
 
 def test_user_env_is_kept_after_the_contract() -> None:
-    run = templates(build(task("training")))["run"]["container"]
-    assert run["env"][-1] == {"name": "WANDB_API_KEY", "valueFrom": {
-        "secretKeyRef": {"name": "wandb", "key": "api-key"}}}
-    assert run["args"] == ["--amp"]
+    run = templates(build(task("own-steps")))["run"]["container"]
+    assert run["env"][-1] == {"name": "MLFLOW_TRACKING_TOKEN", "valueFrom": {
+        "secretKeyRef": {"name": "mlflow", "key": "token"}}}
+    assert run["args"] == ["--log-every", "5"]
+    assert "args" not in templates(build(task("training")))["run"]["container"]
 
 
 # ---------------------------------------------------------------------- output parameters

@@ -85,7 +85,7 @@ class DatasetInput(Model):
     model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": _ONE_SOURCE})
 
     uri: str | None = Field(default=None, max_length=2048,
-                            description="Where the dataset is, e.g. s3://bucket/datasets/cifar10.zip.")
+                            description="Where the dataset is, e.g. s3://bucket/datasets/digits.csv.gz.")
     from_task: str | None = Field(default=None, max_length=253,
                                   description="The task whose output dataset to use (it must "
                                   "have completed). In an MLTask: the name of an MLTask in this "
@@ -106,7 +106,7 @@ class ModelInput(Model):
     model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": _ONE_SOURCE})
 
     uri: str | None = Field(default=None, max_length=2048,
-                            description="Where the model is, e.g. s3://bucket/models/resnet.pt.")
+                            description="Where the model is, e.g. s3://bucket/models/model.joblib.")
     from_task: str | None = Field(default=None, max_length=253,
                                   description="The task whose output model to use (it must "
                                   "have completed). In an MLTask: the name of an MLTask in this "
