@@ -4,9 +4,10 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 CLUSTER_DIR ?= .cluster
+NODE_CLUSTER_DIR ?= .cluster-node
 export PYTHONPATH := $(CURDIR)/operator:$(CURDIR)/tests
 
-.PHONY: help venv tools test unit integration e2e lint generate check-generated lock cluster-up cluster-down cluster-status demo clean
+.PHONY: help venv tools test unit transfer integration e2e lint generate check-generated lock cluster-up cluster-down cluster-status demo demo-simulated clean images node-up node-down node-status node-test
 
 help: ## List targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -22,11 +23,14 @@ venv: $(VENV)/.installed ## Create .venv with the project and test dependencies
 tools: ## Build (or reuse) etcd, kube-apiserver, kube-controller-manager, kubectl, helm from Go modules
 	tests/tools/build.sh
 
-test: venv tools lint check-generated ## Lint, drift checks, then all tests: unit, integration (real API server), e2e (real Argo + kwok)
-	$(PY) -m pytest tests/unit tests/integration tests/e2e
+test: venv tools lint check-generated ## Lint, drift checks, then all tests: unit, transfer (real S3 server), integration (real API server), e2e (real Argo + kwok), node (real kubelet, root)
+	$(PY) -m pytest tests/unit tests/transfer tests/integration tests/e2e tests/node
 
 unit: venv ## Run the fast unit tests only
 	$(PY) -m pytest tests/unit
+
+transfer: venv tools ## Run the transfer program's tests only (real S3 server, hub and HTTPS stand-ins)
+	$(PY) -m pytest tests/transfer
 
 integration: venv tools ## Run the integration tests only
 	$(PY) -m pytest tests/integration
@@ -60,8 +64,26 @@ cluster-down: venv ## Stop the local control plane
 cluster-status: venv ## Show whether the local control plane runs
 	@$(PY) -m harness.controlplane status --dir $(CLUSTER_DIR)
 
-demo: venv tools ## Local control plane + operator + an example MLTask, its states shown as they change
+images: venv tools ## Build the real node's images into OCI archives in ~/.cache/mltask-operator/images (root; cached by their inputs)
+	$(PY) -m harness.images build
+
+node-up: venv tools ## Start a cluster with a REAL node (root: containerd, kubelet, kube-proxy, Argo; images imported) in .cluster-node/
+	@$(PY) -m harness.node up --dir $(NODE_CLUSTER_DIR)
+
+node-down: venv ## Stop the real node and restore the host (also after a killed run)
+	@$(PY) -m harness.node down
+
+node-status: venv ## Show whether the real node's processes run
+	@$(PY) -m harness.node status
+
+node-test: venv tools images ## Run the real-node smoke tests in tests/node (root; starts and stops its own node)
+	$(PY) -m pytest tests/node
+
+demo: venv tools ## The example pipeline run for real: a real node (root), Argo, an S3 server; states, logs, stored outputs and metrics shown (first run builds images)
 	@$(PY) -m harness.demo $(if $(KEEP),--keep)
+
+demo-simulated: venv tools ## The same story without a real node: kwok nodes and an executor stand-in (no root needed)
+	@$(PY) -m harness.demo_simulated $(if $(KEEP),--keep)
 
 clean: cluster-down ## Remove the venv and local cluster data (keeps the Go binary cache)
 	rm -rf $(VENV) $(CLUSTER_DIR)

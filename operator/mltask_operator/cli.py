@@ -8,6 +8,7 @@ import datetime
 import json
 import os
 import sys
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, TextIO, TypeVar
@@ -36,6 +37,10 @@ STEP_OF_EXECUTE = {v.value: k.value for k, v in mltask_api.EXECUTE_STEP_OF.items
 
 class CliError(Exception):
     """What the user is told on stderr, without a traceback; the command exits 1."""
+
+
+#: How long `logs -f` waits for a step's container to start (its init container runs first).
+FOLLOW_START_WAIT = 300
 
 
 class ApiCallError(CliError):
@@ -553,31 +558,47 @@ class Session:
                     out: TextIO) -> None:
         what = (f"pod {chosen.pod} (step {chosen.step}, attempt {chosen.attempt}) of "
                 f"mltask {task}")
-        try:
-            resp = self.call(lambda: self.core.read_namespaced_pod_log(
-                chosen.pod, self.namespace, container=MAIN_CONTAINER, follow=follow,
-                tail_lines=tail, _preload_content=False),
-                "get", POD_LOG, chosen.pod, self.namespace)
-        except ApiCallError as e:
-            if e.status == 404 and not self._pod_exists(chosen.pod):
-                if chosen.log_tail:  # the pod is gone, but status kept why the step failed
+        deadline = time.monotonic() + FOLLOW_START_WAIT
+        while True:
+            try:
+                resp = self.call(lambda: self.core.read_namespaced_pod_log(
+                    chosen.pod, self.namespace, container=MAIN_CONTAINER, follow=follow,
+                    tail_lines=tail, _preload_content=False),
+                    "get", POD_LOG, chosen.pod, self.namespace)
+                break
+            except ApiCallError as e:
+                # -f on a step whose container has not started yet (its init container still
+                # runs): wait for it to start, as a user following a step about to run expects
+                if follow and e.status == 400 and "waiting to start" in e.server \
+                        and time.monotonic() < deadline:
+                    time.sleep(1)
+                    continue
+                if e.status == 404 and chosen.log_tail and not self._pod_exists(chosen.pod):
+                    # the pod is gone, but the task's status kept why the step failed
                     print(f"{what} is gone; its last log lines, kept in the task's status:",
                           file=sys.stderr)
                     out.write(chosen.log_tail.rstrip("\n") + "\n")
                     return
-                raise CliError(f"{what} not found in namespace {self.namespace}: deleted, or "
-                               "not created yet") from e
-            if e.status in (0, 401, 403):
-                raise
-            # e.g. no kubelet answers for the pod's node, or the container has not started
-            raise CliError(f"cannot read the logs of {what}: {e.server} (HTTP {e.status})") \
-                from e
+                err = self._log_error(e, what, chosen)
+                if err is e:
+                    raise
+                raise err from e
         try:
             write_stream(resp.stream(None), out)
         except urllib3.exceptions.HTTPError as e:
             raise CliError(f"the log stream of {what} broke off: {e}") from e
         finally:
             resp.release_conn()
+
+    def _log_error(self, e: ApiCallError, what: str, chosen: StepPod) -> CliError:
+        """What a failed log read means for the user."""
+        if e.status == 404 and not self._pod_exists(chosen.pod):
+            return CliError(f"{what} not found in namespace {self.namespace}: deleted, or not "
+                            "created yet")
+        if e.status in (0, 401, 403):
+            return e
+        # e.g. no kubelet answers for the pod's node, or the container has not started
+        return CliError(f"cannot read the logs of {what}: {e.server} (HTTP {e.status})")
 
     def _pod_exists(self, pod: str) -> bool:
         try:
@@ -751,12 +772,12 @@ def _non_negative(text: str) -> int:
 EXAMPLES = f"""examples:
   {PROG} list --type training --status failed
   {PROG} list pipelines -A
-  {PROG} describe train-resnet18
-  {PROG} stop train-resnet18
-  {PROG} continue train-resnet18
-  {PROG} retry pipeline/cifar10
-  {PROG} logs train-resnet18 --step run -f
-  {PROG} outputs train-resnet18 -o json
+  {PROG} describe train-digits
+  {PROG} stop train-digits
+  {PROG} continue train-digits
+  {PROG} retry pipeline/digits
+  {PROG} logs train-digits --step run -f
+  {PROG} outputs train-digits -o json
 """
 
 

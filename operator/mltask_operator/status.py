@@ -99,6 +99,11 @@ _RETRY_SUFFIX = re.compile(r"\((\d+)\)$")
 #: Argo's message for a failed main container: "<reason> (exit code N): <termination message>".
 _TERMINATION = re.compile(r"^(?P<head>[^\n]*?\(exit code -?\d+\)): (?P<tail>.+)$", re.S)
 LOG_TAIL_LINES, LOG_TAIL_BYTES = 20, 2048
+#: What Argo's emissary (the main container's entrypoint) adds to the container's log: its
+#: own log lines (logrus, marked argo=true) and, after a failed command, "Error: exit status N".
+#: They say nothing the exit code does not, so the log tail leaves them out.
+_EMISSARY_LINE = re.compile(r'^(time="[^"]*" level=\w+ .*\bargo=true\b.*'
+                            r"|Error: (exit status -?\d+|signal: [\w ]+))$")
 
 
 def split_termination(message: str | None) -> tuple[str | None, str | None]:
@@ -110,7 +115,8 @@ def split_termination(message: str | None) -> tuple[str | None, str | None]:
     m = _TERMINATION.match(message or "")
     if not m:
         return message, None
-    lines = m.group("tail").rstrip("\n").splitlines()[-LOG_TAIL_LINES:]
+    lines = [line for line in m.group("tail").rstrip("\n").splitlines()
+             if not _EMISSARY_LINE.match(line.strip())][-LOG_TAIL_LINES:]
     tail = "\n".join(lines).encode()[-LOG_TAIL_BYTES:].decode(errors="ignore")
     return m.group("head"), tail.strip("\n") or None
 
