@@ -121,10 +121,16 @@ def split_termination(message: str | None) -> tuple[str | None, str | None]:
     return m.group("head"), tail.strip("\n") or None
 
 
+_ERROR_WORDS = re.compile(r"(?i)\b(error|exception|failed|fatal)\b")
+
+
 def last_line(text: str | None) -> str | None:
-    """The last non-blank line of a log tail: usually the error a program ended with."""
+    """The line of a log tail that says why the step failed: the last one naming an error (a
+    program's stdout and stderr reach the log through separate pipes, so its error line may
+    come before a progress line it printed just before), else the last non-blank one."""
     lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
-    return lines[-1] if lines else None
+    errors = [line for line in lines if _ERROR_WORDS.search(line)]
+    return (errors or lines)[-1] if lines else None
 
 
 def _retry_index(node: dict[str, Any]) -> tuple[int, str]:

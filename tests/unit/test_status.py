@@ -18,6 +18,7 @@ from mltask_operator.status import (
     LOG_TAIL_LINES,
     compute_status,
     fnv32a,
+    last_line,
     observe_workflow,
     parse_metrics,
     parse_result,
@@ -675,3 +676,17 @@ def test_a_failed_steps_last_log_lines_are_kept_in_status() -> None:
     t2 = t.model_copy(update={"status": st})
     _, after = observe(t2, None)
     assert steps_of(after)["download"].log_tail == download.log_tail
+
+
+@pytest.mark.parametrize(("tail", "expected"), [
+    pytest.param("reading digits\nerror: bad row 3", "error: bad row 3", id="error-last"),
+    pytest.param("error: bad row 3\nreading digits", "error: bad row 3",
+                 id="stderr-overtaken-by-stdout"),
+    pytest.param("Traceback (most recent call last):\n  File x\nValueError: boom",
+                 "ValueError: boom", id="traceback"),
+    pytest.param("epoch 3\nepoch 4\n", "epoch 4", id="no-error-word"),
+    pytest.param("  \n", None, id="blank"),
+    pytest.param(None, None, id="none"),
+])
+def test_the_line_that_says_why(tail: str | None, expected: str | None) -> None:
+    assert last_line(tail) == expected
