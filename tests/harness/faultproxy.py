@@ -42,6 +42,28 @@ class Fault:
             self.path is None or self.path in path)
 
 
+
+class FailNext:
+    """How many of the next requests a test server answers with a transient error (503), as
+    `fail_next(n)` armed it; thread-safe."""
+
+    def __init__(self) -> None:
+        self._left = 0
+        self._lock = threading.Lock()
+
+    def arm(self, n: int) -> None:
+        with self._lock:
+            self._left = n
+
+    def take(self) -> bool:
+        """True (and one fewer left) when this request must fail."""
+        with self._lock:
+            if self._left > 0:
+                self._left -= 1
+                return True
+        return False
+
+
 class FaultProxy(Proxy):
     """Relays HTTP/1.1 to (host, port), request by request, injecting the faults asked for."""
 

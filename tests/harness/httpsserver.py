@@ -14,6 +14,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from harness.faultproxy import FailNext
+
 
 def make_ca_and_cert(directory: Path) -> tuple[Path, Path, Path]:
     """(CA certificate, server certificate, server key) for 127.0.0.1 and localhost."""
@@ -68,8 +70,7 @@ class HttpsServer:
         self.ca, cert, key = make_ca_and_cert(directory)
         self.files = files
         self.requests: list[tuple[str, str]] = []
-        self._failures = 0
-        self._lock = threading.Lock()
+        self.failures = FailNext()
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -81,7 +82,7 @@ class HttpsServer:
             def do_GET(self) -> None:  # noqa: N802 - http.server's naming
                 server.requests.append((self.command, self.path))
                 data = server.files.get(self.path.split("?")[0])
-                if server._take_failure():
+                if server.failures.take():
                     status, headers, data = 503, {"Retry-After": "0"}, b"busy"
                 elif data is None:
                     status, headers, data = 404, {}, b"not found"
@@ -111,15 +112,7 @@ class HttpsServer:
         return f"https://127.0.0.1:{self.port}{path}"
 
     def fail_next(self, n: int) -> None:
-        with self._lock:
-            self._failures = n
-
-    def _take_failure(self) -> bool:
-        with self._lock:
-            if self._failures > 0:
-                self._failures -= 1
-                return True
-        return False
+        self.failures.arm(n)
 
     def start(self) -> HttpsServer:
         self._thread.start()

@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from harness.faultproxy import FailNext
+
 
 @dataclass
 class Repo:
@@ -46,8 +48,7 @@ class HubStandin:
     def __init__(self, host: str = "127.0.0.1") -> None:
         self.repos: dict[tuple[str, str], Repo] = {}
         self.requests: list[tuple[str, str, str | None]] = []  # method, path, Authorization
-        self._failures = 0
-        self._lock = threading.Lock()
+        self.failures = FailNext()
         hub = self
 
         class Handler(_Handler):
@@ -87,15 +88,7 @@ class HubStandin:
         return sha
 
     def fail_next(self, n: int) -> None:
-        with self._lock:
-            self._failures = n
-
-    def _take_failure(self) -> bool:
-        with self._lock:
-            if self._failures > 0:
-                self._failures -= 1
-                return True
-        return False
+        self.failures.arm(n)
 
 
 def _blob_id(data: bytes) -> str:
@@ -136,7 +129,7 @@ class _Handler(BaseHTTPRequestHandler):
         hub = self.standin
         url = urllib.parse.urlsplit(self.path)
         hub.requests.append((self.command, url.path, self.headers.get("Authorization")))
-        if hub._take_failure():
+        if hub.failures.take():
             return self._error(503, None, "Service Unavailable", body)
         parts = [urllib.parse.unquote(p) for p in url.path.split("/")[1:]]
         if parts[:1] == ["cdn"] and len(parts) == 2:

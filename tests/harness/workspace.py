@@ -27,18 +27,12 @@ EXECUTOR_RULES = [{"apiGroups": ["argoproj.io"], "resources": ["workflowtaskresu
                    "verbs": ["create", "patch"]}]
 
 
-def prepare_namespace(api: client.ApiClient, namespace: str, s3: S3Server,
-                      secret_key: str | None = None) -> None:
-    """Create `namespace` with the storage Secret (the server's keys, or `secret_key` instead
-    of its secret) and the executor Role bound to the default ServiceAccount; wait until
-    pods can be made there (the default ServiceAccount exists)."""
+def executor_namespace(api: client.ApiClient, namespace: str) -> None:
+    """Create `namespace` with Argo's executor Role bound to its default ServiceAccount, and
+    wait until pods can be made there (the default ServiceAccount exists)."""
     core = client.CoreV1Api(api)
     rbac = client.RbacAuthorizationV1Api(api)
     core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace)))
-    core.create_namespaced_secret(namespace, client.V1Secret(
-        metadata=client.V1ObjectMeta(name=STORAGE_SECRET),
-        string_data={"AWS_ACCESS_KEY_ID": s3.access_key,
-                     "AWS_SECRET_ACCESS_KEY": secret_key or s3.secret_key}))
     rbac.create_namespaced_role(namespace, {"metadata": {"name": "mltask-executor"},
                                             "rules": EXECUTOR_RULES})
     rbac.create_namespaced_role_binding(namespace, {
@@ -55,6 +49,17 @@ def prepare_namespace(api: client.ApiClient, namespace: str, s3: S3Server,
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.2)
+
+
+def prepare_namespace(api: client.ApiClient, namespace: str, s3: S3Server,
+                      secret_key: str | None = None) -> None:
+    """An executor namespace (above) with the storage Secret: the server's keys, or
+    `secret_key` instead of its secret."""
+    executor_namespace(api, namespace)
+    client.CoreV1Api(api).create_namespaced_secret(namespace, client.V1Secret(
+        metadata=client.V1ObjectMeta(name=STORAGE_SECRET),
+        string_data={"AWS_ACCESS_KEY_ID": s3.access_key,
+                     "AWS_SECRET_ACCESS_KEY": secret_key or s3.secret_key}))
 
 
 @dataclass

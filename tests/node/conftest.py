@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,10 +19,7 @@ from harness.controlplane import REPO, ControlPlaneError
 from harness.images import ImageError
 from harness.node import RealNodeCluster
 from harness.operator_proc import OperatorProcess
-from harness.workspace import Workspace, prepare_namespace
-
-EXECUTOR_RULES = [{"apiGroups": ["argoproj.io"], "resources": ["workflowtaskresults"],
-                   "verbs": ["create", "patch"]}]
+from harness.workspace import Workspace, executor_namespace, prepare_namespace
 
 
 @pytest.fixture(scope="session")
@@ -59,26 +55,9 @@ def node_namespace(node_api: client.ApiClient) -> Iterator[str]:
     """A fresh namespace whose `default` ServiceAccount may report Argo step results (the
     `executor` Role every Argo install asks for); deleted afterwards."""
     name = f"node-{uuid.uuid4().hex[:8]}"
-    core = client.CoreV1Api(node_api)
-    rbac = client.RbacAuthorizationV1Api(node_api)
-    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
-    rbac.create_namespaced_role(name, {"metadata": {"name": "executor"},
-                                       "rules": EXECUTOR_RULES})
-    rbac.create_namespaced_role_binding(name, {
-        "metadata": {"name": "executor"},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "executor"},
-        "subjects": [{"kind": "ServiceAccount", "name": "default", "namespace": name}]})
-    deadline = time.monotonic() + 30
-    while True:  # pods need the namespace's default ServiceAccount
-        try:
-            core.read_namespaced_service_account("default", name)
-            break
-        except client.ApiException:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
+    executor_namespace(node_api, name)
     yield name
-    core.delete_namespace(name, propagation_policy="Background")
+    client.CoreV1Api(node_api).delete_namespace(name, propagation_policy="Background")
 
 
 @pytest.fixture
