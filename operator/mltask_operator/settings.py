@@ -143,7 +143,7 @@ class RunStepDefaults:
 
 #: The project's own image (the operator's): its `mltask-transfer` program is the default
 #: download and upload step. The chart sets MLTASK_TRANSFER_IMAGE to the image it installs.
-DEFAULT_TRANSFER_IMAGE = f"ghcr.io/example/mltask-operator:{__version__}"
+DEFAULT_TRANSFER_IMAGE = f"localhost/mltask-operator:{__version__}"
 #: Default resources of the transfer steps: they stream (memory stays bounded whatever the size).
 DEFAULT_TRANSFER_RESOURCES: dict[str, dict[str, str]] = {
     "requests": {"cpu": "100m", "memory": "256Mi"},

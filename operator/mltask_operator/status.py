@@ -321,12 +321,36 @@ def parse_result(raw: str | None, task: MLTask) -> OutputStatus | None:
     )
 
 
+#: Why a step's pod cannot start or is refused for whom it runs as, and what the task can do.
+_RUN_AS_HINTS = (
+    (re.compile(r"runAsNonRoot and image will run as root"),
+     "the step runs as its image's user, which must not be root: set "
+     "spec.steps.{step}.securityContext.runAsUser to a non-root uid the image works with, or "
+     "runAsUser: 0 where the namespace's Pod Security allows root"),
+    (re.compile(r"runAsNonRoot and image has non-numeric user"),
+     "the kubelet cannot tell whether a user name is root: set "
+     "spec.steps.{step}.securityContext.runAsUser to the image user's uid"),
+    (re.compile(r"violates PodSecurity"),
+     "the namespace's Pod Security refuses the step's pod: check "
+     "spec.steps.{step}.securityContext against the namespace's "
+     "pod-security.kubernetes.io/enforce level"),
+)
+
+
+def with_hint(step: str, message: str | None) -> str | None:
+    """A step's message, with what to do when it says the pod may not run as it asks."""
+    for pattern, hint in _RUN_AS_HINTS:
+        if message and pattern.search(message):
+            return f"{message} ({hint.format(step=step)})"
+    return message
+
+
 def _step_message(step: StepObservation | StepStatus | None) -> str:
     if step is None:
         return ""
     parts = [f"{step.name} step {str(step.phase).lower()}"]
     if step.message:
-        parts.append(f": {step.message}")
+        parts.append(f": {with_hint(step.name, step.message)}")
     if step.exit_code is not None and "exit code" not in (step.message or ""):
         parts.append(f" (exit code {step.exit_code})")
     said = last_line(step.log_tail)
@@ -396,6 +420,8 @@ def compute_status(task: MLTask, wf: dict[str, Any] | None,
     else:
         proposed = prev.status if prev.status in ACTIVE else Phase.RUNNING
         message = f"Waiting for the {current} pod"
+        if current_obs.message:  # e.g. the image cannot be pulled, or may not run as root
+            message += f": {with_hint(current, current_obs.message)}"
 
     phase = advance(prev.status, proposed)
     if phase != proposed:  # a stale observation: keep what we had

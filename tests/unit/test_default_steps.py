@@ -9,6 +9,7 @@ import pytest
 
 from mltask_operator.api.v1alpha1.mltask import MLTask, StepName
 from mltask_operator.builders.workflow import (
+    CONTAINER_SECURITY_CONTEXT,
     TRANSFER_SECURITY_CONTEXT,
     WORK_GROUP,
     ResolvedInputs,
@@ -79,7 +80,8 @@ def test_a_task_that_brings_its_own_step_keeps_it(own: str) -> None:
     tpl = templates(task({own: OWN_STEP}))
     mine = tpl[own]["container"]
     assert (mine["image"], mine["command"]) == (OWN_STEP["image"], OWN_STEP["command"])
-    assert "securityContext" not in mine, "a user's step runs as its image says"
+    assert mine["securityContext"] == CONTAINER_SECURITY_CONTEXT, \
+        "a user's step runs as its image's user, restricted like every step"
     other = "upload" if own == "download" else "download"
     assert tpl[other]["container"]["image"] == DEFAULT_TRANSFER_IMAGE
 
@@ -87,7 +89,8 @@ def test_a_task_that_brings_its_own_step_keeps_it(own: str) -> None:
 def test_the_run_step_is_never_a_transfer_step() -> None:
     c = templates(task())["run"]["container"]
     assert c["image"] == "localhost/digits:1"
-    assert "securityContext" not in c and "envFrom" not in c
+    assert c["securityContext"] == CONTAINER_SECURITY_CONTEXT, "as the image's user"
+    assert "envFrom" not in c
 
 
 def test_a_continued_attempt_without_download_has_no_download_template() -> None:
@@ -131,5 +134,5 @@ def test_every_pod_shares_the_working_volume_through_its_group() -> None:
     t = task()
     wf = build_workflow(t, attempt=1, start_at=StepName.DOWNLOAD,
                         inputs=ResolvedInputs("s3://data/digits/", "hf://acme/digits-mlp"))
-    assert wf["spec"]["securityContext"] == {"fsGroup": WORK_GROUP,
-                                             "fsGroupChangePolicy": "OnRootMismatch"}
+    assert wf["spec"]["securityContext"]["fsGroup"] == WORK_GROUP
+    assert wf["spec"]["securityContext"]["fsGroupChangePolicy"] == "OnRootMismatch"

@@ -211,14 +211,62 @@ def transfer_step(step: StepName, transfer: TransferDefaults) -> StepSpec:
     )
 
 
-#: The transfer steps run as the image's non-root user with nothing they do not need.
-TRANSFER_SECURITY_CONTEXT: dict[str, Any] = {
+# Pod Security: every pod the operator makes passes the `restricted` profile unless the task
+# asks otherwise (steps.<step>.securityContext). The pod runs as non-root with the runtime's
+# default seccomp profile; every container, Argo's init and wait included, drops all
+# capabilities and cannot escalate.
+POD_SECURITY_CONTEXT: dict[str, Any] = {
     "runAsNonRoot": True,
-    "runAsUser": WORK_GROUP,
-    "runAsGroup": WORK_GROUP,
+    "seccompProfile": {"type": "RuntimeDefault"},
+    "fsGroup": WORK_GROUP,
+    "fsGroupChangePolicy": "OnRootMismatch",
+}
+CONTAINER_SECURITY_CONTEXT: dict[str, Any] = {
     "allowPrivilegeEscalation": False,
     "capabilities": {"drop": ["ALL"]},
 }
+#: The transfer steps run as the image's non-root user with nothing they do not need.
+TRANSFER_SECURITY_CONTEXT: dict[str, Any] = {
+    **CONTAINER_SECURITY_CONTEXT,
+    "runAsNonRoot": True,
+    "runAsUser": WORK_GROUP,
+    "runAsGroup": WORK_GROUP,
+}
+#: Argo's init and wait containers as Argo itself locks them down (common.MinimalCtrSC: its
+#: image's user 8737), patched in by name so the Workflow passes `restricted` whatever the
+#: workflow-controller's executor settings say; the root filesystem stays writable, as Argo
+#: leaves it for these two (argoproj/argo-workflows#10787).
+ARGO_EXECUTOR_UID = 8737
+EXECUTOR_SECURITY_CONTEXT: dict[str, Any] = {
+    **CONTAINER_SECURITY_CONTEXT,
+    "privileged": False,
+    "runAsNonRoot": True,
+    "runAsUser": ARGO_EXECUTOR_UID,
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+EXECUTOR_PATCH = json.dumps({
+    "initContainers": [{"name": "init", "securityContext": EXECUTOR_SECURITY_CONTEXT}],
+    "containers": [{"name": "wait", "securityContext": EXECUTOR_SECURITY_CONTEXT}],
+}, sort_keys=True)
+
+
+def security_context(step_spec: StepSpec, defaulted: bool) -> dict[str, Any]:
+    """The container's securityContext: the restricted defaults, then what the step asks."""
+    out = json.loads(json.dumps(TRANSFER_SECURITY_CONTEXT if defaulted
+                                else CONTAINER_SECURITY_CONTEXT))
+    own = step_spec.security_context
+    if own is None:
+        return out
+    asked = own.to_k8s()
+    added = asked.pop("capabilities", {}).get("add")
+    out.update(asked)
+    if added:
+        out["capabilities"]["add"] = list(added)
+    if own.run_as_user == 0 and own.run_as_non_root is None:
+        out["runAsNonRoot"] = False  # the pod's runAsNonRoot would refuse root
+    if own.privileged and own.allow_privilege_escalation is None:
+        out["allowPrivilegeEscalation"] = True  # the API server refuses privileged without
+    return out
 
 
 #: What the kubelet and scheduler write on a pod the infrastructure took away while its node
@@ -302,8 +350,8 @@ def build_workflow(task: MLTask, *, attempt: int, start_at: StepName,
             "name": str(step),
             "container": _container(task, step, step_specs[step], attempt, inputs, gpu),
         }
-        if defaulted.get(step):
-            template["container"]["securityContext"] = dict(TRANSFER_SECURITY_CONTEXT)
+        template["container"]["securityContext"] = security_context(
+            step_specs[step], bool(defaulted.get(step)))
         if step == StepName.RUN and requests_gpu(step_specs[step], gpu):
             template.update(_gpu_placement(task, defaults))
         if retry:
@@ -334,7 +382,8 @@ def build_workflow(task: MLTask, *, attempt: int, start_at: StepName,
         "templates": templates,
         "volumes": volumes,
         "podMetadata": {"labels": dict(child_labels)},
-        "securityContext": {"fsGroup": WORK_GROUP, "fsGroupChangePolicy": "OnRootMismatch"},
+        "securityContext": dict(POD_SECURITY_CONTEXT),
+        "podSpecPatch": EXECUTOR_PATCH,
     }
     if runtime.service_account_name:
         spec["serviceAccountName"] = runtime.service_account_name

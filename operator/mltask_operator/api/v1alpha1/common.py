@@ -318,6 +318,55 @@ class ResourceRequirements(Model):
         json_schema_extra={"maxProperties": 32})
 
 
+class Capabilities(Model):
+    """Linux capabilities to add to a step's container (all are dropped first)."""
+
+    add: list[str] | None = Field(
+        default=None, max_length=16,
+        description="Capabilities to add, e.g. SYS_PTRACE. Pod Security restricted allows "
+        "only NET_BIND_SERVICE.",
+        json_schema_extra={"items": {"type": "string", "pattern": "^[A-Z_]+$",
+                                     "maxLength": 64}})
+
+
+class SecurityContext(Model):
+    """Who a step's container runs as. By default a step runs as its image's (non-root) user
+    with no privilege escalation, all capabilities dropped and the RuntimeDefault seccomp
+    profile: what Pod Security `restricted` asks. An image that needs root says so here."""
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [
+        cel("!(has(self.runAsUser) && self.runAsUser == 0 && has(self.runAsNonRoot)"
+            " && self.runAsNonRoot)",
+            "runAsUser 0 is root: it cannot go with runAsNonRoot: true",
+            field_path=".runAsNonRoot", reason="FieldValueInvalid"),
+        cel("!(has(self.privileged) && self.privileged && has(self.allowPrivilegeEscalation)"
+            " && !self.allowPrivilegeEscalation)",
+            "a privileged container always allows privilege escalation: leave "
+            "allowPrivilegeEscalation out or set it true",
+            field_path=".allowPrivilegeEscalation", reason="FieldValueInvalid"),
+    ]})
+
+    run_as_user: int | None = Field(
+        default=None, ge=0, le=2147483647,
+        description="UID to run as instead of the image's user. 0 runs as root (and sets "
+        "runAsNonRoot false): only where the namespace's Pod Security allows it (baseline or "
+        "privileged).")
+    run_as_group: int | None = Field(default=None, ge=0, le=2147483647,
+                                     description="GID to run as instead of the image's group.")
+    run_as_non_root: bool | None = Field(
+        default=None, description="Refuse to start as root (default true; false lets an "
+        "image whose user is root run as root).")
+    allow_privilege_escalation: bool | None = Field(
+        default=None, description="Let a process gain more privileges than its parent "
+        "(setuid binaries such as sudo); default false.")
+    privileged: bool | None = Field(default=None,
+                                    description="Run privileged (Pod Security privileged only).")
+    read_only_root_filesystem: bool | None = Field(
+        default=None, description="Mount the image's root filesystem read-only.")
+    capabilities: Capabilities | None = Field(default=None,
+                                              description="Capabilities to add back.")
+
+
 class Resource(Model):
     """Base of a kind: apiVersion, kind and metadata as the API server returns them."""
 

@@ -18,6 +18,7 @@ from mltask_operator.api.v1alpha1.common import (
     Quantity,
     Resource,
     ResourceRequirements,
+    SecurityContext,
     Time,
     Toleration,
     cel,
@@ -171,6 +172,10 @@ class StepSpec(Model):
                                                    description="CPU, memory and GPU resources.")
     image_pull_policy: str | None = Field(default=None, pattern="^(Always|IfNotPresent|Never)$",
                                           description="Always, IfNotPresent or Never.")
+    security_context: SecurityContext | None = Field(
+        default=None, description="Who the container runs as. Left out, it runs as its "
+        "image's user, which must not be root (Pod Security restricted); an image that needs "
+        "root sets runAsUser: 0 here, in a namespace whose Pod Security allows it.")
 
 
 class Steps(Model):
