@@ -7,7 +7,7 @@ CLUSTER_DIR ?= .cluster
 NODE_CLUSTER_DIR ?= .cluster-node
 export PYTHONPATH := $(CURDIR)/operator:$(CURDIR)/tests
 
-.PHONY: help venv tools test unit transfer integration e2e lint generate check-generated lock cluster-up cluster-down cluster-status demo demo-simulated clean images node-up node-down node-status node-test
+.PHONY: help venv tools test image image-push unit transfer integration e2e lint generate check-generated lock cluster-up cluster-down cluster-status demo demo-simulated clean images node-up node-down node-status node-test
 
 help: ## List targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -63,6 +63,13 @@ cluster-down: venv ## Stop the local control plane
 
 cluster-status: venv ## Show whether the local control plane runs
 	@$(PY) -m harness.controlplane status --dir $(CLUSTER_DIR)
+
+image: venv ## Build the operator image from the Dockerfile (buildah on a Debian base, no Docker; root) into an OCI archive; prints its path and size
+	@$(PY) -m harness.images build mltask-operator
+
+image-push: venv ## Push the operator image to your registry: make image-push IMAGE=registry.example.com/ml/mltask-operator (tag: the project version)
+	@test -n "$(IMAGE)" || { echo "usage: make image-push IMAGE=registry.example.com/ml/mltask-operator" >&2; exit 2; }
+	@$(PY) -m harness.images push mltask-operator --to $(IMAGE)
 
 images: venv tools ## Build the real node's images into OCI archives in ~/.cache/mltask-operator/images (root; cached by their inputs)
 	$(PY) -m harness.images build

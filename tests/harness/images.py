@@ -3,6 +3,7 @@
     python -m harness.images build  [NAME...]   # build (or reuse) each image's OCI archive
     python -m harness.images import [NAME...]   # and import them into the node's containerd
     python -m harness.images list               # the archives, sizes and build times
+    python -m harness.images push NAME --to DEST  # push one to a registry (buildah push)
 
 Images (NAME):
 - `pause`: tests/images/pause/pause.c built with `gcc -static`, tagged registry.k8s.io/pause:3.10
@@ -705,8 +706,9 @@ BUILDERS: dict[str, Callable[[], Built | None]] = {
     "mltask-operator": build_operator,
     "example-sklearn": build_example_sklearn,
 }
-#: What a real node needs: the sandbox, Argo's executor and the project's image.
-NODE_IMAGES = ("pause", "argoexec", "mltask-operator")
+#: What a real node needs: the sandbox, Argo's executor and the project's image; and the
+#: Debian base, an image whose user is root (what a run step may not be by default).
+NODE_IMAGES = ("pause", "argoexec", "mltask-operator", "python-base")
 #: Imported into the node too when they build (their Dockerfiles are the examples' own).
 EXAMPLE_IMAGES = ("example-sklearn",)
 
@@ -765,6 +767,22 @@ def blob_or_file(archive: tarfile.TarFile, name: str) -> tarfile.ExFileObject:
     return member
 
 
+def push(built: Built, destination: str) -> str:
+    """Push an image built here to `destination`, buildah's transport syntax (a bare
+    `registry/repo[:tag]` means `docker://`, the tag defaulting to the built one's): how an
+    image reaches one's own registry. Credentials are buildah's (`buildah login`)."""
+    if "://" not in destination and not destination.startswith(("oci:", "oci-archive:",
+                                                                  "dir:")):
+        last = destination.rsplit("/", 1)[-1]
+        if ":" not in last and "@" not in last:
+            destination += ":" + built.tag.rsplit(":", 1)[1]
+        destination = "docker://" + destination
+    load_into_buildah(built)  # the archive is the truth: storage may have been pruned
+    buildah("push", "--quiet", built.tag, destination, what=f"buildah push to {destination}")
+    log(f"pushed {built.tag} to {destination}")
+    return destination
+
+
 # --------------------------------------------------------------------------- containerd
 
 
@@ -807,9 +825,12 @@ def import_images(built: list[Built], address: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m harness.images", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=["build", "import", "list"])
+    parser.add_argument("command", choices=["build", "import", "list", "push"])
     parser.add_argument("names", nargs="*", metavar="NAME",
                         help=f"images ({', '.join(BUILDERS)}); default all")
+    parser.add_argument("--to", metavar="DEST",
+                        help="push: where to (registry.example.com/ml/mltask-operator[:tag], "
+                        "or any buildah transport: docker://, oci:, oci-archive:)")
     parser.add_argument("--address", type=Path, default=None,
                         help="containerd socket for import (default: the node's)")
     args = parser.parse_args(argv)
@@ -817,6 +838,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "list":
             for record in sorted(IMAGES_DIR.glob("*.oci.tar.json")):
                 print(Built(**json.loads(record.read_text())).line().replace("built ", "", 1))
+            return 0
+        if args.command == "push":
+            if len(args.names) != 1 or not args.to:
+                parser.error("push takes one image NAME and --to DEST")
+            (image,) = build(args.names)
+            print(push(image, args.to))
             return 0
         t0 = time.monotonic()
         built = build(args.names or (list(BUILDERS) if args.command == "build"

@@ -161,7 +161,7 @@ def test_chart_renders_and_creates_on_the_api_server(control_plane, api: client.
             psc.seccomp_profile.type) == (True, 65532, 65532, 65532, "RuntimeDefault")
     assert pod.service_account_name == RELEASE and pod.automount_service_account_token
     c = pod.containers[0]
-    assert c.image == "ghcr.io/example/mltask-operator:0.1.0"
+    assert c.image == "localhost/mltask-operator:0.1.0"
     assert (c.command, c.args) == (["mltask-operator"], ["--liveness=http://0.0.0.0:8081/healthz"])
     sc = c.security_context
     assert (sc.allow_privilege_escalation, sc.read_only_root_filesystem,
@@ -182,7 +182,7 @@ def test_chart_renders_and_creates_on_the_api_server(control_plane, api: client.
         "MLTASK_LEADER_ELECTION_LEASE_NAME": RELEASE, "MLTASK_LEADER_ELECTION_LEASE_SECONDS": "15",
         "MLTASK_GPU_RESOURCE_NAME": "nvidia.com/gpu",
         # the default download and upload steps: the operator's own image and pull policy
-        "MLTASK_TRANSFER_IMAGE": "ghcr.io/example/mltask-operator:0.1.0",
+        "MLTASK_TRANSFER_IMAGE": "localhost/mltask-operator:0.1.0",
         "MLTASK_TRANSFER_IMAGE_PULL_POLICY": "IfNotPresent",
         "MLTASK_TRANSFER_RESOURCES": json.dumps(
             {"limits": {"memory": "1Gi"}, "requests": {"cpu": "100m", "memory": "256Mi"}},

@@ -23,7 +23,7 @@ def test_defaults() -> None:
 
 def test_transfer_steps_default_to_the_operators_own_image() -> None:
     s = Settings.from_env({})
-    assert s.transfer.image == f"ghcr.io/example/mltask-operator:{settings_module.__version__}"
+    assert s.transfer.image == f"localhost/mltask-operator:{settings_module.__version__}"
     assert s.transfer.image_pull_policy == "IfNotPresent"
     assert s.transfer.resources["limits"] == {"memory": "1Gi"}
     s = Settings.from_env({"MLTASK_TRANSFER_IMAGE": "localhost/mltask-operator:0.1.0",
