@@ -22,6 +22,18 @@ def example(name: str) -> dict[str, Any]:
     return yaml.safe_load((REPO / "examples" / f"mltask-{name}.yaml").read_text())
 
 
+def example_with(name: str, **changes: Any) -> dict[str, Any]:
+    """An example with spec fields set: `steps__run={...}` sets spec.steps.run."""
+    body = example(name)
+    for path, value in changes.items():
+        node = body["spec"]
+        *parents, last = path.split("__")
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[last] = value
+    return body
+
+
 class Resources:
     """Helper over one mltask.dev kind in one namespace: read, patch, wait, read its Events."""
 

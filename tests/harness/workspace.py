@@ -27,12 +27,19 @@ EXECUTOR_RULES = [{"apiGroups": ["argoproj.io"], "resources": ["workflowtaskresu
                    "verbs": ["create", "patch"]}]
 
 
-def executor_namespace(api: client.ApiClient, namespace: str) -> None:
-    """Create `namespace` with Argo's executor Role bound to its default ServiceAccount, and
-    wait until pods can be made there (the default ServiceAccount exists)."""
+#: A namespace whose pods must meet Pod Security `restricted` (the API server's own admission).
+RESTRICTED = {"pod-security.kubernetes.io/enforce": "restricted",
+              "pod-security.kubernetes.io/enforce-version": "latest"}
+
+
+def executor_namespace(api: client.ApiClient, namespace: str,
+                       labels: dict[str, str] | None = None) -> None:
+    """Create `namespace` (with `labels`) with Argo's executor Role bound to its default
+    ServiceAccount, and wait until pods can be made there (the default ServiceAccount exists)."""
     core = client.CoreV1Api(api)
     rbac = client.RbacAuthorizationV1Api(api)
-    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace)))
+    core.create_namespace(client.V1Namespace(
+        metadata=client.V1ObjectMeta(name=namespace, labels=labels)))
     rbac.create_namespaced_role(namespace, {"metadata": {"name": "mltask-executor"},
                                             "rules": EXECUTOR_RULES})
     rbac.create_namespaced_role_binding(namespace, {
@@ -52,10 +59,11 @@ def executor_namespace(api: client.ApiClient, namespace: str) -> None:
 
 
 def prepare_namespace(api: client.ApiClient, namespace: str, s3: S3Server,
-                      secret_key: str | None = None) -> None:
+                      secret_key: str | None = None,
+                      labels: dict[str, str] | None = None) -> None:
     """An executor namespace (above) with the storage Secret: the server's keys, or
     `secret_key` instead of its secret."""
-    executor_namespace(api, namespace)
+    executor_namespace(api, namespace, labels)
     client.CoreV1Api(api).create_namespaced_secret(namespace, client.V1Secret(
         metadata=client.V1ObjectMeta(name=STORAGE_SECRET),
         string_data={"AWS_ACCESS_KEY_ID": s3.access_key,

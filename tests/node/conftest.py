@@ -19,7 +19,7 @@ from harness.controlplane import REPO, ControlPlaneError
 from harness.images import ImageError
 from harness.node import RealNodeCluster
 from harness.operator_proc import OperatorProcess
-from harness.workspace import Workspace, executor_namespace, prepare_namespace
+from harness.workspace import RESTRICTED, Workspace, executor_namespace, prepare_namespace
 
 
 @pytest.fixture(scope="session")
@@ -77,9 +77,10 @@ def kubectl(real_node: RealNodeCluster) -> Callable[..., subprocess.CompletedPro
 
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def node_operator(real_node: RealNodeCluster) -> Iterator[OperatorProcess]:
-    """The operator, out of cluster, whose default transfer steps use the image built here."""
+    """The operator, out of cluster, whose default transfer steps use the image built here;
+    per module, so that the install tests' in-cluster operator never runs beside it."""
     proc = OperatorProcess(real_node.cp.kubeconfig, real_node.workdir / "operator.log", env={
         "MLTASK_TRANSFER_IMAGE": images.OPERATOR_TAG,
         "MLTASK_TRANSFER_IMAGE_PULL_POLICY": "IfNotPresent"})
@@ -89,9 +90,10 @@ def node_operator(real_node: RealNodeCluster) -> Iterator[OperatorProcess]:
 
 
 def _workspace(real_node: RealNodeCluster, api: client.ApiClient,
-               secret_key: str | None = None) -> Iterator[Workspace]:
+               secret_key: str | None = None,
+               labels: dict[str, str] | None = None) -> Iterator[Workspace]:
     name = f"ml-{uuid.uuid4().hex[:8]}"
-    prepare_namespace(api, name, real_node.s3, secret_key=secret_key)
+    prepare_namespace(api, name, real_node.s3, secret_key=secret_key, labels=labels)
     yield Workspace(api, name, real_node.s3, real_node.cp.kubeconfig, node.NODE_NAME)
     client.CoreV1Api(api).delete_namespace(name, propagation_policy="Background")
 
@@ -109,3 +111,17 @@ def ws_wrong_secret(real_node: RealNodeCluster, node_api: client.ApiClient,
                     node_operator: OperatorProcess) -> Iterator[Workspace]:
     """The same, but the Secret holds a wrong secret key: the S3 server must refuse it."""
     yield from _workspace(real_node, node_api, secret_key="wrong-secret-key-0123456789")
+
+
+@pytest.fixture
+def restricted_ws(real_node: RealNodeCluster, node_api: client.ApiClient,
+                  node_operator: OperatorProcess) -> Iterator[Workspace]:
+    """A workspace whose namespace enforces Pod Security `restricted`, the operator running."""
+    yield from _workspace(real_node, node_api, labels=RESTRICTED)
+
+
+@pytest.fixture
+def restricted_namespace(real_node: RealNodeCluster,
+                         node_api: client.ApiClient) -> Iterator[Workspace]:
+    """The same without an operator: the test brings its own (installed in the cluster)."""
+    yield from _workspace(real_node, node_api, labels=RESTRICTED)

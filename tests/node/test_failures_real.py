@@ -4,29 +4,19 @@ task's status after its pods are gone."""
 
 from __future__ import annotations
 
-import copy
 import time
 from typing import Any
 
 import pytest
-import yaml
 
-from harness.tasks import REPO, step
+from harness.tasks import example_with, step
 from harness.workspace import Workspace, kubectl_mltask
 
 pytestmark = pytest.mark.timeout(900)
 
 
 def preprocessing(**changes: Any) -> dict[str, Any]:
-    body = yaml.safe_load((REPO / "examples" / "mltask-preprocessing.yaml").read_text())
-    body = copy.deepcopy(body)
-    for path, value in changes.items():
-        node = body["spec"]
-        *parents, last = path.split("__")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[last] = value
-    return body
+    return example_with("preprocessing", **changes)
 
 
 def delete_pods(ws: Workspace, workflow: str) -> None:
