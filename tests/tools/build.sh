@@ -108,8 +108,9 @@ check_pin helm helm.sh/helm/v3 "$HELM_VERSION"
 check_pin argo github.com/argoproj/argo-workflows/v3 "$ARGO_VERSION"
 check_pin kwok sigs.k8s.io/kwok "$KWOK_VERSION"
 check_pin versitygw github.com/versity/versitygw "$VERSITYGW_VERSION"
+check_pin argocd github.com/argoproj/argo-cd/v3 "$ARGOCD_VERSION"
 
-only=${*:-kube-apiserver kube-controller-manager kube-scheduler kubectl etcd helm argo-crds prometheus-crds argocd-crds workflow-controller kwok kwok-crds versitygw kubelet kube-proxy argoexec}
+only=${*:-kube-apiserver kube-controller-manager kube-scheduler kubectl etcd helm argo-crds prometheus-crds argocd-crds workflow-controller kwok kwok-crds versitygw argocd-health kubelet kube-proxy argoexec}
 for what in $only; do
   case $what in
     kube-apiserver|kube-controller-manager|kube-scheduler|kubectl|kubelet|kube-proxy)
@@ -134,6 +135,10 @@ for what in $only; do
     versitygw)  # the S3-compatible server of the tests: real sigv4 checks of the credentials
       build versitygw "$CACHE/versitygw-$VERSITYGW_VERSION" versitygw \
         github.com/versity/versitygw/cmd/versitygw ;;
+    argocd-health)  # Argo CD's own Lua health engine runs manifests/argocd/health.lua
+      # its main.go is ours: the folder is keyed by the inputs, so an edit rebuilds it
+      build argocd "$CACHE/argo-cd-$ARGOCD_VERSION/argocd-health-$(cat "$here"/argocd/{go.mod,go.sum,main.go} \
+        | sha256sum | cut -c1-12)" argocd-health mltask-operator/tests/tools/argocd ;;
     argo-crds)  # Argo's full Workflow CRDs: every Workflow the operator writes is validated
       copy_crds "github.com/argoproj/argo-workflows/v3@$ARGO_VERSION" \
         "$CACHE/argo-$ARGO_VERSION/crds" argo-crds argoproj.io_workflows.yaml \

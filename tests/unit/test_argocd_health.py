@@ -130,6 +130,14 @@ MLTASK_SAMPLES: dict[str, tuple[str, str, tuple[str, str]]] = {
 PHASES = [str(p) for p in Phase]
 
 
+def mltask_sample(phase: str) -> tuple[dict[str, Any], tuple[str, str]]:
+    """The MLTask of MLTASK_SAMPLES[phase] as the operator writes it, and its expected health."""
+    step, message, expected = MLTASK_SAMPLES[phase]
+    obj = mltask({"status": phase, "executeStep": step, "message": message,
+                  "attempt": 1, "conditions": _conditions(phase), "observedGeneration": 1})
+    return obj, expected
+
+
 def test_samples_cover_exactly_the_models_states() -> None:
     assert set(MLTASK_SAMPLES) == set(PHASES) == set(PIPELINE_SAMPLES), \
         "map every Phase (api/v1alpha1/mltask.py) to its Argo CD health, and nothing else"
@@ -139,9 +147,7 @@ def test_samples_cover_exactly_the_models_states() -> None:
 def test_mltask_every_state(phase: str) -> None:
     assert phase in MLTASK_SAMPLES, f"state {phase!r} has no expected health: map it here and " \
         "in manifests/argocd/health.lua"
-    step, message, expected = MLTASK_SAMPLES[phase]
-    obj = mltask({"status": phase, "executeStep": step, "message": message,
-                  "attempt": 1, "conditions": _conditions(phase), "observedGeneration": 1})
+    obj, expected = mltask_sample(phase)
     assert run_check(MLTASK_LUA, obj) == expected
 
 
@@ -207,10 +213,9 @@ PIPELINE_SAMPLES: dict[str, tuple[str, str, tuple[str, str]]] = {
 }
 
 
-@pytest.mark.parametrize("phase", PHASES)
-def test_pipeline_every_state(phase: str) -> None:
-    assert phase in PIPELINE_SAMPLES, f"state {phase!r} has no expected health: map it here " \
-        "and in manifests/argocd/health.lua"
+def pipeline_sample(phase: str) -> tuple[dict[str, Any], tuple[str, str]]:
+    """The Pipeline of PIPELINE_SAMPLES[phase] as the operator writes it, and its expected
+    health."""
     progress, message, expected = PIPELINE_SAMPLES[phase]
     done, total = (int(n) for n in progress.split("/"))
     obj = pipeline({"status": phase, "progress": progress, "message": message,
@@ -218,6 +223,14 @@ def test_pipeline_every_state(phase: str) -> None:
                     "tasks": [{"name": "prep", "status": "completed"},
                               {"name": "train", "status": phase}],
                     "conditions": _conditions(phase), "observedGeneration": 1})
+    return obj, expected
+
+
+@pytest.mark.parametrize("phase", PHASES)
+def test_pipeline_every_state(phase: str) -> None:
+    assert phase in PIPELINE_SAMPLES, f"state {phase!r} has no expected health: map it here " \
+        "and in manifests/argocd/health.lua"
+    obj, expected = pipeline_sample(phase)
     assert run_check(PIPELINE_LUA, obj) == expected
 
 
