@@ -1,5 +1,6 @@
-"""Kopf registrations: thin wrappers that hand every MLTask, Pipeline and Workflow event to the
-reconcilers, and the finalizer-free resync (no timers, no on.delete: nothing needs a finalizer)."""
+"""Kopf registrations: indexes that keep what the watches deliver (the cache the reconcilers read),
+event handlers that queue the objects an event concerns, and the workers and resync that drain
+the queue. No change handlers, timers or on.delete: Kopf writes nothing to the objects."""
 
 from __future__ import annotations
 
@@ -13,14 +14,34 @@ from mltask_operator import metrics
 from mltask_operator.api.v1alpha1 import mltask as mltask_api
 from mltask_operator.api.v1alpha1 import pipeline as pipeline_api
 from mltask_operator.api.v1alpha1.common import GROUP, VERSION
-from mltask_operator.clients.kube import ARGO_GROUP, ARGO_VERSION, WORKFLOWS, Kube, load_config
+from mltask_operator.cache import (
+    PIPELINE,
+    TASK,
+    WORKFLOW,
+    Cache,
+    slim_object,
+    slim_workflow,
+    upstreams,
+)
+from mltask_operator.clients.kube import (
+    ARGO_GROUP,
+    ARGO_VERSION,
+    WORKFLOWS,
+    Conflict,
+    Gone,
+    Kube,
+    load_config,
+)
 from mltask_operator.handlers.mltask import reconcile_task
 from mltask_operator.handlers.pipeline import reconcile_pipeline
-from mltask_operator.resync import Resync
+from mltask_operator.resync import ObjectKey, Resync
 from mltask_operator.settings import Settings
+from mltask_operator.workqueue import WorkQueue, run_workers
 
 log = logging.getLogger(__name__)
 SETTINGS = Settings.from_env()
+CACHE = Cache()
+QUEUE = WorkQueue()
 _kube: Kube | None = None
 _resync: Resync | None = None
 
@@ -33,135 +54,133 @@ def kube() -> Kube:
 
 
 @kopf.on.startup()
-def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
-    # Progress and diff-base live in annotations under our own prefix: never in spec, and
-    # never in an unschematized status field the API server would prune.
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=GROUP, key="last-handled-configuration")
-    # No handler needs a finalizer (no timers, daemons or on.delete). Kopf removes its finalizer
-    # from an object no handler needs it for, but only the one named here: this name makes it
-    # remove the finalizer that versions with timers put on every task and pipeline.
+def configure(settings: kopf.OperatorSettings, mltasks: kopf.Index, workflows: kopf.Index,
+              pipelines: kopf.Index, pipeline_children: kopf.Index, **_: Any) -> None:
+    # Kopf keeps nothing on the objects: no handler needs its progress or diff-base
+    # annotations. Its finalizer is named so that Kopf removes the one versions with timers
+    # put on every task and pipeline.
     settings.persistence.finalizer = f"{GROUP}/finalizer"
-    # Without these a watch can hang silently on a half-dead connection.
+    settings.posting.level = logging.WARNING
+    # A watch that stays silent (a connection that hangs or drops packets) is reopened from
+    # its last resourceVersion after watch_idle_timeout; a refused connection is retried
+    # within seconds. The initial listing comes in pages.
     settings.watching.server_timeout = SETTINGS.watch_server_timeout
     settings.watching.client_timeout = SETTINGS.watch_client_timeout
-    settings.watching.connect_timeout = 30
-    settings.posting.level = logging.WARNING
-    settings.execution.max_workers = SETTINGS.workers
+    settings.watching.inactivity_timeout = SETTINGS.watch_idle_timeout
+    settings.watching.connect_timeout = 5
+    settings.watching.reconnect_backoff = 0.5
+    settings.watching.chunk_size = 500
+    settings.networking.connect_timeout = 5
+    settings.networking.error_backoffs = [0.5, 1, 1, 2, 2, 3, 3]
     if SETTINGS.namespaces:
         # Listed namespaces are fixed, and Roles in them do not let Kopf list namespaces or
         # watch CRDs cluster-wide (it would log 403s): no dynamic scanning.
         settings.scanning.disabled = True
+    CACHE.bind({TASK: mltasks, WORKFLOW: workflows, PIPELINE: pipelines}, pipeline_children)
     kube()
     global _resync
-    _resync = Resync([(mltask_api.KIND, kube().list_tasks, _task),
-                      (pipeline_api.KIND, kube().list_pipelines, _resync_pipeline)],
-                     SETTINGS.namespaces, SETTINGS.resync_seconds)
+    _resync = Resync(CACHE, QUEUE.add, SETTINGS.resync_seconds, skip=QUEUE.failing)
+    run_workers(QUEUE, SETTINGS.workers, _process)
     _resync.start()
-    log.info("Started mltask-operator (namespaces: %s; resync every %ds)",
-             SETTINGS.namespaces or "all", SETTINGS.resync_seconds)
+    log.info("Started mltask-operator (namespaces: %s; %d workers; resync every %ds)",
+             SETTINGS.namespaces or "all", SETTINGS.workers, SETTINGS.resync_seconds)
 
 
 @kopf.on.cleanup()
 def shutdown(**_: Any) -> None:
     if _resync is not None:
         _resync.stop()
+    QUEUE.shutdown()
 
 
-def _task(namespace: str, name: str) -> None:
-    """Reconcile one MLTask with the operator's settings (GPU policy, transfer steps)."""
-    reconcile_task(kube(), namespace, name, defaults=SETTINGS.run_defaults,
-                   transfer=SETTINGS.transfer)
-
-
-def _resync_pipeline(namespace: str, name: str) -> None:
-    reconcile_pipeline(kube(), namespace, name)
-
-
-def _reconcile(namespace: str, name: str) -> None:
+def _process(key: ObjectKey) -> None:
+    """Reconcile one queued object (a worker thread); raising retries it after a backoff."""
+    kind, namespace, name = key
     try:
-        _task(namespace, name)
-    except Exception as e:
-        metrics.RECONCILE_ERRORS.labels(kind=mltask_api.KIND).inc()
-        raise kopf.TemporaryError(f"Reconcile of MLTask {namespace}/{name} failed: {e}",
-                                  delay=5) from e
-
-
-@kopf.on.resume(GROUP, VERSION, mltask_api.PLURAL)
-@kopf.on.create(GROUP, VERSION, mltask_api.PLURAL)
-@kopf.on.update(GROUP, VERSION, mltask_api.PLURAL, field="spec")
-def task_changed(namespace: str, name: str, **_: Any) -> None:
-    _reconcile(namespace, name)
-
-
-@kopf.on.event(ARGO_GROUP, ARGO_VERSION, WORKFLOWS, labels={keys.TASK: kopf.PRESENT})
-def workflow_event(namespace: str, labels: dict[str, str], type: str | None,
-                   **_: Any) -> None:
-    task = labels.get(keys.TASK)
-    if not task:
+        if kind == TASK:
+            reconcile_task(kube(), CACHE, namespace, name, defaults=SETTINGS.run_defaults,
+                           transfer=SETTINGS.transfer)
+        else:
+            reconcile_pipeline(kube(), CACHE, namespace, name)
+    except Conflict as e:
+        # Someone else changed it since the watch delivered it: that change's event queues
+        # it again, with the version a write can be based on.
+        log.debug("%s %s/%s changed while reconciling: %s", kind, namespace, name, e)
+    except Gone:
         return
-    try:
-        _task(namespace, task)
     except Exception:
-        metrics.RECONCILE_ERRORS.labels(kind="Workflow").inc()
-        log.exception("Reconcile of MLTask %s/%s after a Workflow %s event failed",
-                      namespace, task, type)
+        metrics.RECONCILE_ERRORS.labels(kind=kind).inc()
+        raise
+    if _resync is not None:
+        _resync.reconciled(key)
 
 
-def _upstreams(spec: kopf.Spec) -> set[str]:
-    inputs = spec.get("input") or {}
-    return {src["fromTask"] for src in (inputs.get("dataset"), inputs.get("model"))
-            if isinstance(src, dict) and src.get("fromTask")}
+# -- the cache: what each watch delivers, slimmed to what the reconcilers read
+
+@kopf.index(GROUP, VERSION, mltask_api.PLURAL)
+async def mltasks(namespace: str, name: str, body: kopf.Body, **_: Any) -> dict[Any, Any]:
+    return {(namespace, name): slim_object(body)}
+
+
+@kopf.index(GROUP, VERSION, mltask_api.PLURAL, labels={keys.PIPELINE: kopf.PRESENT})
+async def pipeline_children(namespace: str, name: str, labels: kopf.Labels,
+                            **_: Any) -> dict[Any, str]:
+    return {(namespace, labels[keys.PIPELINE]): name}
+
+
+@kopf.index(ARGO_GROUP, ARGO_VERSION, WORKFLOWS, labels={keys.TASK: kopf.PRESENT})
+async def workflows(namespace: str, name: str, body: kopf.Body, **_: Any) -> dict[Any, Any]:
+    return {(namespace, name): slim_workflow(body)}
+
+
+@kopf.index(GROUP, VERSION, pipeline_api.PLURAL)
+async def pipelines(namespace: str, name: str, body: kopf.Body, **_: Any) -> dict[Any, Any]:
+    return {(namespace, name): slim_object(body)}
 
 
 @kopf.index(GROUP, VERSION, mltask_api.PLURAL,
-            when=lambda spec, status, **_: bool(_upstreams(spec)) and not status.get("attempt"))
-def waiting_for(namespace: str, name: str, spec: kopf.Spec, **_: Any) -> dict[Any, str]:
+            when=lambda spec, status, **_: bool(upstreams(spec)) and not status.get("attempt"))
+async def waiting_for(namespace: str, name: str, spec: kopf.Spec, **_: Any) -> dict[Any, str]:
     """Tasks that have not started because they wait for an upstream task's output (fromTask),
-    by (namespace, upstream): kept in memory from the watch Kopf already runs."""
-    return {(namespace, upstream): name for upstream in _upstreams(spec)}
+    by (namespace, upstream)."""
+    return {(namespace, upstream): name for upstream in upstreams(spec)}
 
 
-@kopf.on.event(GROUP, VERSION, mltask_api.PLURAL,
-               when=lambda status, **_: status.get("status") == mltask_api.Phase.COMPLETED)
-def upstream_completed(namespace: str, name: str, waiting_for: kopf.Index, **_: Any) -> None:
-    """A task completed: the tasks waiting for its output start now, not at the next resync."""
-    for dependent in waiting_for.get((namespace, name), []):
-        try:
-            _task(namespace, dependent)
-        except Exception:
-            metrics.RECONCILE_ERRORS.labels(kind=mltask_api.KIND).inc()
-            log.exception("Reconcile of MLTask %s/%s after its upstream MLTask %s completed "
-                          "failed", namespace, dependent, name)
+# -- events: queue what they concern
 
-
-def _reconcile_pipeline(namespace: str, name: str) -> None:
-    try:
-        reconcile_pipeline(kube(), namespace, name)
-    except Exception as e:
-        metrics.RECONCILE_ERRORS.labels(kind=pipeline_api.KIND).inc()
-        raise kopf.TemporaryError(f"Reconcile of Pipeline {namespace}/{name} failed: {e}",
-                                  delay=5) from e
-
-
-@kopf.on.resume(GROUP, VERSION, pipeline_api.PLURAL)
-@kopf.on.create(GROUP, VERSION, pipeline_api.PLURAL)
-@kopf.on.update(GROUP, VERSION, pipeline_api.PLURAL, field="spec")
-def pipeline_changed(namespace: str, name: str, **_: Any) -> None:
-    _reconcile_pipeline(namespace, name)
-
-
-@kopf.on.event(GROUP, VERSION, mltask_api.PLURAL, labels={keys.PIPELINE: kopf.PRESENT})
-def pipeline_task_event(namespace: str, labels: dict[str, str], type: str | None,
-                        **_: Any) -> None:
-    """A child MLTask changed: the pipeline may start the next tasks or change its status."""
+@kopf.on.event(GROUP, VERSION, mltask_api.PLURAL)
+async def mltask_event(type: str | None, body: kopf.Body, namespace: str, name: str,
+                       labels: kopf.Labels, status: kopf.Status, waiting_for: kopf.Index,
+                       **_: Any) -> None:
+    """A task changed: reconcile it (unless the change is the operator's own write), its
+    pipeline, and the tasks waiting for its output once it completes."""
+    if type == "DELETED":
+        CACHE.forget(TASK, namespace, name)
+    elif not CACHE.observed(TASK, body):
+        QUEUE.add((TASK, namespace, name))
     pipeline = labels.get(keys.PIPELINE)
-    if not pipeline:
+    if pipeline:
+        QUEUE.add((PIPELINE, namespace, pipeline))
+    if status.get("status") == mltask_api.Phase.COMPLETED:
+        for dependent in waiting_for.get((namespace, name), []):
+            QUEUE.add((TASK, namespace, dependent))
+
+
+@kopf.on.event(ARGO_GROUP, ARGO_VERSION, WORKFLOWS, labels={keys.TASK: kopf.PRESENT})
+async def workflow_event(type: str | None, body: kopf.Body, namespace: str, name: str,
+                         labels: kopf.Labels, **_: Any) -> None:
+    """A task's Workflow changed (Argo's progress, or its deletion): reconcile the task."""
+    if type == "DELETED":
+        CACHE.forget(WORKFLOW, namespace, name)
+    elif CACHE.observed(WORKFLOW, body):
         return
-    try:
-        reconcile_pipeline(kube(), namespace, pipeline)
-    except Exception:
-        metrics.RECONCILE_ERRORS.labels(kind=mltask_api.KIND).inc()
-        log.exception("Reconcile of Pipeline %s/%s after an MLTask %s event failed",
-                      namespace, pipeline, type)
+    QUEUE.add((TASK, namespace, labels[keys.TASK]))
+
+
+@kopf.on.event(GROUP, VERSION, pipeline_api.PLURAL)
+async def pipeline_event(type: str | None, body: kopf.Body, namespace: str, name: str,
+                         **_: Any) -> None:
+    if type == "DELETED":
+        CACHE.forget(PIPELINE, namespace, name)
+    elif not CACHE.observed(PIPELINE, body):
+        QUEUE.add((PIPELINE, namespace, name))

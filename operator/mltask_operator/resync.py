@@ -1,64 +1,97 @@
-"""Safety-net resync without finalizers: every MLTASK_RESYNC_SECONDS, reconcile every MLTask and
-Pipeline in the watched namespaces, whether or not an event arrived.
+"""Safety-net resync from memory, without finalizers: every MLTASK_RESYNC_SECONDS, queue each
+MLTask and Pipeline that changed since its last successful reconcile, and each active one.
+
+It makes no API call: it walks the watches' cache (`mltask_operator.cache`). An object is
+"changed" when its resourceVersion, or that of anything its reconcile reads (the task's
+current Workflow and upstream tasks, the pipeline's children), differs from what it was when
+its last reconcile succeeded; a finished task nobody touches costs nothing. Active objects are
+queued every pass: their elapsed time moves (see `handlers.unchanged`).
 
 Kopf's own timers would do this, but a timer makes Kopf put its finalizer on every object
-(nolar/kopf#1074), so that deleting a task hangs once the operator is uninstalled. Events drive
-everything else (an upstream `fromTask` completing included, through a Kopf index in `main.py`);
-this only catches what no event announced, such as a watch event lost on a broken connection.
+(nolar/kopf#1074), so that deleting a task hangs once the operator is uninstalled.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Callable, Hashable
 
-from mltask_operator import metrics
+from mltask_operator.cache import PIPELINE, TASK, Cache, upstreams
+from mltask_operator.state_machine import TERMINAL
 
 log = logging.getLogger(__name__)
 
-Lister = Callable[[str | None], Iterable[dict[str, Any]]]
-Reconciler = Callable[[str, str], None]
+Fingerprint = tuple[str | None, ...]
+ObjectKey = tuple[str, str, str]  # (kind, namespace, name)
 
 
-def resync_once(kinds: Iterable[tuple[str, Lister, Reconciler]],
-                namespaces: list[str], stop: threading.Event | None = None) -> int:
-    """Reconcile every object of every kind once; an object that fails is logged and counted,
-    the others go on. `namespaces` empty: the whole cluster. Returns how many reconciled."""
-    done = 0
-    for kind, list_objects, reconcile in kinds:
-        for scope in namespaces or [None]:
-            try:
-                bodies = list(list_objects(scope))
-            except Exception:
-                log.exception("Failed to list %ss in %s for the resync", kind,
-                              scope or "all namespaces")
-                continue
-            for body in bodies:
-                if stop is not None and stop.is_set():
-                    return done
-                meta = body["metadata"]
-                if meta.get("deletionTimestamp"):
-                    continue
-                try:
-                    reconcile(meta["namespace"], meta["name"])
-                    done += 1
-                except Exception:
-                    metrics.RECONCILE_ERRORS.labels(kind=kind).inc()
-                    log.exception("Resync of %s %s/%s failed", kind, meta["namespace"],
-                                  meta["name"])
-    return done
+def _rv(body: dict | None) -> str | None:
+    return ((body or {}).get("metadata") or {}).get("resourceVersion")
+
+
+def fingerprint(cache: Cache, key: ObjectKey) -> Fingerprint | None:
+    """The resourceVersions of what a reconcile of `key` reads; None if it is gone."""
+    kind, namespace, name = key
+    body = cache.get(kind, namespace, name)
+    if body is None:
+        return None
+    if kind == TASK:
+        wf = (body.get("status") or {}).get("workflowName")
+        ups = sorted(upstreams(body.get("spec") or {}))
+        return (_rv(body), _rv(cache.workflow(namespace, wf)) if wf else None,
+                *(_rv(cache.task(namespace, u)) for u in ups))
+    children = sorted((c["metadata"]["name"], _rv(c)) for c in cache.children(namespace, name))
+    return (_rv(body), *(f"{n}@{rv}" for n, rv in children))
+
+
+def active(cache: Cache, key: ObjectKey) -> bool:
+    body = cache.get(*key)
+    phase = ((body or {}).get("status") or {}).get("status")
+    return body is not None and phase not in TERMINAL
 
 
 class Resync:
-    """A daemon thread that runs `resync_once` every `interval` seconds until stopped."""
+    """Remembers each object's fingerprint at its last successful reconcile (`reconciled`),
+    and every `interval` seconds queues (`enqueue`) those whose fingerprint moved."""
 
-    def __init__(self, kinds: Iterable[tuple[str, Lister, Reconciler]], namespaces: list[str],
-                 interval: float) -> None:
-        self.kinds, self.namespaces, self.interval = list(kinds), namespaces, interval
+    def __init__(self, cache: Cache, enqueue: Callable[[ObjectKey], None],
+                 interval: float, skip: Callable[[Hashable], bool] = lambda key: False) -> None:
+        self.cache, self.enqueue, self.interval, self.skip = cache, enqueue, interval, skip
+        self._seen: dict[ObjectKey, Fingerprint | None] = {}
+        self._lock = threading.Lock()
         self.stopped = threading.Event()
         self.thread = threading.Thread(target=self._loop, name="resync", daemon=True)
+
+    def reconciled(self, key: ObjectKey) -> None:
+        """The reconcile of `key` succeeded: remember what it saw."""
+        fp = fingerprint(self.cache, key)
+        with self._lock:
+            if fp is None:
+                self._seen.pop(key, None)
+            else:
+                self._seen[key] = fp
+
+    def once(self) -> int:
+        """One pass; returns how many objects it queued."""
+        queued = 0
+        for kind in (TASK, PIPELINE):
+            keys = [(kind, ns, name) for ns, name in self.cache.keys(kind)]
+            with self._lock:
+                present = set(keys)
+                for gone in [k for k in self._seen if k[0] == kind and k not in present]:
+                    del self._seen[gone]
+            for key in keys:
+                if self.stopped.is_set():
+                    return queued
+                if self.skip(key):
+                    continue  # failing: queued already, after its backoff
+                with self._lock:
+                    seen = self._seen.get(key)
+                if active(self.cache, key) or fingerprint(self.cache, key) != seen:
+                    self.enqueue(key)
+                    queued += 1
+        return queued
 
     def start(self) -> None:
         self.thread.start()
@@ -67,7 +100,9 @@ class Resync:
         self.stopped.set()
 
     def _loop(self) -> None:
-        # The first pass waits a full interval: at start Kopf's resume handlers reconcile all.
+        # The first pass waits a full interval: at start the watches' listing queues all.
         while not self.stopped.wait(self.interval):
-            count = resync_once(self.kinds, self.namespaces, self.stopped)
-            log.debug("Resynced %d objects", count)
+            try:
+                log.debug("Resync queued %d objects", self.once())
+            except Exception:
+                log.exception("Resync pass failed")

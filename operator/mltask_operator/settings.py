@@ -218,7 +218,10 @@ class Settings:
     watch_server_timeout: int = 300
     """MLTASK_WATCH_SERVER_TIMEOUT: seconds the API server keeps a watch open."""
     watch_client_timeout: int = 330
-    """MLTASK_WATCH_CLIENT_TIMEOUT: seconds before the client gives up on a silent watch."""
+    """MLTASK_WATCH_CLIENT_TIMEOUT: seconds before the client gives up on a watch."""
+    watch_idle_timeout: int = 5
+    """MLTASK_WATCH_IDLE_TIMEOUT: seconds a watch may deliver nothing before it is reopened from
+    its last resourceVersion: how soon a connection that hangs or drops packets is noticed."""
     log_level: str = "INFO"
     """MLTASK_LOG_LEVEL: DEBUG, INFO, WARNING or ERROR."""
     health_port: int = 8081
@@ -281,4 +284,5 @@ class Settings:
             metrics_port=metrics_port,
             watch_server_timeout=server,
             watch_client_timeout=client,
+            watch_idle_timeout=_int(env, "MLTASK_WATCH_IDLE_TIMEOUT", 5, 1),
         )

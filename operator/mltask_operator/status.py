@@ -375,6 +375,10 @@ def compute_status(task: MLTask, wf: dict[str, Any] | None,
     attempt = prev.attempt
     generation = task.metadata.get("generation")
     obs = observe_workflow(wf) if wf is not None else None
+    if obs is None and prev.status in TERMINAL:
+        # Ended with nothing left to observe (refused, stopped before a Workflow, or its
+        # Workflow deleted since): the status says how it ended, reasons included.
+        return prev.model_copy(update={"observed_generation": generation})
     steps = merged_steps(prev.steps, obs, attempt)
     current = first_unfinished(steps)
     current_obs = obs.steps.get(current) if (obs and current) else None

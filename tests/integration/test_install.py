@@ -398,7 +398,10 @@ def audited(control_plane, namespace: str, sa: str, since: datetime.datetime
             continue  # discovery (/apis/...): open to every authenticated user
         resource = ref["resource"] + (f"/{ref['subresource']}" if ref.get("subresource") else "")
         triple = (ref.get("apiGroup", ""), resource, event["verb"])
-        if (event.get("responseStatus") or {}).get("code") == 403:
+        decision = (event.get("annotations") or {}).get("authorization.k8s.io/decision")
+        if decision == "forbid" or (decision is None
+                                    and (event.get("responseStatus") or {}).get("code") == 403):
+            # refused by RBAC (a 403 from a quota or a policy is an allowed call)
             refused.append(f"{event['verb']} {event['requestURI']}")
         else:
             used.add(triple)
@@ -406,8 +409,9 @@ def audited(control_plane, namespace: str, sa: str, since: datetime.datetime
 
 
 def full_flow(api: client.ApiClient, argo, namespace: str, proc: OperatorProcess) -> None:
-    """An MLTask through start, stop, continue and completion, and a Pipeline that creates its
-    first child: every kind of call the operator makes."""
+    """An MLTask through start, stop, continue and completion, a Pipeline that creates its first
+    child and stops it, and the paths that read or delete what a conflict or a refusal left:
+    every kind of call the operator makes."""
     tasks = Tasks(api, namespace)
     body = example("training")
     name = body["metadata"]["name"] = f"train-{uuid.uuid4().hex[:6]}"
@@ -438,13 +442,66 @@ def full_flow(api: client.ApiClient, argo, namespace: str, proc: OperatorProcess
     assert child["metadata"]["ownerReferences"][0]["kind"] == "Pipeline"
     argo.wait_for(namespace, f"{pname}-preprocess-1")
     pipes.wait(pname, lambda s: s.get("progress") == "0/3", "pipeline status")
+    pipes.patch(pname, {"suspend": True})  # the pipeline patches its child (suspend)
+    deadline = time.monotonic() + 30
+    while not tasks.get(child["metadata"]["name"])["spec"].get("suspend"):
+        assert time.monotonic() < deadline, f"the child was never stopped: {proc.tail()}"
+        time.sleep(0.2)
+
+    # a Workflow's name held by someone else: read (get) to tell whose it is
+    taken = f"taken-{uuid.uuid4().hex[:6]}"
+    tasks.objects.create_namespaced_custom_object(
+        "argoproj.io", "v1alpha1", namespace, "workflows",
+        {"apiVersion": "argoproj.io/v1alpha1", "kind": "Workflow",
+         "metadata": {"name": f"{taken}-1"},
+         "spec": {"entrypoint": "m", "templates": [{"name": "m"}]}})
+    squat = example("preprocessing")
+    squat["metadata"]["name"] = taken
+    tasks.create(squat)
+    assert "NameTaken" in [c["reason"] for c in tasks.wait_state(taken, "failed")["status"]
+                           ["conditions"] if c["type"] == "Failed"]
+
+    # a working volume refused (a quota): the Workflow made for it is deleted
+    core = client.CoreV1Api(api)
+    core.create_namespaced_resource_quota(namespace, client.V1ResourceQuota(
+        metadata=client.V1ObjectMeta(name="no-volumes"),
+        spec=client.V1ResourceQuotaSpec(hard={"persistentvolumeclaims": "0"})))
+    deadline = time.monotonic() + 30
+    while (not core.read_namespaced_resource_quota("no-volumes", namespace).status.hard
+           and time.monotonic() < deadline):
+        time.sleep(0.2)
+    try:
+        refused = example("preprocessing")
+        refused["metadata"]["name"] = rname = f"noroom-{uuid.uuid4().hex[:6]}"
+        tasks.create(refused)
+        tasks.wait_state(rname, "failed")
+        assert f"{rname}-1" not in [w["metadata"]["name"] for w in tasks.workflows()]
+    finally:
+        core.delete_namespaced_resource_quota("no-volumes", namespace)
+
+    # a child's name held by an MLTask the pipeline does not own (get), and a Pipeline carrying
+    # the finalizer of earlier versions, which Kopf removes (patch)
+    other = pipeline_example("digits")
+    oname = other["metadata"]["name"] = f"other-{uuid.uuid4().hex[:6]}"
+    holder = example("preprocessing")
+    holder["metadata"]["name"] = f"{oname}-preprocess"
+    holder["spec"]["suspend"] = True
+    tasks.create(holder)
+    other["metadata"]["finalizers"] = ["mltask.dev/finalizer"]
+    pipes.create(other)
+    pipes.wait_state(oname, "failed")
+    deadline = time.monotonic() + 30
+    while pipes.get(oname)["metadata"].get("finalizers") and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not pipes.get(oname)["metadata"].get("finalizers"), proc.tail()
 
 
 def no_permission_problems(log: str) -> list[str]:
     """Lines of the operator's log about missing permissions (Kopf says 'Forbidden', or 'Not
     enough permissions' when it falls back)."""
     return [line for line in log.splitlines()
-            if "forbidden" in line.lower() or "not enough permissions" in line.lower()]
+            if ("forbidden" in line.lower() or "not enough permissions" in line.lower())
+            and "exceeded quota" not in line]  # a quota's 403 (the flow's refused volume)
 
 
 def run_as_chart_identity(control_plane, api: client.ApiClient, argo, docs, release_ns: str,
@@ -532,8 +589,10 @@ FORBIDDEN = [
      .create_namespaced_role_binding(ns, {"metadata": {"name": "x"}, "roleRef": {
          "apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "admin"},
          "subjects": [{"kind": "User", "name": "me"}]})),
-    ("delete a Workflow", lambda c, ns: client.CustomObjectsApi(c).delete_namespaced_custom_object(
-        "argoproj.io", "v1alpha1", ns, "workflows", "any")),
+    ("get a Pipeline", lambda c, ns: client.CustomObjectsApi(c).get_namespaced_custom_object(
+        "mltask.dev", "v1alpha1", ns, "pipelines", "any")),
+    ("delete an MLTask", lambda c, ns: client.CustomObjectsApi(c).delete_namespaced_custom_object(
+        "mltask.dev", "v1alpha1", ns, "mltasks", "any")),
     ("read a ConfigMap", lambda c, ns: client.CoreV1Api(c).list_namespaced_config_map(ns)),
     ("update an MLTask", lambda c, ns: client.CustomObjectsApi(c).replace_namespaced_custom_object(
         "mltask.dev", "v1alpha1", ns, "mltasks", "any", {"metadata": {"name": "any"}})),
@@ -603,5 +662,7 @@ def test_namespaced_install_reaches_only_its_namespaces(
     assert not allowed("mltask-gpu", "list", "mltasks"), "its own namespace is not watched"
     assert not allowed(None, "watch", "customresourcedefinitions", "apiextensions.k8s.io")
     assert not allowed(None, "list", "namespaces", "")
-    assert not allowed("ml-team-a", "delete", "workflows", "argoproj.io")
+    # a Workflow may be deleted (one whose working volume was refused), never a user's task
+    assert not allowed("ml-team-a", "delete", "mltasks")
+    assert not allowed("ml-team-a", "get", "pipelines"), "reads come from the watch"
 

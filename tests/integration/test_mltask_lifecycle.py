@@ -386,3 +386,32 @@ def test_workflow_refused_by_a_cluster_policy_fails_the_task(
         assert not tasks.workflows()
         pvcs = tasks.core.list_namespaced_persistent_volume_claim(namespace).items
         assert not pvcs, "nothing half-created: no working volume for a refused Workflow"
+
+
+def test_working_volume_refused_by_a_quota_takes_its_workflow_with_it(
+        tasks: Tasks, namespace: str) -> None:
+    """The Workflow is created first (Argo's schema is the likelier refusal, and asking it
+    twice doubles the costliest request); a working volume refused after it (here a quota
+    allowing no PersistentVolumeClaims) deletes that Workflow: nothing half-created."""
+    quota = client.V1ResourceQuota(
+        metadata=client.V1ObjectMeta(name="no-volumes"),
+        spec=client.V1ResourceQuotaSpec(hard={"persistentvolumeclaims": "0"}))
+    tasks.core.create_namespaced_resource_quota(namespace, quota)
+    deadline = time.monotonic() + 30  # the quota controller fills in its status first
+    while (not tasks.core.read_namespaced_resource_quota("no-volumes", namespace).status.hard
+           and time.monotonic() < deadline):
+        time.sleep(0.2)
+    try:
+        name = tasks.create(example("preprocessing"))["metadata"]["name"]
+        st = tasks.wait_state(name, "failed")["status"]
+        assert cond(st, "Failed")["reason"] == "VolumeRejected"
+        assert f"PersistentVolumeClaim {namespace}/{name}-work was rejected" in st["message"]
+        assert "exceeded quota" in st["message"]
+        tasks.wait_event(name, "Failed", "Warning")
+        deadline = time.monotonic() + 30
+        while tasks.workflows() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert not tasks.workflows(), "the Workflow created before the volume is deleted"
+        assert not tasks.core.list_namespaced_persistent_volume_claim(namespace).items
+    finally:
+        tasks.core.delete_namespaced_resource_quota("no-volumes", namespace)

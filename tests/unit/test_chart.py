@@ -157,7 +157,7 @@ NEVER = [
     ("", "events", "patch"), ("", "events", "update"),
     ("events.k8s.io", "events", "create"), ("events.k8s.io", "events", "patch"),
     ("apiextensions.k8s.io", "customresourcedefinitions", "get"),
-    ("argoproj.io", "workflows", "update"), ("argoproj.io", "workflows", "delete"),
+    ("argoproj.io", "workflows", "update"), ("mltask.dev", "pipelines", "get"),
     ("", "persistentvolumeclaims", "delete"), ("", "secrets", "get"), ("", "pods", "list"),
 ]
 

@@ -1,4 +1,5 @@
-"""The finalizer-free resync: what it reconciles, and that no Kopf handler needs a finalizer."""
+"""The resync from memory: what it queues (changed or active objects only, no API call), and
+that no Kopf handler makes Kopf write to the objects (no finalizer, no bookkeeping)."""
 
 from __future__ import annotations
 
@@ -9,69 +10,104 @@ from typing import Any
 import kopf
 
 from mltask_operator import resync
+from mltask_operator.cache import PIPELINE, TASK, WORKFLOW, Cache
 
 
-def obj(namespace: str, name: str, deleting: bool = False) -> dict[str, Any]:
-    meta: dict[str, Any] = {"namespace": namespace, "name": name}
-    if deleting:
-        meta["deletionTimestamp"] = "2026-01-01T00:00:00Z"
-    return {"metadata": meta}
+def body(ns: str, name: str, rv: str, status: str | None = None, **spec: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {"metadata": {"namespace": ns, "name": name, "resourceVersion": rv},
+                           "spec": spec}
+    if status:
+        out["status"] = {"status": status, "workflowName": f"{name}-1"}
+    return out
 
 
-def test_every_object_of_every_kind_in_every_namespace_once() -> None:
-    listed: list[tuple[str, str | None]] = []
-    done: list[tuple[str, str, str]] = []
-    world = {"a": [obj("a", "t1"), obj("a", "gone", deleting=True)], "b": [obj("b", "t2")]}
+class World:
+    """A Cache over plain dicts, as Kopf's indexes would hold them."""
 
-    def lister(kind: str):
-        def list_objects(ns: str | None) -> list[dict[str, Any]]:
-            listed.append((kind, ns))
-            return world[ns] if kind == "MLTask" else [obj(ns, "p1")] if ns == "b" else []
-        return list_objects
+    def __init__(self) -> None:
+        self.idx: dict[str, dict[tuple[str, str], list[dict[str, Any]]]] = {
+            TASK: {}, WORKFLOW: {}, PIPELINE: {}}
+        self.children: dict[tuple[str, str], list[str]] = {}
+        self.cache = Cache()
+        self.cache.bind(self.idx, self.children)
 
-    def reconciler(kind: str):
-        return lambda ns, name: done.append((kind, ns, name))
+    def put(self, kind: str, b: dict[str, Any]) -> None:
+        meta = b["metadata"]
+        self.idx[kind][(meta["namespace"], meta["name"])] = [b]
 
-    count = resync.resync_once([("MLTask", lister("MLTask"), reconciler("MLTask")),
-                                ("Pipeline", lister("Pipeline"), reconciler("Pipeline"))],
-                               ["a", "b"])
-    assert listed == [("MLTask", "a"), ("MLTask", "b"), ("Pipeline", "a"), ("Pipeline", "b")]
-    assert done == [("MLTask", "a", "t1"), ("MLTask", "b", "t2"), ("Pipeline", "b", "p1")]
-    assert count == 3, "an object being deleted is left alone"
+    def drop(self, kind: str, ns: str, name: str) -> None:
+        del self.idx[kind][(ns, name)]
 
 
-def test_cluster_wide_lists_once_without_a_namespace() -> None:
-    listed: list[str | None] = []
-    resync.resync_once([("MLTask", lambda ns: listed.append(ns) or [], lambda ns, n: None)], [])
-    assert listed == [None]
+def test_a_finished_object_nothing_touched_is_not_queued_again() -> None:
+    w = World()
+    w.put(TASK, body("a", "done", "1", "completed"))
+    w.put(WORKFLOW, body("a", "done-1", "7"))
+    w.put(TASK, body("a", "failed", "2", "failed"))
+    w.put(PIPELINE, body("b", "p", "3", "completed"))
+    queued: list[tuple[str, str, str]] = []
+    r = resync.Resync(w.cache, queued.append, interval=60)
+    assert r.once() == 3, "never reconciled: every object is queued"
+    for key in list(queued):
+        r.reconciled(key)
+    queued.clear()
+    assert r.once() == 0 and queued == [], "nothing changed: nothing queued, no API call"
+
+    w.put(WORKFLOW, body("a", "done-1", "8"))          # its Workflow moved
+    w.put(TASK, body("a", "failed", "9", "failed"))    # the task itself moved
+    assert r.once() == 2
+    assert sorted(queued) == [(TASK, "a", "done"), (TASK, "a", "failed")]
 
 
-def test_a_failing_object_or_list_does_not_stop_the_others(caplog) -> None:
-    done: list[str] = []
+def test_active_objects_are_queued_every_pass() -> None:
+    w = World()
+    w.put(TASK, body("a", "running", "1", "running"))
+    w.put(TASK, body("a", "new", "2"))
+    w.put(PIPELINE, body("a", "p", "3", "init"))
+    queued: list[tuple[str, str, str]] = []
+    r = resync.Resync(w.cache, queued.append, interval=60)
+    for key in [(TASK, "a", "running"), (TASK, "a", "new"), (PIPELINE, "a", "p")]:
+        r.reconciled(key)
+    assert r.once() == 3, "their elapsed time moves"
 
-    def reconcile(ns: str, name: str) -> None:
-        if name == "bad":
-            raise RuntimeError("boom")
-        done.append(name)
 
-    def list_objects(ns: str | None) -> list[dict[str, Any]]:
-        if ns == "forbidden":
-            raise RuntimeError("403")
-        return [obj(ns or "", "bad"), obj(ns or "", "good")]
+def test_upstream_and_children_changes_count() -> None:
+    w = World()
+    w.put(TASK, body("a", "up", "1", "completed"))
+    w.put(TASK, body("a", "down", "2", "failed", input={"dataset": {"fromTask": "up"}}))
+    w.put(PIPELINE, body("a", "p", "3", "completed"))
+    w.put(TASK, body("a", "p-train", "4", "completed"))
+    w.children[("a", "p")] = ["p-train"]
+    queued: list[tuple[str, str, str]] = []
+    r = resync.Resync(w.cache, queued.append, interval=60)
+    for kind, name in [(TASK, "up"), (TASK, "down"), (PIPELINE, "p"), (TASK, "p-train")]:
+        r.reconciled((kind, "a", name))
+    assert r.once() == 0
+    w.put(TASK, body("a", "up", "5", "completed"))
+    w.put(TASK, body("a", "p-train", "6", "completed"))
+    r.once()
+    assert sorted(queued) == sorted([(PIPELINE, "a", "p"), (TASK, "a", "down"),
+                                     (TASK, "a", "p-train"), (TASK, "a", "up")])
 
-    before = resync.metrics.RECONCILE_ERRORS.labels(kind="MLTask")._value.get()
-    count = resync.resync_once([("MLTask", list_objects, reconcile)], ["forbidden", "ok"])
-    assert (count, done) == (1, ["good"])
-    assert resync.metrics.RECONCILE_ERRORS.labels(kind="MLTask")._value.get() == before + 1
-    messages = [r.getMessage() for r in caplog.records]
-    assert "Resync of MLTask ok/bad failed" in messages
-    assert "Failed to list MLTasks in forbidden for the resync" in messages
+
+def test_failing_objects_are_left_to_their_backoff_and_gone_ones_forgotten() -> None:
+    w = World()
+    w.put(TASK, body("a", "bad", "1", "failed"))
+    w.put(TASK, body("a", "gone", "2", "failed"))
+    queued: list[tuple[str, str, str]] = []
+    r = resync.Resync(w.cache, queued.append, interval=60,
+                      skip=lambda key: key == (TASK, "a", "bad"))
+    r.reconciled((TASK, "a", "gone"))
+    w.drop(TASK, "a", "gone")
+    assert r.once() == 0, "the failing one waits for its retry; the deleted one is gone"
+    assert (TASK, "a", "gone") not in r._seen
 
 
 def test_the_thread_repeats_until_stopped() -> None:
+    w = World()
+    w.put(TASK, body("a", "t", "1", "running"))
     passes = threading.Semaphore(0)
-    r = resync.Resync([("MLTask", lambda ns: [obj("a", "t")], lambda ns, n: passes.release())],
-                      [], interval=0.05)
+    r = resync.Resync(w.cache, lambda key: passes.release(), interval=0.05)
     started = time.monotonic()
     r.start()
     for _ in range(3):
@@ -82,13 +118,14 @@ def test_the_thread_repeats_until_stopped() -> None:
     assert not r.thread.is_alive()
 
 
-def test_no_kopf_handler_puts_a_finalizer_on_objects() -> None:
-    """Timers, daemons and on.delete make Kopf add its finalizer (nolar/kopf#1074): none."""
+def test_no_kopf_handler_makes_kopf_write_to_objects() -> None:
+    """Timers, daemons and on.delete make Kopf add its finalizer (nolar/kopf#1074), and
+    create/update/resume handlers make it write its diff-base and progress annotations: the
+    operator has only event and index handlers, so Kopf writes nothing."""
     from mltask_operator import main  # noqa: F401  registers the handlers
 
     registry = kopf.get_default_registry()
     assert not registry._spawning.get_all_handlers(), "no timers or daemons"
-    changing = registry._changing.get_all_handlers()
-    assert changing, "the create/update/resume handlers are registered"
-    assert not [h.id for h in changing if h.requires_finalizer], "no on.delete"
-    assert not [h for h in changing if h.reason == kopf.Reason.DELETE]
+    assert not registry._changing.get_all_handlers(), "no create/update/resume/delete handlers"
+    assert registry._watching.get_all_handlers(), "event handlers queue the objects"
+    assert registry._indexing.get_all_handlers(), "indexes keep what the watches deliver"

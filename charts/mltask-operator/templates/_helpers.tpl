@@ -38,15 +38,16 @@ app.kubernetes.io/part-of: mltask-operator
 operator (clients/kube.py) or by Kopf; tests/integration/test_install.py checks the API server's
 audit log of a full run against these rules. */}}
 {{- define "mltask-operator.namespacedRules" -}}
-# get: reconciles read them; list/watch: Kopf, a Pipeline's children, the resync; create: a
-# Pipeline's children; patch: Kopf's annotations, a Pipeline stopping or retrying its children
+# list/watch: Kopf's watches (reconciles read from them); create: a Pipeline's children; get:
+# who holds a child's name when creating it conflicts; patch: a Pipeline stopping, continuing
+# or retrying its children, Kopf removing the finalizer earlier versions put on objects
 - apiGroups: [mltask.dev]
   resources: [mltasks]
   verbs: [get, list, watch, create, patch]
-# the same without create: nothing creates Pipelines
+# list/watch: Kopf's watch; patch: Kopf removing the finalizer of earlier versions
 - apiGroups: [mltask.dev]
   resources: [pipelines]
-  verbs: [get, list, watch, patch]
+  verbs: [list, watch, patch]
 # status is replaced with the resourceVersion read (a concurrent change is a conflict)
 - apiGroups: [mltask.dev]
   resources: [mltasks/status, pipelines/status]
@@ -56,10 +57,11 @@ audit log of a full run against these rules. */}}
 - apiGroups: [mltask.dev]
   resources: [mltasks/finalizers, pipelines/finalizers]
   verbs: [update]
-# patch: stopping a Workflow (spec.shutdown)
+# get: who holds a Workflow's name when creating it conflicts; patch: stopping a Workflow
+# (spec.shutdown); delete: a Workflow whose working volume was refused (nothing half-created)
 - apiGroups: [argoproj.io]
   resources: [workflows]
-  verbs: [get, list, watch, create, patch]
+  verbs: [get, list, watch, create, patch, delete]
 - apiGroups: [""]
   resources: [persistentvolumeclaims]
   verbs: [get, create]

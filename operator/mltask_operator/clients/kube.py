@@ -11,7 +11,6 @@ from typing import Any
 
 from kubernetes import client, config
 
-from mltask_operator import labels
 from mltask_operator.api.v1alpha1 import mltask as mltask_api
 from mltask_operator.api.v1alpha1 import pipeline as pipeline_api
 from mltask_operator.api.v1alpha1.common import API_VERSION, GROUP, VERSION
@@ -26,8 +25,17 @@ class Conflict(Exception):
     """The object changed since it was read; read it again and recompute."""
 
 
+class Gone(Exception):
+    """The object was deleted since it was read: nothing to reconcile."""
+
+
 class Rejected(RuntimeError):
-    """The API server refused an object the operator built (HTTP 422)."""
+    """The API server refused an object the operator built (HTTP 400, 403 or 422): its
+    schema, a quota or an admission policy. `kind`: the refused object's kind."""
+
+    def __init__(self, message: str, kind: str = "") -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 class OwnershipError(RuntimeError):
@@ -47,158 +55,150 @@ def load_config() -> client.ApiClient:
     return client.ApiClient()
 
 
+#: (connect, read) seconds for every call: a connection that hangs or drops packets fails the
+#: reconcile, which is retried, instead of holding a worker until TCP gives up.
+REQUEST_TIMEOUT = (5.0, 30.0)
+
+
+#: (connect, read) seconds for every call: a connection that hangs or drops packets fails the
+#: reconcile, which is retried, instead of holding a worker until TCP gives up.
+REQUEST_TIMEOUT = (5.0, 30.0)
+
+
 class Kube:
-    """Typed wrapper over the API calls the reconcilers need."""
+    """Typed wrapper over the API calls the reconcilers need (reads come from the watches:
+    `mltask_operator.cache`). Every call has a timeout (REQUEST_TIMEOUT)."""
 
     def __init__(self, api: client.ApiClient) -> None:
         self.api = api
+        self.timeout = REQUEST_TIMEOUT
         self.objects = client.CustomObjectsApi(api)
         self.core = client.CoreV1Api(api)
         self.instance = os.environ.get("POD_NAME") or socket.gethostname()
 
-    # -- MLTask
-
-    def get_task(self, namespace: str, name: str) -> dict[str, Any] | None:
+    def _get(self, group: str, version: str, plural: str, namespace: str,
+             name: str) -> dict[str, Any] | None:
         try:
             return self.objects.get_namespaced_custom_object(
-                GROUP, VERSION, namespace, mltask_api.PLURAL, name)
+                group, version, namespace, plural, name, _request_timeout=self.timeout)
         except client.ApiException as e:
             if e.status == 404:
                 return None
             raise
 
-    def replace_task_status(self, body: dict[str, Any]) -> dict[str, Any]:
-        """Write status with the body's resourceVersion: a concurrent change raises Conflict."""
+    def _replace_status(self, plural: str, kind: str, body: dict[str, Any]) -> dict[str, Any]:
         meta = body["metadata"]
         try:
             return self.objects.replace_namespaced_custom_object_status(
-                GROUP, VERSION, meta["namespace"], mltask_api.PLURAL, meta["name"], body)
+                GROUP, VERSION, meta["namespace"], plural, meta["name"], body,
+                _request_timeout=self.timeout)
         except client.ApiException as e:
             if e.status == 409:
-                raise Conflict(f"MLTask {meta['namespace']}/{meta['name']} changed") from e
+                raise Conflict(f"{kind} {meta['namespace']}/{meta['name']} changed") from e
+            if e.status == 404:
+                raise Gone(f"{kind} {meta['namespace']}/{meta['name']} is gone") from e
             raise
 
-    def list_tasks(self, namespace: str | None) -> list[dict[str, Any]]:
-        """Every MLTask in `namespace`, or in the cluster if None (the resync)."""
-        return self._list(mltask_api.PLURAL, namespace)
+    # -- MLTask
 
-    def list_pipeline_tasks(self, namespace: str, pipeline: str) -> list[dict[str, Any]]:
-        return self.objects.list_namespaced_custom_object(
-            GROUP, VERSION, namespace, mltask_api.PLURAL,
-            label_selector=f"{labels.PIPELINE}={pipeline}")["items"]
+    def replace_task_status(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Write status with the body's resourceVersion: a concurrent change raises Conflict."""
+        return self._replace_status(mltask_api.PLURAL, mltask_api.KIND, body)
 
     def create_task(self, body: dict[str, Any]) -> tuple[dict[str, Any], bool]:
         """Create, or return the existing one of the same name if it is ours (idempotent)."""
         meta = body["metadata"]
         try:
             return self.objects.create_namespaced_custom_object(
-                GROUP, VERSION, meta["namespace"], mltask_api.PLURAL, body), True
+                GROUP, VERSION, meta["namespace"], mltask_api.PLURAL, body,
+                _request_timeout=self.timeout), True
         except client.ApiException as e:
             if e.status == 422:
                 raise Rejected(f"MLTask {meta['namespace']}/{meta['name']} was rejected: "
                                f"{_message(e)}") from e
             if e.status != 409:
                 raise
-        existing = self.get_task(meta["namespace"], meta["name"])
+        existing = self._get(GROUP, VERSION, mltask_api.PLURAL, meta["namespace"], meta["name"])
         if existing is None:
             raise Conflict(f"MLTask {meta['namespace']}/{meta['name']} vanished")
         _check_owner(existing, body)
         return existing, False
 
-    def patch_task_spec(self, namespace: str, name: str, spec: dict[str, Any]) -> None:
-        self.objects.patch_namespaced_custom_object(
-            GROUP, VERSION, namespace, mltask_api.PLURAL, name, {"spec": spec})
+    def patch_task_spec(self, namespace: str, name: str,
+                        spec: dict[str, Any]) -> dict[str, Any]:
+        return self.objects.patch_namespaced_custom_object(
+            GROUP, VERSION, namespace, mltask_api.PLURAL, name, {"spec": spec},
+            _request_timeout=self.timeout)
 
     # -- Pipeline
 
-    def get_pipeline(self, namespace: str, name: str) -> dict[str, Any] | None:
-        try:
-            return self.objects.get_namespaced_custom_object(
-                GROUP, VERSION, namespace, pipeline_api.PLURAL, name)
-        except client.ApiException as e:
-            if e.status == 404:
-                return None
-            raise
-
-    def list_pipelines(self, namespace: str | None) -> list[dict[str, Any]]:
-        """Every Pipeline in `namespace`, or in the cluster if None (the resync)."""
-        return self._list(pipeline_api.PLURAL, namespace)
-
-    def _list(self, plural: str, namespace: str | None) -> list[dict[str, Any]]:
-        return list_objects(self.objects, plural, namespace)
-
     def replace_pipeline_status(self, body: dict[str, Any]) -> dict[str, Any]:
         """Write status with the body's resourceVersion: a concurrent change raises Conflict."""
-        meta = body["metadata"]
-        try:
-            return self.objects.replace_namespaced_custom_object_status(
-                GROUP, VERSION, meta["namespace"], pipeline_api.PLURAL, meta["name"], body)
-        except client.ApiException as e:
-            if e.status == 409:
-                raise Conflict(f"Pipeline {meta['namespace']}/{meta['name']} changed") from e
-            raise
+        return self._replace_status(pipeline_api.PLURAL, pipeline_api.KIND, body)
 
     # -- Workflow
 
-    def get_workflow(self, namespace: str, name: str) -> dict[str, Any] | None:
-        try:
-            return self.objects.get_namespaced_custom_object(
-                ARGO_GROUP, ARGO_VERSION, namespace, WORKFLOWS, name)
-        except client.ApiException as e:
-            if e.status == 404:
-                return None
-            raise
-
-    def create_workflow(self, body: dict[str, Any],
-                        dry_run: bool = False) -> tuple[dict[str, Any], bool]:
-        """Create, or return the existing one of the same name if it is ours (idempotent).
-        `dry_run`: only ask whether the API server (Argo's schema, admission policies) would
-        accept it; nothing is stored."""
+    def create_workflow(self, body: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+        """Create, or return the existing one of the same name if it is ours (idempotent)."""
         meta = body["metadata"]
         try:
             created = self.objects.create_namespaced_custom_object(
                 ARGO_GROUP, ARGO_VERSION, meta["namespace"], WORKFLOWS, body,
-                **({"dry_run": "All"} if dry_run else {}))
+                _request_timeout=self.timeout)
             return created, True
         except client.ApiException as e:
             if e.status in (400, 422):  # Argo's schema, or an admission policy, refused it
                 raise Rejected(f"Workflow {meta['namespace']}/{meta['name']} was rejected: "
-                               f"{_message(e)}") from e
+                               f"{_message(e)}", "Workflow") from e
             if e.status != 409:
                 raise RuntimeError(
                     f"Failed to create Workflow {meta['namespace']}/{meta['name']}: "
                     f"{e.status} {e.reason}: {_message(e)}") from e
-        existing = self.get_workflow(meta["namespace"], meta["name"])
+        existing = self._get(ARGO_GROUP, ARGO_VERSION, WORKFLOWS, meta["namespace"],
+                             meta["name"])
         if existing is None:
             raise Conflict(f"Workflow {meta['namespace']}/{meta['name']} vanished")
         _check_owner(existing, body)
         return existing, False
 
-    def stop_workflow(self, namespace: str, name: str) -> None:
-        """Argo's graceful shutdown: running pods are stopped, exit handlers still run."""
+    def delete_workflow(self, namespace: str, name: str) -> None:
+        """Delete a Workflow this reconcile created (its volume was refused); gone is fine."""
         try:
-            self.objects.patch_namespaced_custom_object(
+            self.objects.delete_namespaced_custom_object(
                 ARGO_GROUP, ARGO_VERSION, namespace, WORKFLOWS, name,
-                {"spec": {"shutdown": "Stop"}})
+                propagation_policy="Background", _request_timeout=self.timeout)
         except client.ApiException as e:
             if e.status != 404:
                 raise
+
+    def stop_workflow(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """Argo's graceful shutdown: running pods are stopped, exit handlers still run.
+        Returns the Workflow as patched, None if it is gone."""
+        try:
+            return self.objects.patch_namespaced_custom_object(
+                ARGO_GROUP, ARGO_VERSION, namespace, WORKFLOWS, name,
+                {"spec": {"shutdown": "Stop"}}, _request_timeout=self.timeout)
+        except client.ApiException as e:
+            if e.status != 404:
+                raise
+            return None
 
     # -- PVC
 
     def ensure_pvc(self, body: dict[str, Any]) -> bool:
         meta = body["metadata"]
         try:
-            self.core.create_namespaced_persistent_volume_claim(meta["namespace"], body)
+            self.core.create_namespaced_persistent_volume_claim(
+                meta["namespace"], body, _request_timeout=self.timeout)
             return True
         except client.ApiException as e:
-            if e.status in (400, 422):
+            if e.status in (400, 403, 422):  # invalid, or refused by a quota or a policy
                 raise Rejected(f"PersistentVolumeClaim {meta['namespace']}/{meta['name']} was "
-                               f"rejected: {_message(e)}") from e
+                               f"rejected: {_message(e)}", "PersistentVolumeClaim") from e
             if e.status != 409:
                 raise
-        existing = self.core.read_namespaced_persistent_volume_claim(meta["name"],
-                                                                     meta["namespace"])
+        existing = self.core.read_namespaced_persistent_volume_claim(
+            meta["name"], meta["namespace"], _request_timeout=self.timeout)
         _check_owner(self.api.sanitize_for_serialization(existing), body)
         return False
 
@@ -230,11 +230,12 @@ class Kube:
             "count": 1,
         }
         try:
-            self.core.create_namespaced_event(meta["namespace"], body)
-        except client.ApiException as e:
+            self.core.create_namespaced_event(meta["namespace"], body,
+                                              _request_timeout=self.timeout)
+        except Exception as e:  # noqa: BLE001 - an Event is best effort
             log.warning("Failed to record Event %s on %s %s/%s: %s", reason,
                         obj.get("kind", mltask_api.KIND), meta["namespace"], meta["name"],
-                        e.reason)
+                        getattr(e, "reason", None) or e)
 
 
 def list_objects(objects: client.CustomObjectsApi, plural: str, namespace: str | None, *,

@@ -1,35 +1,46 @@
-"""Reconcilers (the one place that does I/O for a kind), and what they share: one reconcile
-at a time per object, retried on write conflicts."""
+"""Reconcilers (the one place that does I/O for a kind), and what they share: the clock, and
+when a status counts as changed."""
 
 from __future__ import annotations
 
 import datetime
-import logging
-import threading
-from collections import defaultdict
+import re
 from collections.abc import Callable
+from typing import Any, Protocol
 
-from mltask_operator.clients.kube import Conflict
-
-log = logging.getLogger(__name__)
 Clock = Callable[[], datetime.datetime]
-MAX_CONFLICT_RETRIES = 8
-_locks: defaultdict[tuple[str, str, str], threading.Lock] = defaultdict(threading.Lock)
+_DURATION = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
+
+
+class _Status(Protocol):
+    duration: str | None
+
+    def model_copy(self, *, update: dict[str, Any] | None = None,
+                   deep: bool = False) -> Any: ...
 
 
 def utcnow() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC).replace(microsecond=0)
 
 
-def reconcile_exclusively(kind: str, namespace: str, name: str,
-                          once: Callable[[], None]) -> None:
-    """Run `once` for one object, never concurrently with itself; on a write conflict read
-    again and recompute, up to MAX_CONFLICT_RETRIES times."""
-    with _locks[(kind, namespace, name)]:
-        for _ in range(MAX_CONFLICT_RETRIES):
-            try:
-                once()
-                return
-            except Conflict as e:
-                log.debug("Retrying %s %s/%s after conflict: %s", kind, namespace, name, e)
-        raise Conflict(f"{kind} {namespace}/{name}: too many write conflicts")
+def seconds(duration: str | None) -> int | None:
+    """`1h2m3s` (status.duration) -> 3723."""
+    m = _DURATION.match(duration or "")
+    if not duration or not m:
+        return None
+    h, mi, s = (int(g or 0) for g in m.groups())
+    return h * 3600 + mi * 60 + s
+
+
+def unchanged(new: _Status, prev: _Status) -> bool:
+    """Whether writing `new` over `prev` would change nothing worth a write. The elapsed time of
+    an active object (`duration`) grows by itself: it counts as a change only once it has
+    grown by a minute, or a tenth of itself when that is more."""
+    if new.model_copy(update={"duration": prev.duration}) != prev:
+        return False
+    if new.duration == prev.duration:
+        return True
+    before, after = seconds(prev.duration), seconds(new.duration)
+    if before is None or after is None:
+        return False
+    return abs(after - before) < max(60, before // 10)

@@ -1,8 +1,12 @@
-"""Level-based reconcile of one MLTask: read the task and its Workflow, decide, write.
+"""Level-based reconcile of one MLTask: read the task and its Workflow from the watches' cache,
+decide, write what changed.
 
-Called for every change of the task and every event of its Workflows (Kopf handlers in
-`mltask_operator.main`). Safe to run any number of times, concurrently or after a crash:
-children have deterministic names, and status is written with the read resourceVersion.
+Called for every change of the task and every event of its Workflows (the work queue of
+`mltask_operator.main`). Safe to run any number of times, or after a crash: children have
+deterministic names, and status is written with the read resourceVersion.
+
+Starting an attempt takes four requests: create the Workflow (first: one the cluster refuses
+leaves nothing behind), create the working volume, write the status, record the Event.
 """
 
 from __future__ import annotations
@@ -20,12 +24,18 @@ from mltask_operator.api.v1alpha1.mltask import (
     StepStatus,
 )
 from mltask_operator.builders import workflow as wfb
+from mltask_operator.cache import TASK, WORKFLOW, Cache
 from mltask_operator.clients.kube import Kube, OwnershipError, Rejected
-from mltask_operator.handlers import Clock, reconcile_exclusively, utcnow
+from mltask_operator.handlers import Clock, unchanged, utcnow
 from mltask_operator.planner import Action, Plan, plan
 from mltask_operator.settings import RunStepDefaults, TransferDefaults
 from mltask_operator.state_machine import begin_attempt
-from mltask_operator.status import FINISHED_NODE_PHASES, compute_status, conditions_for
+from mltask_operator.status import (
+    FINISHED_NODE_PHASES,
+    compute_status,
+    conditions_for,
+    format_duration,
+)
 
 log = logging.getLogger(__name__)
 
@@ -34,9 +44,9 @@ class InputsNotReady(Exception):
     """An upstream task (fromTask) has not produced its output yet."""
 
 
-def resolve_inputs(kube: Kube, task: MLTask) -> wfb.ResolvedInputs:
+def resolve_inputs(cache: Cache, task: MLTask) -> wfb.ResolvedInputs:
     def from_task(name: str, kind: str) -> str:
-        upstream = kube.get_task(task.namespace, name)
+        upstream = cache.task(task.namespace, name)
         if upstream is None:
             raise InputsNotReady(f"waiting for MLTask {name} (not found) to produce its {kind}")
         st = upstream.get("status") or {}
@@ -57,22 +67,15 @@ def resolve_inputs(kube: Kube, task: MLTask) -> wfb.ResolvedInputs:
     return wfb.ResolvedInputs(dataset_uri=str(dataset), model_uri=model)
 
 
-def reconcile_task(kube: Kube, namespace: str, name: str, clock: Clock = utcnow,
+def reconcile_task(kube: Kube, cache: Cache, namespace: str, name: str, clock: Clock = utcnow,
                    defaults: RunStepDefaults | None = None,
                    transfer: TransferDefaults | None = None) -> None:
-    """Bring one task's world in line with its spec; retry on write conflicts.
+    """Bring one task's world in line with its spec. A write conflict raises Conflict: the
+    change that caused it arrives as a watch event and queues the task again.
 
     `defaults`: the cluster's policy for GPU run steps; `transfer`: the project's download and
     upload steps for tasks that leave them out (operator settings)."""
-    reconcile_exclusively(
-        "MLTask", namespace, name,
-        lambda: _reconcile_once(kube, namespace, name, clock, defaults, transfer))
-
-
-def _reconcile_once(kube: Kube, namespace: str, name: str, clock: Clock,
-                    defaults: RunStepDefaults | None,
-                    transfer: TransferDefaults | None) -> None:
-    body = kube.get_task(namespace, name)
+    body = cache.task(namespace, name)
     if body is None or body["metadata"].get("deletionTimestamp"):
         return
     task = MLTask.model_validate(body)
@@ -84,49 +87,49 @@ def _reconcile_once(kube: Kube, namespace: str, name: str, clock: Clock,
         status.observed_retry_generation = task.spec.retry_generation
 
     wf_name = wfb.workflow_name(task.name, status.attempt) if status.attempt else None
-    wf = kube.get_workflow(namespace, wf_name) if wf_name else None
+    wf = cache.workflow(namespace, wf_name) if wf_name else None
     decision = plan(task, status, workflow_exists=wf is not None)
 
     if decision.action in (Action.START, Action.RETRY, Action.CONTINUE, Action.ENSURE):
         try:
-            inputs = resolve_inputs(kube, task)
+            inputs = resolve_inputs(cache, task)
         except InputsNotReady as waiting:
-            _write(kube, body, task, prev, _waiting(task, status, str(waiting), now))
+            _write(kube, cache, body, task, prev, _waiting(task, status, str(waiting), now))
             return
         if decision.action != Action.ENSURE:
+            # Written once, with what follows: a crash before the write leaves a Workflow of
+            # the deterministic name, which the next reconcile finds (409) and adopts.
             status = _begin_attempt(task, status, decision, now)
-            # Record the attempt before creating it: a crash in between is repaired by ENSURE.
-            body = _write(kube, body, task, prev, status)
-            task, prev = MLTask.model_validate(body), status
         assert decision.start_at is not None
         wf_body = wfb.build_workflow(task, attempt=status.attempt, start_at=decision.start_at,
                                      inputs=inputs, defaults=defaults, transfer=transfer)
+        wf_name = wf_body["metadata"]["name"]
         try:
-            # Asked first, so a Workflow the cluster refuses leaves no working volume behind.
-            kube.create_workflow(wf_body, dry_run=True)
-            kube.ensure_pvc(wfb.build_work_pvc(task))
-            wf, created = kube.create_workflow(wf_body)
+            wf, created = _start(kube, cache, task, wf_body)
         except (Rejected, OwnershipError) as refused:
             # Retrying cannot help: the attempt fails, saying why; a retry starts a new one.
-            reason = "WorkflowRejected" if isinstance(refused, Rejected) else "NameTaken"
-            _write(kube, body, task, prev, _failed(task, status, str(refused), reason, now))
+            reason = ("NameTaken" if isinstance(refused, OwnershipError) else
+                      "VolumeRejected" if refused.kind == "PersistentVolumeClaim"
+                      else "WorkflowRejected")
+            _write(kube, cache, body, task, prev, _failed(task, status, str(refused), reason,
+                                                          now))
             return
         if created:
             log.info("Created Workflow %s/%s for MLTask attempt %d from %s", namespace,
-                     wf_body["metadata"]["name"], status.attempt, decision.start_at)
+                     wf_name, status.attempt, decision.start_at)
             metrics.WORKFLOWS_CREATED.labels(action=str(decision.action)).inc()
     elif decision.action == Action.STOP:
-        assert wf_name is not None
-        if not (wf or {}).get("spec", {}).get("shutdown"):
-            kube.stop_workflow(namespace, wf_name)
+        assert wf_name is not None and wf is not None
+        if not (wf.get("spec") or {}).get("shutdown"):
+            stopped = kube.stop_workflow(namespace, wf_name)
             log.info("Stopped Workflow %s/%s of MLTask", namespace, wf_name)
-            wf = kube.get_workflow(namespace, wf_name)
+            wf = cache.wrote(WORKFLOW, wf, stopped) if stopped else None
     elif decision.action == Action.STOP_WITHOUT_WORKFLOW:
         status = _settle(task, status, Phase.STOPPED,
                          "Stopped" if status.steps else "Stopped before any step ran", now)
         status.steps = _steps_ended(status, now)
-        status.completion_time = now
-        _write(kube, body, task, prev, status)
+        _ended(status, now)
+        _write(kube, cache, body, task, prev, status)
         return
     elif decision.action == Action.HOLD_RETRY:
         held = (f"Retry {task.spec.retry_generation} waits: the task is stopped; set "
@@ -135,7 +138,7 @@ def _reconcile_once(kube: Kube, namespace: str, name: str, clock: Clock,
             kube.event(body, "Warning", "RetryHeld", held)
         status.message = held
         status.observed_generation = task.metadata.get("generation")
-        _write(kube, body, task, prev, status)
+        _write(kube, cache, body, task, prev, status)
         return
     elif decision.action == Action.IGNORE_RETRY:
         kube.event(body, "Warning", "RetryIgnored",
@@ -144,7 +147,28 @@ def _reconcile_once(kube: Kube, namespace: str, name: str, clock: Clock,
         status.observed_retry_generation = task.spec.retry_generation
 
     observed = compute_status(task.model_copy(update={"status": status}), wf, now)
-    _write(kube, body, task, prev, observed)
+    # A new attempt's Event says what began it ("Retry: attempt 2 starts from download"); the
+    # status says where it is ("Workflow created, waiting for pods").
+    begun = decision.action in (Action.START, Action.RETRY, Action.CONTINUE)
+    _write(kube, cache, body, task, prev, observed, why=status.message if begun else None)
+
+
+def _start(kube: Kube, cache: Cache, task: MLTask,
+           wf_body: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+    """Create the attempt's Workflow, then the working volume it mounts (its pods wait for
+    it). The Workflow goes first so that one the cluster refuses (Argo's schema, an admission
+    policy) leaves nothing behind; a volume refused (a quota, a policy) takes the Workflow
+    just created with it. Returns the Workflow and whether this call created it."""
+    wf, created = kube.create_workflow(wf_body)
+    wf = cache.wrote(WORKFLOW, None, wf) if created else wf
+    try:
+        kube.ensure_pvc(wfb.build_work_pvc(task))
+    except (Rejected, OwnershipError):
+        if created:
+            kube.delete_workflow(task.namespace, wf_body["metadata"]["name"])
+            cache.forget(WORKFLOW, task.namespace, wf_body["metadata"]["name"])
+        raise
+    return wf, created
 
 
 def _begin_attempt(task: MLTask, status: MLTaskStatus, decision: Plan,
@@ -205,8 +229,15 @@ def _failed(task: MLTask, status: MLTaskStatus, message: str, reason: str,
             now: datetime.datetime) -> MLTaskStatus:
     """The attempt could not start: its Workflow (or working volume) was refused."""
     new = _settle(task, status, Phase.FAILED, message, now, reason=reason)
-    new.completion_time = now
+    _ended(new, now)
     return new
+
+
+def _ended(status: MLTaskStatus, now: datetime.datetime) -> None:
+    """Stamp a status that just ended with no Workflow to observe: its completion time and
+    duration, as compute_status writes them."""
+    status.completion_time = now
+    status.duration = format_duration((now - (status.start_time or now)).total_seconds())
 
 
 def _waiting(task: MLTask, status: MLTaskStatus, message: str,
@@ -215,14 +246,15 @@ def _waiting(task: MLTask, status: MLTaskStatus, message: str,
                    reason="WaitingForInputs")
 
 
-def _write(kube: Kube, body: dict[str, Any], task: MLTask, prev: MLTaskStatus,
-           new: MLTaskStatus) -> dict[str, Any]:
-    """Replace the status if it changed, and record an Event for every transition."""
-    if new == prev and body.get("status"):
+def _write(kube: Kube, cache: Cache, body: dict[str, Any], task: MLTask, prev: MLTaskStatus,
+           new: MLTaskStatus, why: str | None = None) -> dict[str, Any]:
+    """Replace the status if it changed, and record an Event for every transition (its message:
+    `why`, else the new status message)."""
+    if unchanged(new, prev) and body.get("status"):
         return body
     out = dict(body)
     out["status"] = new.to_k8s()
-    written = kube.replace_task_status(out)
+    written = cache.wrote(TASK, body, kube.replace_task_status(out))
     ns, name = task.namespace, task.name
     if (new.status, new.execute_step, new.attempt) != (prev.status, prev.execute_step,
                                                        prev.attempt) or not body.get("status"):
@@ -233,7 +265,7 @@ def _write(kube: Kube, body: dict[str, Any], task: MLTask, prev: MLTaskStatus,
                                                                            "StatusChanged")
         before, after = f"{prev.status}/{prev.execute_step}", f"{new.status}/{new.execute_step}"
         msg = (f"{before} -> {after}" if before != after else after) + (
-            f" (attempt {new.attempt}): {new.message or ''}")
+            f" (attempt {new.attempt}): {why or new.message or ''}")
         kube.event(body, "Warning" if warn else "Normal", reason, msg)
         log.info("MLTask %s/%s: %s", ns, name, msg)
         metrics.TRANSITIONS.labels(status=str(new.status)).inc()

@@ -1,6 +1,7 @@
-"""Level-based reconcile of one Pipeline: read it and its child MLTasks, plan, write.
+"""Level-based reconcile of one Pipeline: read it and its child MLTasks from the watches'
+cache, plan, write what changed.
 
-Called for every change of the Pipeline and every event of its children (Kopf handlers in
+Called for every change of the Pipeline and every event of its children (the work queue of
 `mltask_operator.main`). Safe to run any number of times: children have deterministic names,
 creation is idempotent, and status is written with the read resourceVersion.
 """
@@ -15,8 +16,9 @@ from mltask_operator import labels, metrics
 from mltask_operator.api.v1alpha1.mltask import Phase
 from mltask_operator.api.v1alpha1.pipeline import KIND, Pipeline, PipelineStatus
 from mltask_operator.builders.mltask import build_child
+from mltask_operator.cache import PIPELINE, TASK, Cache
 from mltask_operator.clients.kube import Kube, OwnershipError, Rejected
-from mltask_operator.handlers import Clock, reconcile_exclusively, utcnow
+from mltask_operator.handlers import Clock, unchanged, utcnow
 from mltask_operator.pipeline_planner import (
     NotCreated,
     PipelinePlan,
@@ -28,17 +30,39 @@ from mltask_operator.pipeline_planner import (
 log = logging.getLogger(__name__)
 
 
-def reconcile_pipeline(kube: Kube, namespace: str, name: str, clock: Clock = utcnow) -> None:
-    """Bring one pipeline's children in line with its spec; retry on write conflicts."""
-    reconcile_exclusively(KIND, namespace, name,
-                          lambda: _reconcile_once(kube, namespace, name, clock))
+def reconcile_pipeline(kube: Kube, cache: Cache, namespace: str, name: str,
+                       clock: Clock = utcnow) -> None:
+    """Bring one pipeline's children in line with its spec. A write conflict raises Conflict:
+    the change that caused it arrives as a watch event and queues the pipeline again."""
+    body = cache.pipeline(namespace, name)
+    if body is None or body["metadata"].get("deletionTimestamp"):
+        return
+    pipeline = Pipeline.model_validate(body)
+    prev = pipeline.status or PipelineStatus()
+    now = clock()
+    children = _children(cache, pipeline)
+    decision = plan_pipeline(pipeline, children, now)
+
+    for type_, reason, text in decision.notes:
+        kube.event(body, type_, reason, text)
+        log.info("%s %s/%s: %s", KIND, namespace, name, text)
+    patches = ([(c, {"suspend": True}, "Stopping") for c in decision.suspend]
+               + [(c, {"suspend": False}, "Continuing") for c in decision.resume]
+               + [(c, {"suspend": False, "retryGeneration": g}, "Retrying")
+                  for c, g in decision.retry.items()])
+    for child, spec, verb in patches:
+        patched = kube.patch_task_spec(namespace, child, spec)
+        cache.wrote(TASK, cache.task(namespace, child), patched)
+        log.info("%s MLTask %s/%s of Pipeline %s", verb, namespace, child, name)
+    decision = _create_children(kube, cache, body, pipeline, children, decision, now)
+    _write(kube, cache, body, prev, decision.status)
 
 
-def _children(kube: Kube, pipeline: Pipeline) -> dict[str, dict[str, Any]]:
+def _children(cache: Cache, pipeline: Pipeline) -> dict[str, dict[str, Any]]:
     """The pipeline's MLTasks by task name; only those it owns (not a deleted namesake's)."""
     uid = pipeline.metadata.get("uid")
     out: dict[str, dict[str, Any]] = {}
-    for body in kube.list_pipeline_tasks(pipeline.namespace, pipeline.name):
+    for body in cache.children(pipeline.namespace, pipeline.name):
         meta = body["metadata"]
         owners = meta.get("ownerReferences") or []
         task = (meta.get("labels") or {}).get(labels.PIPELINE_TASK)
@@ -47,33 +71,7 @@ def _children(kube: Kube, pipeline: Pipeline) -> dict[str, dict[str, Any]]:
     return out
 
 
-def _reconcile_once(kube: Kube, namespace: str, name: str, clock: Clock) -> None:
-    body = kube.get_pipeline(namespace, name)
-    if body is None or body["metadata"].get("deletionTimestamp"):
-        return
-    pipeline = Pipeline.model_validate(body)
-    prev = pipeline.status or PipelineStatus()
-    now = clock()
-    children = _children(kube, pipeline)
-    decision = plan_pipeline(pipeline, children, now)
-
-    for type_, reason, text in decision.notes:
-        kube.event(body, type_, reason, text)
-        log.info("%s %s/%s: %s", KIND, namespace, name, text)
-    for child in decision.suspend:
-        kube.patch_task_spec(namespace, child, {"suspend": True})
-        log.info("Stopping MLTask %s/%s of Pipeline %s", namespace, child, name)
-    for child in decision.resume:
-        kube.patch_task_spec(namespace, child, {"suspend": False})
-        log.info("Continuing MLTask %s/%s of Pipeline %s", namespace, child, name)
-    for child, generation in decision.retry.items():
-        kube.patch_task_spec(namespace, child, {"suspend": False, "retryGeneration": generation})
-        log.info("Retrying MLTask %s/%s of Pipeline %s", namespace, child, name)
-    decision = _create_children(kube, body, pipeline, children, decision, now)
-    _write(kube, body, prev, decision.status)
-
-
-def _create_children(kube: Kube, body: dict[str, Any], pipeline: Pipeline,
+def _create_children(kube: Kube, cache: Cache, body: dict[str, Any], pipeline: Pipeline,
                      children: dict[str, dict[str, Any]], decision: PipelinePlan,
                      now: datetime.datetime) -> PipelinePlan:
     """Create the MLTasks the plan asks for. One the API server does not create (its name is
@@ -86,7 +84,8 @@ def _create_children(kube: Kube, body: dict[str, Any], pipeline: Pipeline,
             child = build_child(pipeline, task, decision.outputs)
             child_name = child["metadata"]["name"]
             try:
-                children[task.name], created = kube.create_task(child)
+                made, created = kube.create_task(child)
+                children[task.name] = cache.wrote(TASK, None, made) if created else made
             except Rejected as e:
                 failure = rejected(str(e))
             except OwnershipError as e:
@@ -114,14 +113,14 @@ _REASONS = {Phase.FAILED: "Failed", Phase.COMPLETED: "Completed", Phase.STOPPED:
             Phase.RETRY: "Retrying", Phase.STOPPING: "Stopping", Phase.RUNNING: "Running"}
 
 
-def _write(kube: Kube, body: dict[str, Any], prev: PipelineStatus,
+def _write(kube: Kube, cache: Cache, body: dict[str, Any], prev: PipelineStatus,
            new: PipelineStatus) -> None:
     """Replace the status if it changed, and record an Event for every status transition."""
-    if new == prev and body.get("status"):
+    if unchanged(new, prev) and body.get("status"):
         return
     out = dict(body)
     out["status"] = new.to_k8s()
-    kube.replace_pipeline_status(out)
+    cache.wrote(PIPELINE, body, kube.replace_pipeline_status(out))
     meta = body["metadata"]
     if new.status != prev.status or not body.get("status"):
         warn = new.status == Phase.FAILED

@@ -1,0 +1,91 @@
+"""The watches' cache: slim bodies, and the operator's own writes until the watch delivers them."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from mltask_operator.cache import PIPELINE, TASK, WORKFLOW, Cache, slim_object, slim_workflow
+from mltask_operator.labels import PIPELINE as PIPELINE_LABEL
+from mltask_operator.status import observe_workflow
+
+
+def task(name: str, rv: str, **extra: Any) -> dict[str, Any]:
+    return {"apiVersion": "mltask.dev/v1alpha1", "kind": "MLTask",
+            "metadata": {"namespace": "ns", "name": name, "resourceVersion": rv, "uid": "u1",
+                         "generation": 1, "labels": extra.pop("labels", {}),
+                         "annotations": {"kubectl.kubernetes.io/last-applied-configuration":
+                                         "x" * 5000},
+                         "managedFields": [{"manager": "kubectl"}]},
+            "spec": {"type": "training"}, **extra}
+
+
+def world() -> tuple[Cache, dict[str, dict[tuple[str, str], list[dict[str, Any]]]],
+                     dict[tuple[str, str], list[str]]]:
+    idx: dict[str, dict[tuple[str, str], list[dict[str, Any]]]] = {
+        TASK: {}, WORKFLOW: {}, PIPELINE: {}}
+    children: dict[tuple[str, str], list[str]] = {}
+    c = Cache()
+    c.bind(idx, children)
+    return c, idx, children
+
+
+def test_slim_task_keeps_what_reconciles_read_and_drops_the_rest() -> None:
+    b = task("t", "5", status={"status": "running"})
+    s = slim_object(b)
+    assert s["spec"] == b["spec"] and s["status"] == b["status"]
+    assert s["metadata"] == {"namespace": "ns", "name": "t", "resourceVersion": "5", "uid": "u1",
+                             "generation": 1, "labels": {}}
+    assert len(json.dumps(s)) < 300
+
+
+def test_slim_workflow_observes_the_same_as_the_full_one() -> None:
+    wf = {"apiVersion": "argoproj.io/v1alpha1", "kind": "Workflow",
+          "metadata": {"namespace": "ns", "name": "t-1", "resourceVersion": "9",
+                       "ownerReferences": [{"uid": "u1"}]},
+          "spec": {"shutdown": "Stop", "templates": [{"name": "run", "container": {}}] * 20},
+          "status": {"phase": "Running", "startedAt": "2026-01-01T00:00:00Z",
+                     "nodes": {"n1": {"id": "n1", "name": "t-1.run(0)", "displayName": "run(0)",
+                                      "type": "Pod", "templateName": "run",
+                                      "phase": "Failed", "message": "Error (exit code 1): boom",
+                                      "startedAt": "2026-01-01T00:00:01Z",
+                                      "resourcesDuration": {"cpu": 3}, "hostNodeName": "n",
+                                      "outputs": {"exitCode": "1", "parameters": [
+                                          {"name": "metrics", "value": "{}",
+                                           "valueFrom": {"path": "/x"}}],
+                                          "artifacts": [{"name": "main-logs"}]}}}}}
+    slim = slim_workflow(wf)
+    assert observe_workflow(slim) == observe_workflow(wf)
+    assert "templates" not in json.dumps(slim) and "resourcesDuration" not in json.dumps(slim)
+
+
+def test_a_write_is_read_back_until_the_watch_delivers_it_or_something_newer() -> None:
+    c, idx, _ = world()
+    old = task("t", "5")
+    idx[TASK][("ns", "t")] = [slim_object(old)]
+    c.wrote(TASK, old, task("t", "6", status={"status": "init"}))
+    assert c.task("ns", "t")["status"] == {"status": "init"}, "the watch is behind: our write"
+    assert c.observed(TASK, task("t", "6")), "the watch delivers exactly our write: an echo"
+    idx[TASK][("ns", "t")] = [slim_object(task("t", "6", status={"status": "init"}))]
+    assert c.task("ns", "t")["metadata"]["resourceVersion"] == "6"
+
+    c.wrote(TASK, task("t", "6"), task("t", "7", status={"status": "running"}))
+    idx[TASK][("ns", "t")] = [slim_object(task("t", "8", status={"status": "stopping"}))]
+    assert not c.observed(TASK, task("t", "8")), "someone else's change: not an echo"
+    assert c.task("ns", "t")["status"] == {"status": "stopping"}, "the newer one wins"
+
+
+def test_created_objects_and_children_are_visible_before_the_watch_has_them() -> None:
+    c, idx, children = world()
+    assert c.workflow("ns", "t-1") is None
+    c.wrote(WORKFLOW, None, {"metadata": {"namespace": "ns", "name": "t-1",
+                                          "resourceVersion": "3"}})
+    assert c.workflow("ns", "t-1")["metadata"]["resourceVersion"] == "3"
+    c.forget(WORKFLOW, "ns", "t-1")
+    assert c.workflow("ns", "t-1") is None, "deleted before the watch delivered it"
+
+    children[("ns", "p")] = ["p-a"]
+    idx[TASK][("ns", "p-a")] = [slim_object(task("p-a", "1", labels={PIPELINE_LABEL: "p"}))]
+    c.wrote(TASK, None, task("p-b", "2", labels={PIPELINE_LABEL: "p"}))
+    c.wrote(TASK, None, task("q-a", "3", labels={PIPELINE_LABEL: "q"}))
+    assert [b["metadata"]["name"] for b in c.children("ns", "p")] == ["p-a", "p-b"]

@@ -1,0 +1,111 @@
+"""What one MLTask reconcile asks of the API server, with its reads served from the cache: four
+requests to start an attempt, none for a task nothing changed, the Workflow before its volume.
+
+The API is a recording stand-in (this is a unit test of the reconcile's decisions); the real
+API server's view of the same figures is `make bench`'s."""
+
+from __future__ import annotations
+
+import copy
+import datetime
+from typing import Any
+
+from harness.tasks import example
+from mltask_operator.cache import PIPELINE, TASK, WORKFLOW, Cache, slim_object
+from mltask_operator.clients.kube import Rejected
+from mltask_operator.handlers.mltask import reconcile_task
+
+NOW = datetime.datetime(2026, 11, 28, 12, 0, tzinfo=datetime.UTC)
+
+
+class RecordingKube:
+    """Answers as the API server would, and records each call."""
+
+    def __init__(self, refuse_volume: bool = False) -> None:
+        self.calls: list[str] = []
+        self.refuse_volume = refuse_volume
+        self.rv = 100
+
+    def _next(self, body: dict[str, Any]) -> dict[str, Any]:
+        self.rv += 1
+        out = copy.deepcopy(body)
+        out["metadata"]["resourceVersion"] = str(self.rv)
+        return out
+
+    def create_workflow(self, body: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+        self.calls.append(f"create Workflow {body['metadata']['name']}")
+        return self._next(body), True
+
+    def ensure_pvc(self, body: dict[str, Any]) -> bool:
+        self.calls.append(f"create PersistentVolumeClaim {body['metadata']['name']}")
+        if self.refuse_volume:
+            raise Rejected("PersistentVolumeClaim ml/t-work was rejected: exceeded quota",
+                           "PersistentVolumeClaim")
+        return True
+
+    def delete_workflow(self, namespace: str, name: str) -> None:
+        self.calls.append(f"delete Workflow {name}")
+
+    def replace_task_status(self, body: dict[str, Any]) -> dict[str, Any]:
+        self.calls.append(f"replace MLTask/status {body['status']['status']}")
+        return self._next(body)
+
+    def event(self, obj: dict[str, Any], type_: str, reason: str, message: str) -> None:
+        self.calls.append(f"create Event {reason}")
+
+
+def world(task: dict[str, Any]) -> tuple[Cache, dict[str, Any]]:
+    idx: dict[str, Any] = {TASK: {}, WORKFLOW: {}, PIPELINE: {}}
+    meta = task["metadata"]
+    idx[TASK][(meta["namespace"], meta["name"])] = [slim_object(task)]
+    cache = Cache()
+    cache.bind(idx, {})
+    return cache, idx
+
+
+def new_task() -> dict[str, Any]:
+    body = example("preprocessing")
+    body["metadata"].update(namespace="ml", uid="u-1", resourceVersion="7", generation=1)
+    return body
+
+
+def test_starting_an_attempt_takes_four_requests_workflow_first() -> None:
+    body = new_task()
+    name = body["metadata"]["name"]
+    cache, _ = world(body)
+    kube = RecordingKube()
+    reconcile_task(kube, cache, "ml", name, clock=lambda: NOW)  # type: ignore[arg-type]
+    assert kube.calls == [f"create Workflow {name}-1",
+                          f"create PersistentVolumeClaim {name}-work",
+                          "replace MLTask/status init",
+                          "create Event StatusChanged"]
+    st = cache.task("ml", name)["status"]
+    assert (st["attempt"], st["workflowName"], st["executeStep"]) == (1, f"{name}-1",
+                                                                      "prepare_file")
+
+    kube.calls.clear()
+    reconcile_task(kube, cache, "ml", name, clock=lambda: NOW)  # type: ignore[arg-type]
+    assert kube.calls == [], "again, with nothing changed: no request at all"
+    reconcile_task(kube, cache, "ml", name,  # type: ignore[arg-type]
+                   clock=lambda: NOW + datetime.timedelta(seconds=30))
+    assert kube.calls == [], "30 s later: the elapsed time alone is not worth a write"
+
+
+def test_a_refused_volume_deletes_the_workflow_and_fails_the_attempt() -> None:
+    body = new_task()
+    name = body["metadata"]["name"]
+    cache, _ = world(body)
+    kube = RecordingKube(refuse_volume=True)
+    reconcile_task(kube, cache, "ml", name, clock=lambda: NOW)  # type: ignore[arg-type]
+    assert kube.calls == [f"create Workflow {name}-1",
+                          f"create PersistentVolumeClaim {name}-work",
+                          f"delete Workflow {name}-1",
+                          "replace MLTask/status failed",
+                          "create Event Failed"]
+    st = cache.task("ml", name)["status"]
+    failed = next(c for c in st["conditions"] if c["type"] == "Failed")
+    assert failed["reason"] == "VolumeRejected" and "exceeded quota" in st["message"]
+    assert cache.workflow("ml", f"{name}-1") is None
+    kube.calls.clear()
+    reconcile_task(kube, cache, "ml", name, clock=lambda: NOW)  # type: ignore[arg-type]
+    assert kube.calls == [], "failed stays failed until a retry"
