@@ -7,7 +7,7 @@ CLUSTER_DIR ?= .cluster
 NODE_CLUSTER_DIR ?= .cluster-node
 export PYTHONPATH := $(CURDIR)/operator:$(CURDIR)/tests
 
-.PHONY: help venv tools test image image-push unit transfer integration e2e lint generate check-generated lock cluster-up cluster-down cluster-status demo demo-simulated clean images node-up node-down node-status node-test
+.PHONY: help venv tools test image image-push unit transfer integration e2e bench lint generate check-generated lock cluster-up cluster-down cluster-status demo demo-simulated clean images node-up node-down node-status node-test
 
 help: ## List targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -51,6 +51,9 @@ lock: venv ## Pin the image's runtime dependencies (requirements.lock) to the ve
 
 e2e: venv tools ## Run the end-to-end tests only (Argo's workflow-controller, kwok nodes)
 	$(PY) -m pytest tests/e2e
+
+bench: venv tools ## Scale figures of issue 13 beside their floors (about 25 min; BENCH_ARGS="--help" lists the flags)
+	$(PY) -m bench $(BENCH_ARGS)
 
 lint: venv ## Ruff
 	$(VENV)/bin/ruff check operator tests manifests

@@ -69,6 +69,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     logging.basicConfig(level="DEBUG" if args.verbose else settings.log_level,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not args.verbose and settings.log_level != "DEBUG":
+        # Kopf says "Handler 'mltask_event' succeeded" at INFO for every watch event (our
+        # handlers only queue keys; the reconcilers log what they do): warnings and errors only.
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+        logging.getLogger("aiohttp.access").setLevel(logging.WARNING)  # each /healthz probe
     from prometheus_client import start_http_server
 
     from mltask_operator import main as handlers  # noqa: F401  registers the Kopf handlers
