@@ -19,8 +19,7 @@ from mltask_operator.cache import (
     TASK,
     WORKFLOW,
     Cache,
-    slim_object,
-    slim_workflow,
+    entry,
     upstreams,
 )
 from mltask_operator.clients.kube import (
@@ -119,7 +118,7 @@ def _process(key: ObjectKey) -> None:
 
 @kopf.index(GROUP, VERSION, mltask_api.PLURAL)
 async def mltasks(namespace: str, name: str, body: kopf.Body, **_: Any) -> dict[Any, Any]:
-    return {(namespace, name): slim_object(body)}
+    return {(namespace, name): entry(TASK, body)}
 
 
 @kopf.index(GROUP, VERSION, mltask_api.PLURAL, labels={keys.PIPELINE: kopf.PRESENT})
@@ -130,12 +129,12 @@ async def pipeline_children(namespace: str, name: str, labels: kopf.Labels,
 
 @kopf.index(ARGO_GROUP, ARGO_VERSION, WORKFLOWS, labels={keys.TASK: kopf.PRESENT})
 async def workflows(namespace: str, name: str, body: kopf.Body, **_: Any) -> dict[Any, Any]:
-    return {(namespace, name): slim_workflow(body)}
+    return {(namespace, name): entry(WORKFLOW, body)}
 
 
 @kopf.index(GROUP, VERSION, pipeline_api.PLURAL)
 async def pipelines(namespace: str, name: str, body: kopf.Body, **_: Any) -> dict[Any, Any]:
-    return {(namespace, name): slim_object(body)}
+    return {(namespace, name): entry(PIPELINE, body)}
 
 
 @kopf.index(GROUP, VERSION, mltask_api.PLURAL,

@@ -17,7 +17,7 @@ import logging
 import threading
 from collections.abc import Callable, Hashable
 
-from mltask_operator.cache import PIPELINE, TASK, Cache, upstreams
+from mltask_operator.cache import PIPELINE, TASK, WORKFLOW, Cache
 from mltask_operator.state_machine import TERMINAL
 
 log = logging.getLogger(__name__)
@@ -26,29 +26,23 @@ Fingerprint = tuple[str | None, ...]
 ObjectKey = tuple[str, str, str]  # (kind, namespace, name)
 
 
-def _rv(body: dict | None) -> str | None:
-    return ((body or {}).get("metadata") or {}).get("resourceVersion")
-
-
 def fingerprint(cache: Cache, key: ObjectKey) -> Fingerprint | None:
     """The resourceVersions of what a reconcile of `key` reads; None if it is gone."""
     kind, namespace, name = key
-    body = cache.get(kind, namespace, name)
-    if body is None:
+    head = cache.head(kind, namespace, name)
+    if head is None:
         return None
     if kind == TASK:
-        wf = (body.get("status") or {}).get("workflowName")
-        ups = sorted(upstreams(body.get("spec") or {}))
-        return (_rv(body), _rv(cache.workflow(namespace, wf)) if wf else None,
-                *(_rv(cache.task(namespace, u)) for u in ups))
-    children = sorted((c["metadata"]["name"], _rv(c)) for c in cache.children(namespace, name))
-    return (_rv(body), *(f"{n}@{rv}" for n, rv in children))
+        wf = cache.head(WORKFLOW, namespace, head.workflow) if head.workflow else None
+        ups = (cache.head(TASK, namespace, u) for u in head.upstreams)
+        return (head.rv, wf.rv if wf else None, *(u.rv if u else None for u in ups))
+    children = cache.child_heads(namespace, name)
+    return (head.rv, *(f"{n}@{h.rv}" for n, h in sorted(children.items())))
 
 
 def active(cache: Cache, key: ObjectKey) -> bool:
-    body = cache.get(*key)
-    phase = ((body or {}).get("status") or {}).get("status")
-    return body is not None and phase not in TERMINAL
+    head = cache.head(*key)
+    return head is not None and head.phase not in TERMINAL
 
 
 class Resync:

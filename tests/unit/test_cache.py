@@ -5,7 +5,15 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from mltask_operator.cache import PIPELINE, TASK, WORKFLOW, Cache, slim_object, slim_workflow
+from mltask_operator.cache import (
+    PIPELINE,
+    TASK,
+    WORKFLOW,
+    Cache,
+    entry,
+    slim_object,
+    slim_workflow,
+)
 from mltask_operator.labels import PIPELINE as PIPELINE_LABEL
 from mltask_operator.status import observe_workflow
 
@@ -20,9 +28,9 @@ def task(name: str, rv: str, **extra: Any) -> dict[str, Any]:
             "spec": {"type": "training"}, **extra}
 
 
-def world() -> tuple[Cache, dict[str, dict[tuple[str, str], list[dict[str, Any]]]],
+def world() -> tuple[Cache, dict[str, dict[tuple[str, str], list[Any]]],
                      dict[tuple[str, str], list[str]]]:
-    idx: dict[str, dict[tuple[str, str], list[dict[str, Any]]]] = {
+    idx: dict[str, dict[tuple[str, str], list[Any]]] = {
         TASK: {}, WORKFLOW: {}, PIPELINE: {}}
     children: dict[tuple[str, str], list[str]] = {}
     c = Cache()
@@ -62,15 +70,15 @@ def test_slim_workflow_observes_the_same_as_the_full_one() -> None:
 def test_a_write_is_read_back_until_the_watch_delivers_it_or_something_newer() -> None:
     c, idx, _ = world()
     old = task("t", "5")
-    idx[TASK][("ns", "t")] = [slim_object(old)]
+    idx[TASK][("ns", "t")] = [entry(TASK, old)]
     c.wrote(TASK, old, task("t", "6", status={"status": "init"}))
     assert c.task("ns", "t")["status"] == {"status": "init"}, "the watch is behind: our write"
     assert c.observed(TASK, task("t", "6")), "the watch delivers exactly our write: an echo"
-    idx[TASK][("ns", "t")] = [slim_object(task("t", "6", status={"status": "init"}))]
+    idx[TASK][("ns", "t")] = [entry(TASK, task("t", "6", status={"status": "init"}))]
     assert c.task("ns", "t")["metadata"]["resourceVersion"] == "6"
 
     c.wrote(TASK, task("t", "6"), task("t", "7", status={"status": "running"}))
-    idx[TASK][("ns", "t")] = [slim_object(task("t", "8", status={"status": "stopping"}))]
+    idx[TASK][("ns", "t")] = [entry(TASK, task("t", "8", status={"status": "stopping"}))]
     assert not c.observed(TASK, task("t", "8")), "someone else's change: not an echo"
     assert c.task("ns", "t")["status"] == {"status": "stopping"}, "the newer one wins"
 
@@ -85,7 +93,18 @@ def test_created_objects_and_children_are_visible_before_the_watch_has_them() ->
     assert c.workflow("ns", "t-1") is None, "deleted before the watch delivered it"
 
     children[("ns", "p")] = ["p-a"]
-    idx[TASK][("ns", "p-a")] = [slim_object(task("p-a", "1", labels={PIPELINE_LABEL: "p"}))]
+    idx[TASK][("ns", "p-a")] = [entry(TASK, task("p-a", "1", labels={PIPELINE_LABEL: "p"}))]
     c.wrote(TASK, None, task("p-b", "2", labels={PIPELINE_LABEL: "p"}))
     c.wrote(TASK, None, task("q-a", "3", labels={PIPELINE_LABEL: "q"}))
     assert [b["metadata"]["name"] for b in c.children("ns", "p")] == ["p-a", "p-b"]
+
+
+def test_an_entry_is_small_and_unpacks_to_the_slim_body() -> None:
+    b = task("t", "5", status={"status": "completed", "workflowName": "t-1",
+                               "message": "Completed " * 50})
+    b["spec"]["input"] = {"dataset": {"fromTask": "prep"}}
+    e = entry(TASK, b)
+    assert e.body() == slim_object(b)
+    assert (e.head.rv, e.head.phase, e.head.workflow, e.head.upstreams) == (
+        "5", "completed", "t-1", ("prep",))
+    assert len(e.blob) < len(json.dumps(slim_object(b))) / 2

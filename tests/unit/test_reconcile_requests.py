@@ -11,7 +11,7 @@ import datetime
 from typing import Any
 
 from harness.tasks import example
-from mltask_operator.cache import PIPELINE, TASK, WORKFLOW, Cache, slim_object
+from mltask_operator.cache import PIPELINE, TASK, WORKFLOW, Cache, entry
 from mltask_operator.clients.kube import Rejected
 from mltask_operator.handlers.mltask import reconcile_task
 
@@ -57,7 +57,7 @@ class RecordingKube:
 def world(task: dict[str, Any]) -> tuple[Cache, dict[str, Any]]:
     idx: dict[str, Any] = {TASK: {}, WORKFLOW: {}, PIPELINE: {}}
     meta = task["metadata"]
-    idx[TASK][(meta["namespace"], meta["name"])] = [slim_object(task)]
+    idx[TASK][(meta["namespace"], meta["name"])] = [entry(TASK, task)]
     cache = Cache()
     cache.bind(idx, {})
     return cache, idx

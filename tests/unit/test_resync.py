@@ -10,7 +10,7 @@ from typing import Any
 import kopf
 
 from mltask_operator import resync
-from mltask_operator.cache import PIPELINE, TASK, WORKFLOW, Cache
+from mltask_operator.cache import PIPELINE, TASK, WORKFLOW, Cache, entry
 
 
 def body(ns: str, name: str, rv: str, status: str | None = None, **spec: Any) -> dict[str, Any]:
@@ -25,7 +25,7 @@ class World:
     """A Cache over plain dicts, as Kopf's indexes would hold them."""
 
     def __init__(self) -> None:
-        self.idx: dict[str, dict[tuple[str, str], list[dict[str, Any]]]] = {
+        self.idx: dict[str, dict[tuple[str, str], list[Any]]] = {
             TASK: {}, WORKFLOW: {}, PIPELINE: {}}
         self.children: dict[tuple[str, str], list[str]] = {}
         self.cache = Cache()
@@ -33,7 +33,7 @@ class World:
 
     def put(self, kind: str, b: dict[str, Any]) -> None:
         meta = b["metadata"]
-        self.idx[kind][(meta["namespace"], meta["name"])] = [b]
+        self.idx[kind][(meta["namespace"], meta["name"])] = [entry(kind, b)]
 
     def drop(self, kind: str, ns: str, name: str) -> None:
         del self.idx[kind][(ns, name)]
