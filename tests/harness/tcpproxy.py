@@ -13,15 +13,16 @@ import threading
 
 
 class Proxy:
-    """Listens on `listen_host`:<free port> and hands each accepted connection, with a new
-    connection to (host, target_port), to `relay` in a thread of its own."""
+    """Listens on `listen_host`:`port` (0: a free port) and hands each accepted connection,
+    with a new connection to (host, target_port), to `relay` in a thread of its own."""
 
-    def __init__(self, host: str, target_port: int, listen_host: str = "127.0.0.1") -> None:
+    def __init__(self, host: str, target_port: int, listen_host: str = "127.0.0.1",
+                 port: int = 0) -> None:
         self.target = (host, target_port)
         self._closed = threading.Event()
         self._sockets: list[socket.socket] = []
         self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._listener.bind((listen_host, 0))
+        self._listener.bind((listen_host, port))
         self._listener.listen(16)
         self.host = listen_host
         self.port = int(self._listener.getsockname()[1])
