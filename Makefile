@@ -52,7 +52,7 @@ lock: venv ## Pin the image's runtime dependencies (requirements.lock) to the ve
 e2e: venv tools ## Run the end-to-end tests only (Argo's workflow-controller, kwok nodes)
 	$(PY) -m pytest tests/e2e
 
-bench: venv tools ## Scale figures of issue 13 beside their floors (about 25 min; BENCH_ARGS="--help" lists the flags)
+bench: venv tools ## Scale figures beside their floors from the same run (about 35 min; BENCH_ARGS="--help" lists the flags)
 	$(PY) -m bench $(BENCH_ARGS)
 
 lint: venv ## Ruff

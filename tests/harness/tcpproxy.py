@@ -22,6 +22,8 @@ class Proxy:
         self._closed = threading.Event()
         self._sockets: list[socket.socket] = []
         self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        # accepted sockets inherit it: one still closing does not stop a listener re-binding
+        self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._listener.bind((listen_host, port))
         self._listener.listen(16)
         self.host = listen_host
