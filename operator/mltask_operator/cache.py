@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import threading
 import zlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -150,10 +150,6 @@ class Cache:
              children: Mapping[Key, Any]) -> None:
         self._indexes, self._children = dict(indexes), children
 
-    @property
-    def bound(self) -> bool:
-        return bool(self._indexes)
-
     def _watched(self, kind: str, key: Key) -> Entry | None:
         values = self._indexes[kind].get(key)
         return next(iter(values), None) if values is not None else None
@@ -240,6 +236,3 @@ class Cache:
     def forget(self, kind: str, namespace: str, name: str) -> None:
         with self._lock:
             self._overlay.pop((kind, namespace, name), None)
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._indexes)
