@@ -246,6 +246,18 @@ def conditions_for(phase: Phase, message: str, prev: list[Condition] | None,
 # ---------------------------------------------------------------------------------- status
 
 
+_DURATION = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
+
+
+def parse_duration(duration: str | None) -> int | None:
+    """The inverse of format_duration: `1h2m3s` -> 3723; None if it is not one."""
+    m = _DURATION.match(duration or "")
+    if not duration or not m:
+        return None
+    h, mi, s = (int(g or 0) for g in m.groups())
+    return h * 3600 + mi * 60 + s
+
+
 def format_duration(seconds: float) -> str:
     seconds = int(max(seconds, 0))
     h, rem = divmod(seconds, 3600)

@@ -4,12 +4,12 @@ when a status counts as changed."""
 from __future__ import annotations
 
 import datetime
-import re
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from mltask_operator.status import parse_duration
+
 Clock = Callable[[], datetime.datetime]
-_DURATION = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
 
 
 class _Status(Protocol):
@@ -23,15 +23,6 @@ def utcnow() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC).replace(microsecond=0)
 
 
-def seconds(duration: str | None) -> int | None:
-    """`1h2m3s` (status.duration) -> 3723."""
-    m = _DURATION.match(duration or "")
-    if not duration or not m:
-        return None
-    h, mi, s = (int(g or 0) for g in m.groups())
-    return h * 3600 + mi * 60 + s
-
-
 def unchanged(new: _Status, prev: _Status) -> bool:
     """Whether writing `new` over `prev` would change nothing worth a write. The elapsed time of
     an active object (`duration`) grows by itself: it counts as a change only once it has
@@ -40,7 +31,7 @@ def unchanged(new: _Status, prev: _Status) -> bool:
         return False
     if new.duration == prev.duration:
         return True
-    before, after = seconds(prev.duration), seconds(new.duration)
+    before, after = parse_duration(prev.duration), parse_duration(new.duration)
     if before is None or after is None:
         return False
     return abs(after - before) < max(60, before // 10)
