@@ -1,10 +1,15 @@
 """What the watches delivered, kept in memory for the reconcilers instead of a GET per event:
-the fields they read of every MLTask, Workflow and Pipeline (Kopf indexes, see `main`), and
-what the operator itself wrote that the watch has not delivered yet.
+the fields they read of every MLTask, Workflow and Pipeline, the links between them (a
+pipeline's children, the tasks waiting for an upstream's output), and what the operator itself
+wrote that the watch has not delivered yet.
 
-Kopf fills its indexes from the watches before any handler runs (and so before any key is
-queued), so an object missing here does not exist, or is too new for the watch to have
+The store is filled before any reconcile runs: `prime` lists every kind page by page when the
+operator starts (before Kopf's watches begin), then every watch event updates it (`observe`,
+`drop`). So an object missing here does not exist, or is too new for the watch to have
 delivered it; a write based on a stale read is refused by its resourceVersion all the same.
+It is not a Kopf index: Kopf holds every listed object in memory until all of its indexes are
+filled, and wakes every waiting object each time one is indexed (quadratic in the objects),
+which at 10,000 tasks cost minutes of CPU and 600 MiB at each start.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ from __future__ import annotations
 import json
 import threading
 import zlib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -90,19 +95,24 @@ SLIM = {TASK: slim_object, PIPELINE: slim_object, WORKFLOW: slim_workflow}
 
 @dataclass(frozen=True, slots=True)
 class Head:
-    """What the resync compares without unpacking a body: its resourceVersion, status phase,
-    current Workflow and upstream tasks."""
+    """What the resync and the store's links read without unpacking a body: its
+    resourceVersion, status phase, current Workflow, upstream tasks, whether it has started an
+    attempt, and its pipeline (label)."""
 
     rv: str | None
     phase: str | None
     workflow: str | None
     upstreams: tuple[str, ...]
+    started: bool = False
+    pipeline: str | None = None
 
     @classmethod
     def of(cls, body: Mapping[str, Any]) -> Head:
         status = body.get("status") or {}
+        labels = (body.get("metadata") or {}).get("labels") or {}
         return cls(_rv(body), status.get("status"), status.get("workflowName"),
-                   tuple(sorted(upstreams(body.get("spec") or {}))))
+                   tuple(sorted(upstreams(body.get("spec") or {}))),
+                   bool(status.get("attempt")), labels.get(PIPELINE_LABEL))
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,35 +139,88 @@ def _rv(body: Mapping[str, Any] | None) -> str | None:
 
 
 class Cache:
-    """Reads of the watched objects by kind and (namespace, name).
+    """Reads of the watched objects by kind and (namespace, name), and the links between them.
 
-    `indexes` are Kopf's, by kind: each maps (namespace, name) to the slim body (one value);
-    `children` maps (namespace, pipeline) to the names of its MLTasks. They are bound when the
-    operator starts (`bind`); tests may pass plain dicts of lists.
-
-    A write's response is kept as an overlay until the watch delivers that version or a newer
-    one, so the next reconcile of the object does not act on the version it just replaced."""
+    Written by the watch (`observe`, `drop`, and `prime` at start) on the event loop, read by
+    the workers' threads. A write's response is kept as an overlay until the watch delivers
+    that version or a newer one, so the next reconcile of the object does not act on the
+    version it just replaced."""
 
     def __init__(self) -> None:
-        self._indexes: dict[str, Mapping[Key, Any]] = {}
-        self._children: Mapping[Key, Any] = {}
+        self._store: dict[str, dict[Key, Entry]] = {TASK: {}, WORKFLOW: {}, PIPELINE: {}}
+        # (namespace, pipeline) -> its MLTasks; (namespace, upstream) -> tasks not started yet
+        # that read its output
+        self._children: dict[Key, set[str]] = {}
+        self._waiting: dict[Key, set[str]] = {}
         # (kind, namespace, name) -> (resourceVersion the write replaced, or None for a
         # create; the slim body written)
         self._overlay: dict[tuple[str, str, str], tuple[str | None, Body]] = {}
         self._lock = threading.Lock()
 
-    def bind(self, indexes: Mapping[str, Mapping[Key, Any]],
-             children: Mapping[Key, Any]) -> None:
-        self._indexes, self._children = dict(indexes), children
+    # -- the watch's side
 
-    def _watched(self, kind: str, key: Key) -> Entry | None:
-        values = self._indexes[kind].get(key)
-        return next(iter(values), None) if values is not None else None
+    def put(self, kind: str, body: Mapping[str, Any]) -> Entry:
+        """Store what a watch event (or the listing) delivered; returns its entry."""
+        meta = body.get("metadata") or {}
+        key = (meta.get("namespace", ""), meta.get("name", ""))
+        new = entry(kind, body)
+        with self._lock:
+            old = self._store[kind].get(key)
+            self._store[kind][key] = new
+            if kind == TASK:
+                self._link(key, old.head if old else None, new.head)
+        return new
+
+    def drop(self, kind: str, namespace: str, name: str) -> None:
+        """The watch delivered the object's deletion."""
+        key = (namespace, name)
+        with self._lock:
+            old = self._store[kind].pop(key, None)
+            if kind == TASK and old is not None:
+                self._link(key, old.head, None)
+            self._overlay.pop((kind, namespace, name), None)
+
+    def _link(self, key: Key, old: Head | None, new: Head | None) -> None:
+        namespace, name = key
+
+        def move(links: dict[Key, set[str]], before: set[str], after: set[str]) -> None:
+            for gone in before - after:
+                names = links.get((namespace, gone))
+                if names is not None:
+                    names.discard(name)
+                    if not names:
+                        del links[(namespace, gone)]
+            for added in after - before:
+                links.setdefault((namespace, added), set()).add(name)
+
+        def pipe(h: Head | None) -> set[str]:
+            return {h.pipeline} if h and h.pipeline else set()
+
+        def waits(h: Head | None) -> set[str]:
+            return set(h.upstreams) if h and not h.started else set()
+
+        move(self._children, pipe(old), pipe(new))
+        move(self._waiting, waits(old), waits(new))
+
+    def prime(self, kind: str, bodies: Iterable[Mapping[str, Any]]) -> int:
+        """Store a listing, one object at a time (the caller pages it); returns the count."""
+        count = 0
+        for body in bodies:
+            self.put(kind, body)
+            count += 1
+        return count
+
+    def waiting_for(self, namespace: str, upstream: str) -> list[str]:
+        """The tasks that have not started and read `upstream`'s output (fromTask)."""
+        with self._lock:
+            return sorted(self._waiting.get((namespace, upstream), ()))
+
+    # -- the reconcilers' side
 
     def _freshest(self, kind: str, namespace: str, name: str) -> Entry | Body | None:
         """The watch's entry, unless the operator wrote a newer body the watch has not
         delivered yet."""
-        watched = self._watched(kind, (namespace, name))
+        watched = self._store[kind].get((namespace, name))
         okey = (kind, namespace, name)
         with self._lock:
             over = self._overlay.get(okey)
@@ -189,8 +252,8 @@ class Cache:
         return self.get(PIPELINE, namespace, name)
 
     def _child_names(self, namespace: str, pipeline: str) -> list[str]:
-        names = set(self._children.get((namespace, pipeline)) or [])
         with self._lock:
+            names = set(self._children.get((namespace, pipeline)) or ())
             names.update(name for (kind, ns, name), (replaced, body) in self._overlay.items()
                          if kind == TASK and ns == namespace and replaced is None
                          and (body["metadata"].get("labels") or {}).get(PIPELINE_LABEL)
@@ -208,7 +271,11 @@ class Cache:
                 if (h := self.head(TASK, namespace, n)) is not None}
 
     def keys(self, kind: str) -> list[Key]:
-        return list(self._indexes.get(kind) or ())
+        with self._lock:
+            return list(self._store[kind])
+
+    def __len__(self) -> int:
+        return sum(len(v) for v in self._store.values())
 
     def wrote(self, kind: str, replaced: Mapping[str, Any] | None,
               written: Mapping[str, Any]) -> Body:

@@ -1,6 +1,7 @@
-"""Kopf registrations: indexes that keep what the watches deliver (the cache the reconcilers read),
-event handlers that queue the objects an event concerns, and the workers and resync that drain
-the queue. No change handlers, timers or on.delete: Kopf writes nothing to the objects."""
+"""Kopf registrations: event handlers that keep what the watches deliver (the cache the
+reconcilers read) and queue the objects an event concerns, and the startup that fills the cache,
+then starts the workers and resync that drain the queue. No change handlers, timers, indexes
+or on.delete: Kopf writes nothing to the objects."""
 
 from __future__ import annotations
 
@@ -14,14 +15,7 @@ from mltask_operator import metrics
 from mltask_operator.api.v1alpha1 import mltask as mltask_api
 from mltask_operator.api.v1alpha1 import pipeline as pipeline_api
 from mltask_operator.api.v1alpha1.common import GROUP, VERSION
-from mltask_operator.cache import (
-    PIPELINE,
-    TASK,
-    WORKFLOW,
-    Cache,
-    entry,
-    upstreams,
-)
+from mltask_operator.cache import PIPELINE, TASK, WORKFLOW, Cache
 from mltask_operator.clients.kube import (
     ARGO_GROUP,
     ARGO_VERSION,
@@ -33,6 +27,7 @@ from mltask_operator.clients.kube import (
 )
 from mltask_operator.handlers.mltask import reconcile_task
 from mltask_operator.handlers.pipeline import reconcile_pipeline
+from mltask_operator.kopf_persistence import NoDiffBase, NoProgress
 from mltask_operator.resync import ObjectKey, Resync
 from mltask_operator.settings import Settings
 from mltask_operator.workqueue import WorkQueue, run_workers
@@ -52,13 +47,17 @@ def kube() -> Kube:
     return _kube
 
 
-@kopf.on.startup()
-def configure(settings: kopf.OperatorSettings, mltasks: kopf.Index, workflows: kopf.Index,
-              pipelines: kopf.Index, pipeline_children: kopf.Index, **_: Any) -> None:
+@kopf.on.startup(backoff=2)
+def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     # Kopf keeps nothing on the objects: no handler needs its progress or diff-base
     # annotations. Its finalizer is named so that Kopf removes the one versions with timers
     # put on every task and pipeline.
     settings.persistence.finalizer = f"{GROUP}/finalizer"
+    settings.persistence.diffbase_storage = NoDiffBase()
+    settings.persistence.progress_storage = NoProgress()
+    # A per-object worker of Kopf's keeps its last event's body while it idles: idle briefly,
+    # so the bodies of a start's listing (every task and Workflow) are not all held at once.
+    settings.queueing.idle_timeout = 0.5
     settings.posting.level = logging.WARNING
     # A watch that stays silent (a connection that hangs or drops packets) is reopened from
     # its last resourceVersion after watch_idle_timeout; a refused connection is retried
@@ -75,14 +74,33 @@ def configure(settings: kopf.OperatorSettings, mltasks: kopf.Index, workflows: k
         # Listed namespaces are fixed, and Roles in them do not let Kopf list namespaces or
         # watch CRDs cluster-wide (it would log 403s): no dynamic scanning.
         settings.scanning.disabled = True
-    CACHE.bind({TASK: mltasks, WORKFLOW: workflows, PIPELINE: pipelines}, pipeline_children)
-    kube()
+    prime(kube(), CACHE, SETTINGS.namespaces)
     global _resync
     _resync = Resync(CACHE, QUEUE.add, SETTINGS.resync_seconds, skip=QUEUE.failing)
     run_workers(QUEUE, SETTINGS.workers, _process)
     _resync.start()
     log.info("Started mltask-operator (namespaces: %s; %d workers; resync every %ds)",
              SETTINGS.namespaces or "all", SETTINGS.workers, SETTINGS.resync_seconds)
+
+
+def prime(api: Kube, cache: Cache, namespaces: list[str]) -> None:
+    """Fill the cache from a paged listing of each kind before any worker runs (Kopf starts
+    its watches after the startup handlers): a reconcile never mistakes an object the watch
+    has not delivered yet for a missing one. The watches' own listing then queues them all."""
+    for kind, (group, version, plural, selector) in WATCHED.items():
+        count = 0
+        for namespace in namespaces or [None]:
+            count += cache.prime(kind, api.list_objects(group, version, plural, namespace,
+                                                        selector))
+        log.info("Listed %d %ss", count, kind)
+
+
+#: what the operator watches, by the cache's kind: (group, version, plural, label selector)
+WATCHED = {
+    TASK: (GROUP, VERSION, mltask_api.PLURAL, None),
+    WORKFLOW: (ARGO_GROUP, ARGO_VERSION, WORKFLOWS, keys.TASK),
+    PIPELINE: (GROUP, VERSION, pipeline_api.PLURAL, None),
+}
 
 
 @kopf.on.cleanup()
@@ -114,54 +132,24 @@ def _process(key: ObjectKey) -> None:
         _resync.reconciled(key)
 
 
-# -- the cache: what each watch delivers, slimmed to what the reconcilers read
-
-@kopf.index(GROUP, VERSION, mltask_api.PLURAL)
-async def mltasks(namespace: str, name: str, body: kopf.Body, **_: Any) -> dict[Any, Any]:
-    return {(namespace, name): entry(TASK, body)}
-
-
-@kopf.index(GROUP, VERSION, mltask_api.PLURAL, labels={keys.PIPELINE: kopf.PRESENT})
-async def pipeline_children(namespace: str, name: str, labels: kopf.Labels,
-                            **_: Any) -> dict[Any, str]:
-    return {(namespace, labels[keys.PIPELINE]): name}
-
-
-@kopf.index(ARGO_GROUP, ARGO_VERSION, WORKFLOWS, labels={keys.TASK: kopf.PRESENT})
-async def workflows(namespace: str, name: str, body: kopf.Body, **_: Any) -> dict[Any, Any]:
-    return {(namespace, name): entry(WORKFLOW, body)}
-
-
-@kopf.index(GROUP, VERSION, pipeline_api.PLURAL)
-async def pipelines(namespace: str, name: str, body: kopf.Body, **_: Any) -> dict[Any, Any]:
-    return {(namespace, name): entry(PIPELINE, body)}
-
-
-@kopf.index(GROUP, VERSION, mltask_api.PLURAL,
-            when=lambda spec, status, **_: bool(upstreams(spec)) and not status.get("attempt"))
-async def waiting_for(namespace: str, name: str, spec: kopf.Spec, **_: Any) -> dict[Any, str]:
-    """Tasks that have not started because they wait for an upstream task's output (fromTask),
-    by (namespace, upstream)."""
-    return {(namespace, upstream): name for upstream in upstreams(spec)}
-
-
-# -- events: queue what they concern
+# -- events: keep what they deliver, queue what they concern (type None: the initial listing)
 
 @kopf.on.event(GROUP, VERSION, mltask_api.PLURAL)
 async def mltask_event(type: str | None, body: kopf.Body, namespace: str, name: str,
-                       labels: kopf.Labels, status: kopf.Status, waiting_for: kopf.Index,
-                       **_: Any) -> None:
+                       labels: kopf.Labels, status: kopf.Status, **_: Any) -> None:
     """A task changed: reconcile it (unless the change is the operator's own write), its
     pipeline, and the tasks waiting for its output once it completes."""
     if type == "DELETED":
-        CACHE.forget(TASK, namespace, name)
-    elif not CACHE.observed(TASK, body):
-        QUEUE.add((TASK, namespace, name))
+        CACHE.drop(TASK, namespace, name)
+    else:
+        CACHE.put(TASK, body)
+        if not CACHE.observed(TASK, body):
+            QUEUE.add((TASK, namespace, name))
     pipeline = labels.get(keys.PIPELINE)
     if pipeline:
         QUEUE.add((PIPELINE, namespace, pipeline))
     if status.get("status") == mltask_api.Phase.COMPLETED:
-        for dependent in waiting_for.get((namespace, name), []):
+        for dependent in CACHE.waiting_for(namespace, name):
             QUEUE.add((TASK, namespace, dependent))
 
 
@@ -170,9 +158,11 @@ async def workflow_event(type: str | None, body: kopf.Body, namespace: str, name
                          labels: kopf.Labels, **_: Any) -> None:
     """A task's Workflow changed (Argo's progress, or its deletion): reconcile the task."""
     if type == "DELETED":
-        CACHE.forget(WORKFLOW, namespace, name)
-    elif CACHE.observed(WORKFLOW, body):
-        return
+        CACHE.drop(WORKFLOW, namespace, name)
+    else:
+        CACHE.put(WORKFLOW, body)
+        if CACHE.observed(WORKFLOW, body):
+            return
     QUEUE.add((TASK, namespace, labels[keys.TASK]))
 
 
@@ -180,6 +170,8 @@ async def workflow_event(type: str | None, body: kopf.Body, namespace: str, name
 async def pipeline_event(type: str | None, body: kopf.Body, namespace: str, name: str,
                          **_: Any) -> None:
     if type == "DELETED":
-        CACHE.forget(PIPELINE, namespace, name)
-    elif not CACHE.observed(PIPELINE, body):
-        QUEUE.add((PIPELINE, namespace, name))
+        CACHE.drop(PIPELINE, namespace, name)
+    else:
+        CACHE.put(PIPELINE, body)
+        if not CACHE.observed(PIPELINE, body):
+            QUEUE.add((PIPELINE, namespace, name))

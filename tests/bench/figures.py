@@ -145,6 +145,41 @@ class Phases:
                 "floor_s": round(t_tasks + t_wfs, 2), "errors": errors,
                 "per_task": per_task(win, n)}
 
+    def floor_requests(self, n: int) -> dict[str, Any]:
+        """The operator's own requests, made by the same client: N MLTasks, then for each the
+        operator's reconcile (mltask_operator.handlers.mltask, its code and builders) over a
+        cache holding what the create returned, on 16 threads: its Workflow, working volume,
+        status write and Event, with no watch, queue or Kopf in between. What an operator
+        that cost nothing would take for the requests its design makes."""
+        from mltask_operator.cache import PIPELINE as PIPE
+        from mltask_operator.cache import TASK, WORKFLOW, Cache, entry
+        from mltask_operator.clients.kube import Kube
+        from mltask_operator.handlers.mltask import reconcile_task
+
+        ns = "floor-requests"
+        self.objects.ensure_namespace(ns)
+        a = self.meter.sample()
+        calls = self.create_tasks(ns, names("t", n))
+        t_tasks = max(c.ended for c in calls) - min(c.started for c in calls)
+        created = [c.result for c in calls if not c.error]
+        cache = Cache()
+        cache.bind({TASK: {(ns, o["metadata"]["name"]): [entry(TASK, o)] for o in created},
+                    WORKFLOW: {}, PIPE: {}}, {})
+        kube = Kube(self.objects.api)
+        calls2 = parallel(lambda name: reconcile_task(
+            kube, cache, ns, name, defaults=self.settings.run_defaults,
+            transfer=self.settings.transfer), [o["metadata"]["name"] for o in created],
+            self.threads)
+        t_start = max(c.ended for c in calls2) - min(c.started for c in calls2)
+        win = Meter.window(a, self.meter.sample())
+        errors = [x.error for x in calls + calls2 if x.error]
+        self.log(f"  floor of the operator's requests: {n} MLTasks in {t_tasks:.1f}s, "
+                 f"{len(created)} starts in {t_start:.1f}s ({len(errors)} errors"
+                 + (f", first: {errors[0]}" if errors else "") + ")")
+        return {"tasks": n, "mltasks_s": round(t_tasks, 2), "starts_s": round(t_start, 2),
+                "floor_s": round(t_tasks + t_start, 2), "errors": len(errors),
+                "per_task": per_task(win, n)}
+
     def paced(self, ns: str, prefix: str, rate: float, seconds: float, direct: bool
               ) -> tuple[dict[str, float], float, float]:
         """Create rate x seconds tasks, one every 1/rate s (16 threads); with `direct`, each

@@ -35,6 +35,12 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
                     _s(t) if t else burst.get("note", "n/a"),
                     f"{floor['floor_s']:g} s (MLTasks {floor['mltasks_s']:g} s + Workflows "
                     f"{floor['workflows_s']:g} s)", f"{ratio} (target <= 2x)"))
+        fr = results.get("floor_requests")
+        if fr:
+            out.append(("  the same burst beside the operator's own requests made directly "
+                        "(its reconcile code, no watch or queue)", "",
+                        f"{fr['floor_s']:g} s (MLTasks {fr['mltasks_s']:g} s + starts "
+                        f"{fr['starts_s']:g} s)", f"{t / fr['floor_s']:.1f}x" if t else "n/a"))
     elif "burst" in results.get("selected", []):
         missing("burst", "floor_burst", "burst")
 

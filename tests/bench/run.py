@@ -135,9 +135,11 @@ def main(argv: list[str] | None = None) -> int:
 
         if only & {"burst", "requests", "cpu"}:
             run("floor_burst", phases.floor_burst, args.burst)
+            run("floor_requests", phases.floor_requests, args.burst)
         if "steady" in only:
             run("floor_steady", phases.floor_steady, args.steady_rate, args.steady_seconds)
         floors = [ns for ns, key in (("floor-burst", "floor_burst"),
+                                     ("floor-requests", "floor_requests"),
                                      ("floor-steady", "floor_steady")) if key in results]
         if floors:
             took = cluster.objects.delete_namespaces(floors)

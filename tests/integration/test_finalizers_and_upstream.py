@@ -70,7 +70,7 @@ def test_no_finalizers_so_deletion_completes_without_the_operator(
     time.sleep(6)
     objs = [tasks.get(name), tasks.get(child), pipes.get(pname)]
     assert [o["metadata"].get("finalizers") for o in objs] == [None, None, None]
-    # nor any bookkeeping of Kopf's: only event and index handlers, so Kopf writes nothing
+    # nor any bookkeeping of Kopf's: only event handlers, so Kopf writes nothing
     assert [HANDLED in (o["metadata"].get("annotations") or {}) for o in objs] == [False] * 3
 
     operator.stop()  # as after `helm uninstall`
@@ -104,8 +104,8 @@ def test_a_task_starts_as_soon_as_its_standalone_upstream_completes(
         api: client.ApiClient, argo, namespace: str, operator, control_plane,
         tmp_path) -> None:
     """A task waiting for another task's output (outside any Pipeline) starts on the upstream's
-    completion event (Kopf index of waiting tasks), not at the next resync: the operator here
-    resyncs once an hour."""
+    completion event (the cache links waiting tasks to their upstream), not at the next
+    resync: the operator here resyncs once an hour."""
     from harness.operator_proc import OperatorProcess
 
     operator.stop()

@@ -6,7 +6,6 @@ import json
 from typing import Any
 
 from mltask_operator.cache import (
-    PIPELINE,
     TASK,
     WORKFLOW,
     Cache,
@@ -28,14 +27,6 @@ def task(name: str, rv: str, **extra: Any) -> dict[str, Any]:
             "spec": {"type": "training"}, **extra}
 
 
-def world() -> tuple[Cache, dict[str, dict[tuple[str, str], list[Any]]],
-                     dict[tuple[str, str], list[str]]]:
-    idx: dict[str, dict[tuple[str, str], list[Any]]] = {
-        TASK: {}, WORKFLOW: {}, PIPELINE: {}}
-    children: dict[tuple[str, str], list[str]] = {}
-    c = Cache()
-    c.bind(idx, children)
-    return c, idx, children
 
 
 def test_slim_task_keeps_what_reconciles_read_and_drops_the_rest() -> None:
@@ -68,23 +59,23 @@ def test_slim_workflow_observes_the_same_as_the_full_one() -> None:
 
 
 def test_a_write_is_read_back_until_the_watch_delivers_it_or_something_newer() -> None:
-    c, idx, _ = world()
+    c = Cache()
     old = task("t", "5")
-    idx[TASK][("ns", "t")] = [entry(TASK, old)]
+    c.put(TASK, old)
     c.wrote(TASK, old, task("t", "6", status={"status": "init"}))
     assert c.task("ns", "t")["status"] == {"status": "init"}, "the watch is behind: our write"
     assert c.observed(TASK, task("t", "6")), "the watch delivers exactly our write: an echo"
-    idx[TASK][("ns", "t")] = [entry(TASK, task("t", "6", status={"status": "init"}))]
+    c.put(TASK, task("t", "6", status={"status": "init"}))
     assert c.task("ns", "t")["metadata"]["resourceVersion"] == "6"
 
     c.wrote(TASK, task("t", "6"), task("t", "7", status={"status": "running"}))
-    idx[TASK][("ns", "t")] = [entry(TASK, task("t", "8", status={"status": "stopping"}))]
+    c.put(TASK, task("t", "8", status={"status": "stopping"}))
     assert not c.observed(TASK, task("t", "8")), "someone else's change: not an echo"
     assert c.task("ns", "t")["status"] == {"status": "stopping"}, "the newer one wins"
 
 
 def test_created_objects_and_children_are_visible_before_the_watch_has_them() -> None:
-    c, idx, children = world()
+    c = Cache()
     assert c.workflow("ns", "t-1") is None
     c.wrote(WORKFLOW, None, {"metadata": {"namespace": "ns", "name": "t-1",
                                           "resourceVersion": "3"}})
@@ -92,8 +83,7 @@ def test_created_objects_and_children_are_visible_before_the_watch_has_them() ->
     c.forget(WORKFLOW, "ns", "t-1")
     assert c.workflow("ns", "t-1") is None, "deleted before the watch delivered it"
 
-    children[("ns", "p")] = ["p-a"]
-    idx[TASK][("ns", "p-a")] = [entry(TASK, task("p-a", "1", labels={PIPELINE_LABEL: "p"}))]
+    c.put(TASK, task("p-a", "1", labels={PIPELINE_LABEL: "p"}))
     c.wrote(TASK, None, task("p-b", "2", labels={PIPELINE_LABEL: "p"}))
     c.wrote(TASK, None, task("q-a", "3", labels={PIPELINE_LABEL: "q"}))
     assert [b["metadata"]["name"] for b in c.children("ns", "p")] == ["p-a", "p-b"]
@@ -108,3 +98,34 @@ def test_an_entry_is_small_and_unpacks_to_the_slim_body() -> None:
     assert (e.head.rv, e.head.phase, e.head.workflow, e.head.upstreams) == (
         "5", "completed", "t-1", ("prep",))
     assert len(e.blob) < len(json.dumps(slim_object(b))) / 2
+
+
+def test_links_follow_labels_and_starts_and_leave_with_the_object() -> None:
+    c = Cache()
+    c.put(TASK, task("p-a", "1", labels={PIPELINE_LABEL: "p"}))
+    waiting = task("p-b", "2", labels={PIPELINE_LABEL: "p"})
+    waiting["spec"]["input"] = {"dataset": {"fromTask": "p-a"}, "model": {"fromTask": "m"}}
+    c.put(TASK, waiting)
+    assert list(c.child_heads("ns", "p")) == ["p-a", "p-b"]
+    assert c.waiting_for("ns", "p-a") == ["p-b"] and c.waiting_for("ns", "m") == ["p-b"]
+
+    started = dict(waiting, status={"status": "init", "attempt": 1})
+    started["metadata"] = dict(waiting["metadata"], resourceVersion="3")
+    c.put(TASK, started)
+    assert c.waiting_for("ns", "p-a") == [], "a started task waits for nothing"
+
+    moved = task("p-a", "4", labels={PIPELINE_LABEL: "q"})
+    c.put(TASK, moved)
+    assert list(c.child_heads("ns", "p")) == ["p-b"] and list(c.child_heads("ns", "q")) == ["p-a"]
+    c.drop(TASK, "ns", "p-b")
+    assert c.child_heads("ns", "p") == {} and c.task("ns", "p-b") is None
+    assert c._children == {("ns", "q"): {"p-a"}} and c._waiting == {}, "no empty link is kept"
+
+
+def test_a_deletion_drops_what_the_operator_wrote_too() -> None:
+    c = Cache()
+    c.put(WORKFLOW, {"metadata": {"namespace": "ns", "name": "t-1", "resourceVersion": "1"}})
+    c.wrote(WORKFLOW, {"metadata": {"resourceVersion": "1"}},
+            {"metadata": {"namespace": "ns", "name": "t-1", "resourceVersion": "2"}})
+    c.drop(WORKFLOW, "ns", "t-1")
+    assert c.workflow("ns", "t-1") is None and c.keys(WORKFLOW) == [] and len(c) == 0

@@ -11,7 +11,7 @@ import datetime
 from typing import Any
 
 from harness.tasks import example
-from mltask_operator.cache import PIPELINE, TASK, WORKFLOW, Cache, entry
+from mltask_operator.cache import TASK, Cache
 from mltask_operator.clients.kube import Rejected
 from mltask_operator.handlers.mltask import reconcile_task
 
@@ -54,13 +54,10 @@ class RecordingKube:
         self.calls.append(f"create Event {reason}")
 
 
-def world(task: dict[str, Any]) -> tuple[Cache, dict[str, Any]]:
-    idx: dict[str, Any] = {TASK: {}, WORKFLOW: {}, PIPELINE: {}}
-    meta = task["metadata"]
-    idx[TASK][(meta["namespace"], meta["name"])] = [entry(TASK, task)]
+def world(task: dict[str, Any]) -> Cache:
     cache = Cache()
-    cache.bind(idx, {})
-    return cache, idx
+    cache.put(TASK, task)
+    return cache
 
 
 def new_task() -> dict[str, Any]:
@@ -72,7 +69,7 @@ def new_task() -> dict[str, Any]:
 def test_starting_an_attempt_takes_four_requests_workflow_first() -> None:
     body = new_task()
     name = body["metadata"]["name"]
-    cache, _ = world(body)
+    cache = world(body)
     kube = RecordingKube()
     reconcile_task(kube, cache, "ml", name, clock=lambda: NOW)  # type: ignore[arg-type]
     assert kube.calls == [f"create Workflow {name}-1",
@@ -94,7 +91,7 @@ def test_starting_an_attempt_takes_four_requests_workflow_first() -> None:
 def test_a_refused_volume_deletes_the_workflow_and_fails_the_attempt() -> None:
     body = new_task()
     name = body["metadata"]["name"]
-    cache, _ = world(body)
+    cache = world(body)
     kube = RecordingKube(refuse_volume=True)
     reconcile_task(kube, cache, "ml", name, clock=lambda: NOW)  # type: ignore[arg-type]
     assert kube.calls == [f"create Workflow {name}-1",

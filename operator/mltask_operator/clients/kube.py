@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import socket
+from collections.abc import Iterator
 from typing import Any
 
 from kubernetes import client, config
@@ -60,11 +61,6 @@ def load_config() -> client.ApiClient:
 REQUEST_TIMEOUT = (5.0, 30.0)
 
 
-#: (connect, read) seconds for every call: a connection that hangs or drops packets fails the
-#: reconcile, which is retried, instead of holding a worker until TCP gives up.
-REQUEST_TIMEOUT = (5.0, 30.0)
-
-
 class Kube:
     """Typed wrapper over the API calls the reconcilers need (reads come from the watches:
     `mltask_operator.cache`). Every call has a timeout (REQUEST_TIMEOUT)."""
@@ -85,6 +81,29 @@ class Kube:
             if e.status == 404:
                 return None
             raise
+
+    def list_objects(self, group: str, version: str, plural: str, namespace: str | None = None,
+                     label_selector: str | None = None, page: int = 500
+                     ) -> Iterator[dict[str, Any]]:
+        """Every object of a kind (in `namespace`, else cluster-wide), one page of `page` in
+        memory at a time."""
+        token: str | None = None
+        while True:
+            kwargs: dict[str, Any] = {"limit": page, "_request_timeout": self.timeout}
+            if token:
+                kwargs["_continue"] = token
+            if label_selector:
+                kwargs["label_selector"] = label_selector
+            if namespace:
+                rsp = self.objects.list_namespaced_custom_object(group, version, namespace,
+                                                                 plural, **kwargs)
+            else:
+                rsp = self.objects.list_cluster_custom_object(group, version, plural, **kwargs)
+            token = (rsp.get("metadata") or {}).get("continue")
+            yield from rsp.get("items") or []
+            del rsp
+            if not token:
+                return
 
     def _replace_status(self, plural: str, kind: str, body: dict[str, Any]) -> dict[str, Any]:
         meta = body["metadata"]
