@@ -151,8 +151,7 @@ class Phases:
         cache holding what the create returned, on 16 threads: its Workflow, working volume,
         status write and Event, with no watch, queue or Kopf in between. What an operator
         that cost nothing would take for the requests its design makes."""
-        from mltask_operator.cache import PIPELINE as PIPE
-        from mltask_operator.cache import TASK, WORKFLOW, Cache, entry
+        from mltask_operator.cache import TASK, Cache
         from mltask_operator.clients.kube import Kube
         from mltask_operator.handlers.mltask import reconcile_task
 
@@ -163,8 +162,8 @@ class Phases:
         t_tasks = max(c.ended for c in calls) - min(c.started for c in calls)
         created = [c.result for c in calls if not c.error]
         cache = Cache()
-        cache.bind({TASK: {(ns, o["metadata"]["name"]): [entry(TASK, o)] for o in created},
-                    WORKFLOW: {}, PIPE: {}}, {})
+        for obj in created:
+            cache.put(TASK, obj)
         kube = Kube(self.objects.api)
         calls2 = parallel(lambda name: reconcile_task(
             kube, cache, ns, name, defaults=self.settings.run_defaults,
