@@ -179,6 +179,55 @@ class Phases:
                 "floor_s": round(t_tasks + t_start, 2), "errors": len(errors),
                 "per_task": per_task(win, n)}
 
+    def request_costs(self, n: int) -> dict[str, Any]:
+        """What each of the operator's requests costs the API server, one kind at a time: N
+        MLTasks, then the bodies the operator's reconcile writes for each (recorded, not
+        sent), replayed kind by kind with 16 threads: the Workflows, the working volumes, the
+        status writes, the Events. API server and etcd CPU per request, and the wall time of
+        each kind."""
+        from mltask_operator.cache import TASK, Cache
+        from mltask_operator.clients.kube import Kube
+        from mltask_operator.handlers.mltask import reconcile_task
+
+        ns = "request-costs"
+        self.objects.ensure_namespace(ns)
+        kinds: dict[str, dict[str, Any]] = {}
+
+        def measure(label: str, fn, items: list[Any]) -> list[Any]:
+            a = self.meter.sample()
+            calls = parallel(fn, items, self.threads)
+            took = max(c.ended for c in calls) - min(c.started for c in calls)
+            time.sleep(1)  # the API server's work that follows the responses
+            win = Meter.window(a, self.meter.sample())
+            kinds[label] = {
+                "requests": len(items), "wall_s": _r(took),
+                "errors": sum(1 for c in calls if c.error),
+                **{f"{name}_ms": round(1000 * win.cpu.get(name, 0) / len(items), 2)
+                   for name in ("kube-apiserver", "etcd", "kube-controller-manager")}}
+            return [c.result for c in calls if not c.error]
+
+        created = measure("POST mltasks", self.objects.create_task,
+                          [task_body(ns, name) for name in names("t", n)])
+        recorder = _Recorder()
+        cache = Cache()
+        for obj in created:
+            cache.put(TASK, obj)
+        for obj in created:
+            reconcile_task(recorder, cache, ns, obj["metadata"]["name"],
+                           defaults=self.settings.run_defaults,
+                           transfer=self.settings.transfer)
+        kube = Kube(self.objects.api)
+        measure("POST workflows", self.objects.create_workflow, recorder.workflows)
+        measure("POST persistentvolumeclaims", kube.ensure_pvc, recorder.pvcs)
+        measure("PUT mltasks/status", self.objects.replace_task_status, recorder.statuses)
+        measure("POST events", lambda args: kube.event(*args), recorder.events)
+        floor = sum(kinds[k]["kube-apiserver_ms"] for k in ("POST mltasks", "POST workflows"))
+        design = sum(v["kube-apiserver_ms"] for v in kinds.values())
+        self.log("  API server CPU per request: " + ", ".join(
+            f"{k} {v['kube-apiserver_ms']:g} ms" for k, v in kinds.items()))
+        return {"tasks": n, "kinds": kinds, "floor_apiserver_ms": round(floor, 2),
+                "design_apiserver_ms": round(design, 2)}
+
     def paced(self, ns: str, prefix: str, rate: float, seconds: float, direct: bool
               ) -> tuple[dict[str, float], float, float]:
         """Create rate x seconds tasks, one every 1/rate s (16 threads); with `direct`, each
@@ -549,6 +598,34 @@ class Phases:
         self.log(f"  sigkill at {at_kill}/{n} Workflows: {out['duplicates']} duplicates, "
                  f"converged {out['converged_s']}s after the restart")
         return out
+
+
+class _Recorder:
+    """Stands in for the operator's API calls (clients.kube.Kube) in request_costs: keeps
+    what a start would send, sends nothing."""
+
+    instance = "bench"
+
+    def __init__(self) -> None:
+        self.workflows: list[dict[str, Any]] = []
+        self.pvcs: list[dict[str, Any]] = []
+        self.statuses: list[dict[str, Any]] = []
+        self.events: list[tuple[Any, ...]] = []
+
+    def create_workflow(self, body: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+        self.workflows.append(body)
+        return body, True
+
+    def ensure_pvc(self, body: dict[str, Any]) -> bool:
+        self.pvcs.append(body)
+        return True
+
+    def replace_task_status(self, body: dict[str, Any]) -> dict[str, Any]:
+        self.statuses.append(body)
+        return body
+
+    def event(self, *args: Any) -> None:
+        self.events.append(args)
 
 
 def _minus(a: Counter, b: Counter) -> Counter:

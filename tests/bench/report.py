@@ -158,6 +158,25 @@ def breakdown(results: dict[str, Any]) -> str:
                      "all but the bench's (/metrics)"), body))
 
 
+def costs(results: dict[str, Any]) -> str:
+    rc = results.get("request_costs")
+    if not rc:
+        return ""
+    body = [(kind, f"{v['kube-apiserver_ms']:g} ms", f"{v['etcd_ms']:g} ms",
+             f"{v['kube-controller-manager_ms']:g} ms", f"{v['wall_s']:g} s")
+            for kind, v in rc["kinds"].items()]
+    ratio = rc["design_apiserver_ms"] / rc["floor_apiserver_ms"]
+    return (f"What each request costs the API server, one kind at a time ({rc['tasks']} each, "
+            f"{results['args']['threads']} threads; the bodies the operator's reconcile "
+            "writes):\n"
+            + table(("request", "kube-apiserver CPU", "etcd CPU",
+                     "controller-manager CPU", "wall"), body)
+            + f"\nThe floor's requests (MLTask, Workflow) cost the API server "
+            f"{rc['floor_apiserver_ms']:g} ms per task; a task started as the operator does "
+            f"(MLTask, Workflow, volume, status, Event) {rc['design_apiserver_ms']:g} ms: "
+            f"{ratio:.1f}x, before the operator's own CPU on the same cores.")
+
+
 def render(results: dict[str, Any]) -> str:
     m = results["machine"]
     head = (f"mltask-operator bench, {results['date']} on {m['cores']} cores, "
@@ -165,9 +184,9 @@ def render(results: dict[str, Any]) -> str:
             f"{results['commit']}; run took {results['run_s'] / 60:.1f} min")
     parts = [head, "", table(("figure", "operator", "floor (same client, direct)",
                               "ratio / target"), rows(results))]
-    bd = breakdown(results)
-    if bd:
-        parts += ["", bd]
+    for extra in (breakdown(results), costs(results)):
+        if extra:
+            parts += ["", extra]
     notes = results.get("notes") or []
     if notes:
         parts += ["", "Notes:"] + [f"- {n}" for n in notes]

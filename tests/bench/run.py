@@ -136,11 +136,13 @@ def main(argv: list[str] | None = None) -> int:
         if only & {"burst", "requests", "cpu"}:
             run("floor_burst", phases.floor_burst, args.burst)
             run("floor_requests", phases.floor_requests, args.burst)
+            run("request_costs", phases.request_costs, args.burst)
         if "steady" in only:
             run("floor_steady", phases.floor_steady, args.steady_rate, args.steady_seconds)
         floors = [ns for ns, key in (("floor-burst", "floor_burst"),
                                      ("floor-requests", "floor_requests"),
-                                     ("floor-steady", "floor_steady")) if key in results]
+                                     ("floor-steady", "floor_steady"),
+                                     ("request-costs", "request_costs")) if key in results]
         if floors:
             took = cluster.objects.delete_namespaces(floors)
             log(f"  deleted the floors' namespaces in {took:.0f}s")
