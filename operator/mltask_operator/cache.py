@@ -21,6 +21,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from mltask_operator.api.v1alpha1.common import quantity_value
+from mltask_operator.api.v1alpha1.mltask import WorkVolume
 from mltask_operator.labels import PIPELINE as PIPELINE_LABEL
 
 TASK, WORKFLOW, PIPELINE = "MLTask", "Workflow", "Pipeline"
@@ -95,9 +97,9 @@ SLIM = {TASK: slim_object, PIPELINE: slim_object, WORKFLOW: slim_workflow}
 
 @dataclass(frozen=True, slots=True)
 class Head:
-    """What the resync and the store's links read without unpacking a body: its
+    """What the resync, the store's links and the metrics read without unpacking a body: its
     resourceVersion, status phase, current Workflow, upstream tasks, whether it has started an
-    attempt, and its pipeline (label)."""
+    attempt, its pipeline (label), its type, and the bytes of working volume it holds."""
 
     rv: str | None
     phase: str | None
@@ -105,14 +107,29 @@ class Head:
     upstreams: tuple[str, ...]
     started: bool = False
     pipeline: str | None = None
+    type: str | None = None
+    volume_bytes: int = 0
 
     @classmethod
     def of(cls, body: Mapping[str, Any]) -> Head:
         status = body.get("status") or {}
+        spec = body.get("spec") or {}
         labels = (body.get("metadata") or {}).get("labels") or {}
         return cls(_rv(body), status.get("status"), status.get("workflowName"),
-                   tuple(sorted(upstreams(body.get("spec") or {}))),
-                   bool(status.get("attempt")), labels.get(PIPELINE_LABEL))
+                   tuple(sorted(upstreams(spec))), bool(status.get("attempt")),
+                   labels.get(PIPELINE_LABEL), spec.get("type"), _volume_bytes(spec, status))
+
+
+def _volume_bytes(spec: Mapping[str, Any], status: Mapping[str, Any]) -> int:
+    """The working volume's requested bytes while a task holds it (made by its first attempt,
+    not released since); 0 otherwise, or for a size that is not a quantity."""
+    if not status.get("attempt") or (status.get("released") or {}).get("workVolume"):
+        return 0
+    size = ((spec.get("runtime") or {}).get("workVolume") or {}).get("size", WorkVolume().size)
+    try:
+        return int(quantity_value(size))
+    except ValueError:
+        return 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -273,6 +290,11 @@ class Cache:
     def keys(self, kind: str) -> list[Key]:
         with self._lock:
             return list(self._store[kind])
+
+    def heads(self, kind: str) -> list[tuple[Key, Head]]:
+        """Every stored object's key and Head, as the watch delivered them (for the metrics)."""
+        with self._lock:
+            return [(key, e.head) for key, e in self._store[kind].items()]
 
     def __len__(self) -> int:
         return sum(len(v) for v in self._store.values())

@@ -8,5 +8,7 @@ TYPE = f"{GROUP}/type"
 PIPELINE = f"{GROUP}/pipeline"
 PIPELINE_TASK = f"{GROUP}/pipeline-task"
 START_STEP = f"{GROUP}/start-step"
+#: On archived MLTasks and Pipelines: `kubectl get mlt -l '!mltask.dev/archived'` hides them.
+ARCHIVED = f"{GROUP}/archived"
 MANAGED_BY = "app.kubernetes.io/managed-by"
 MANAGER = "mltask-operator"

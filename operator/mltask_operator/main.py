@@ -6,6 +6,8 @@ or on.delete: Kopf writes nothing to the objects."""
 from __future__ import annotations
 
 import logging
+import time
+from collections import Counter
 from typing import Any
 
 import kopf
@@ -110,26 +112,51 @@ def shutdown(**_: Any) -> None:
     QUEUE.shutdown()
 
 
-def _process(key: ObjectKey) -> None:
-    """Reconcile one queued object (a worker thread); raising retries it after a backoff."""
+def state_metrics(cache: Cache) -> list[Any]:
+    """The gauges of what exists, counted from the cache at each scrape."""
+    tasks: Counter[tuple[str, str, str]] = Counter()
+    volumes: Counter[str] = Counter()
+    for (ns, _), head in cache.heads(TASK):
+        tasks[(ns, head.type or "", head.phase or "init")] += 1
+        if head.volume_bytes:
+            volumes[ns] += head.volume_bytes
+    pipelines: Counter[tuple[str, str]] = Counter(
+        (ns, head.phase or "init") for (ns, _), head in cache.heads(PIPELINE))
+    return metrics.state_families(tasks, pipelines, volumes)
+
+
+metrics.QUEUE_DEPTH.set_function(lambda: len(QUEUE))
+metrics.register_state(lambda: state_metrics(CACHE))
+
+
+def _process(key: ObjectKey) -> float | None:
+    """Reconcile one queued object (a worker thread); raising retries it after a backoff; a
+    reconcile that asks to be run again later (a TTL) is queued after that delay."""
     kind, namespace, name = key
+    started = time.monotonic()
+    again: float | None = None
     try:
         if kind == TASK:
-            reconcile_task(kube(), CACHE, namespace, name, defaults=SETTINGS.run_defaults,
-                           transfer=SETTINGS.transfer)
+            again = reconcile_task(kube(), CACHE, namespace, name,
+                                   defaults=SETTINGS.run_defaults, transfer=SETTINGS.transfer,
+                                   cleanup=SETTINGS.cleanup)
         else:
-            reconcile_pipeline(kube(), CACHE, namespace, name)
+            again = reconcile_pipeline(kube(), CACHE, namespace, name, cleanup=SETTINGS.cleanup)
     except Conflict as e:
         # Someone else changed it since the watch delivered it: that change's event queues
         # it again, with the version a write can be based on.
         log.debug("%s %s/%s changed while reconciling: %s", kind, namespace, name, e)
     except Gone:
-        return
+        return None
     except Exception:
         metrics.RECONCILE_ERRORS.labels(kind=kind).inc()
         raise
+    finally:
+        metrics.RECONCILE_DURATION.labels(kind=kind).observe(time.monotonic() - started)
     if _resync is not None:
         _resync.reconciled(key)
+    # a TTL ends on a whole second: a little after it, so the next reconcile finds it ended
+    return None if again is None else max(again, 0.0) + 0.5
 
 
 # -- events: keep what they deliver, queue what they concern (type None: the initial listing)

@@ -2,6 +2,8 @@
 
 Actions are declarative: `spec.suspend` stops (true) and continues (back to false) a task,
 and increasing `spec.retryGeneration` retries it. They work the same from Git or kubectl patch.
+An archived task (`spec.archived`) is held as a suspended one is: stopped if active, never
+retried or continued until it is unarchived.
 """
 
 from __future__ import annotations
@@ -44,8 +46,9 @@ def retry_requested(task: MLTask, status: MLTaskStatus) -> bool:
 
 def plan(task: MLTask, status: MLTaskStatus, workflow_exists: bool) -> Plan:
     spec = task.spec
+    held = spec.suspend or spec.archived
     if status.attempt == 0:
-        if spec.suspend:
+        if held:
             if status.status == Phase.STOPPED:
                 return Plan(Action.OBSERVE)
             return Plan(Action.STOP_WITHOUT_WORKFLOW)
@@ -53,20 +56,24 @@ def plan(task: MLTask, status: MLTaskStatus, workflow_exists: bool) -> Plan:
             return Plan(Action.CONTINUE, attempt=1, start_at=StepName.DOWNLOAD)
         return Plan(Action.START, attempt=1, start_at=StepName.DOWNLOAD)
     if retry_requested(task, status):
-        if status.status in TERMINAL and not spec.suspend:
+        if status.status in TERMINAL and not held:
             return Plan(Action.RETRY, attempt=status.attempt + 1, start_at=StepName.DOWNLOAD)
         if status.status in ACTIVE:
             return Plan(Action.IGNORE_RETRY)
-        if status.status in TERMINAL and spec.suspend:
-            return Plan(Action.HOLD_RETRY)  # kept as a request: runs once suspend is false
+        if status.status in TERMINAL and held:
+            return Plan(Action.HOLD_RETRY)  # kept as a request: runs once no longer held
     if status.status == Phase.STOPPING and not workflow_exists:
         return Plan(Action.STOP_WITHOUT_WORKFLOW)  # nothing is left for Argo to shut down
-    if spec.suspend:
+    if held:
         if status.status in (Phase.INIT, Phase.RUNNING, Phase.RETRY):
             return Plan(Action.STOP if workflow_exists else Action.STOP_WITHOUT_WORKFLOW)
         return Plan(Action.OBSERVE)
     if status.status == Phase.STOPPED:
-        start = first_unfinished(status.steps or []) or StepName.UPLOAD
+        # The steps it kept live on the working volume; once that was released (archived),
+        # the task continues from the first step.
+        released = bool(status.released and status.released.work_volume)
+        start = StepName.DOWNLOAD if released else (
+            first_unfinished(status.steps or []) or StepName.UPLOAD)
         return Plan(Action.CONTINUE, attempt=status.attempt + 1, start_at=start)
     if status.status in ACTIVE and not workflow_exists:
         return Plan(Action.ENSURE, attempt=status.attempt,

@@ -185,6 +185,34 @@ def _transfer(env: dict[str, str]) -> TransferDefaults:
                                        for k, vals in resources.items()})
 
 
+POD_GC_STRATEGIES = ("OnPodCompletion", "OnPodSuccess", "OnWorkflowCompletion",
+                     "OnWorkflowSuccess", "Never")
+
+
+@dataclass(frozen=True)
+class CleanupDefaults:
+    """What finished tasks release, where a task does not say (spec.cleanup,
+    spec.ttlSecondsAfterFinished)."""
+
+    pod_gc: str = "Never"
+    """MLTASK_POD_GC: Argo's podGC strategy for the current attempt's pods (OnPodCompletion,
+    OnPodSuccess, OnWorkflowCompletion, OnWorkflowSuccess) or Never (they stay, so their logs
+    can be read)."""
+    ttl_seconds_after_finished: int | None = None
+    """MLTASK_TTL_SECONDS_AFTER_FINISHED: delete MLTasks and Pipelines this long after they
+    completed or failed, unless they say otherwise; empty: never."""
+
+
+def _cleanup(env: dict[str, str]) -> CleanupDefaults:
+    pod_gc = env.get("MLTASK_POD_GC") or "Never"
+    if pod_gc not in POD_GC_STRATEGIES:
+        raise ConfigError(f"MLTASK_POD_GC={pod_gc!r} must be one of "
+                          + ", ".join(POD_GC_STRATEGIES))
+    raw = env.get("MLTASK_TTL_SECONDS_AFTER_FINISHED")
+    ttl = _int(env, "MLTASK_TTL_SECONDS_AFTER_FINISHED", 0, 0) if raw else None
+    return CleanupDefaults(pod_gc=pod_gc, ttl_seconds_after_finished=ttl)
+
+
 @dataclass(frozen=True)
 class LeaderElection:
     """Which Lease the replicas compete for (see mltask_operator.leader)."""
@@ -229,6 +257,7 @@ class Settings:
     leader_election: LeaderElection = field(default_factory=LeaderElection)
     run_defaults: RunStepDefaults = field(default_factory=RunStepDefaults)
     transfer: TransferDefaults = field(default_factory=TransferDefaults)
+    cleanup: CleanupDefaults = field(default_factory=CleanupDefaults)
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -278,6 +307,7 @@ class Settings:
                 gpu_resource_name=gpu,
             ),
             transfer=_transfer(env),
+            cleanup=_cleanup(env),
             namespaces=namespaces,
             resync_seconds=_int(env, "MLTASK_RESYNC_SECONDS", 60, 5),
             workers=_int(env, "MLTASK_WORKERS", 8, 1),

@@ -24,7 +24,7 @@ from mltask_operator.api.v1alpha1.mltask import (
     StepName,
     StepStatus,
 )
-from mltask_operator.builders.workflow import METRICS_PARAM, RESULT_PARAM
+from mltask_operator.builders.workflow import INFRASTRUCTURE_FAILURE, METRICS_PARAM, RESULT_PARAM
 from mltask_operator.state_machine import TERMINAL, advance
 
 SUCCEEDED, FAILED, ERROR, RUNNING, PENDING = "Succeeded", "Failed", "Error", "Running", "Pending"
@@ -69,6 +69,8 @@ class StepObservation:
     exit_code: int | None = None
     log_tail: str | None = None
     outputs: dict[str, str] = field(default_factory=dict)
+    superseded: list[str] = field(default_factory=list)  # pods of earlier automatic retries
+    retry_causes: list[str] = field(default_factory=list)  # why each of them was retried
 
 
 @dataclass
@@ -139,6 +141,21 @@ def _retry_index(node: dict[str, Any]) -> tuple[int, str]:
     return (int(m.group(1)) if m else -1, node.get("startedAt") or "")
 
 
+_INFRASTRUCTURE = re.compile(INFRASTRUCTURE_FAILURE)
+INFRASTRUCTURE, EXIT_CODE = "infrastructure", "exit_code"
+
+
+def retry_cause(pod_node: dict[str, Any]) -> str:
+    """Why a pod was retried: the infrastructure took it (Argo's Error: deleted, node lost;
+    or a Failed pod evicted, preempted or shut down) or the user's container exited
+    non-zero."""
+    if pod_node.get("phase") == ERROR:
+        return INFRASTRUCTURE
+    if _INFRASTRUCTURE.search(pod_node.get("message") or ""):
+        return INFRASTRUCTURE
+    return EXIT_CODE
+
+
 def observe_workflow(wf: dict[str, Any]) -> WorkflowObservation:
     """Reduce a Workflow to what the task status needs: its phase and each step's latest pod."""
     name = wf["metadata"]["name"]
@@ -173,6 +190,8 @@ def observe_workflow(wf: dict[str, Any]) -> WorkflowObservation:
         if latest is not None:
             obs.pod = pod_name(name, latest["name"], step)
             obs.exit_code = _exit_code(latest)
+            obs.superseded = [pod_name(name, n["name"], step) for n in pods[:-1]]
+            obs.retry_causes = [retry_cause(n) for n in pods[:-1]]
         steps[step] = obs
     return WorkflowObservation(
         name=name,

@@ -134,10 +134,11 @@ class WorkQueue:
                 self._ready.append(key)
 
 
-def run_workers(queue: WorkQueue, count: int, process: Callable[[Key], None],
+def run_workers(queue: WorkQueue, count: int, process: Callable[[Key], float | None],
                 name: str = "reconcile") -> list[threading.Thread]:
     """Start `count` daemon threads that take keys from `queue` and call `process`; a key whose
-    process raises is retried after its backoff, one that returns is forgotten."""
+    process raises is retried after its backoff, one that returns is forgotten, and queued
+    again after the seconds it returns, if any (controller-runtime's RequeueAfter)."""
 
     def loop() -> None:
         while True:
@@ -145,7 +146,7 @@ def run_workers(queue: WorkQueue, count: int, process: Callable[[Key], None],
             if key is None:
                 return
             try:
-                process(key)
+                again = process(key)
             except Exception:
                 queue.done(key)
                 delay = queue.retry(key)
@@ -153,6 +154,8 @@ def run_workers(queue: WorkQueue, count: int, process: Callable[[Key], None],
             else:
                 queue.done(key)
                 queue.forget(key)
+                if again is not None:
+                    queue.add_after(key, again)
 
     threads = [threading.Thread(target=loop, name=f"{name}-{i}", daemon=True)
                for i in range(count)]

@@ -13,7 +13,6 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 from kubernetes import client, config, watch
 
@@ -22,6 +21,7 @@ from harness.tasks import RESULT, example
 from mltask_operator import labels as keys
 from mltask_operator.api.v1alpha1.mltask import MLTask, StepName
 from mltask_operator.builders import workflow as wfb
+from mltask_operator.clients.kube import classify
 from mltask_operator.settings import Settings
 
 G, V, P = "mltask.dev", "v1alpha1", "mltasks"
@@ -48,28 +48,6 @@ class RequestCounter:
     def snapshot(self) -> Counter[tuple[str, str, str]]:
         with self._lock:
             return self._counts.copy()
-
-
-def classify(method: str, url: str) -> tuple[str, str, str] | None:
-    """(verb, resource[/subresource], dry run) of a request URL, the API server's way."""
-    parts = urlsplit(url)
-    segs = [s for s in parts.path.split("/") if s]
-    if not segs or segs[0] not in ("api", "apis"):
-        return None
-    rest = segs[2:] if segs[0] == "api" else segs[3:]
-    if len(rest) >= 3 and rest[0] == "namespaces":
-        rest = rest[2:]
-    if not rest:
-        return None
-    resource, name = rest[0], rest[1] if len(rest) > 1 else None
-    if len(rest) > 2:
-        resource += "/" + rest[2]
-    query = parse_qs(parts.query)
-    verb = method.upper()
-    if verb == "GET":
-        verb = "GET" if name else ("WATCH" if query.get("watch", [""])[0] in ("true", "1",
-                                                                           "True") else "LIST")
-    return verb, resource, "dry run" if "dryRun" in query else ""
 
 
 class CountingApiClient(client.ApiClient):

@@ -39,15 +39,17 @@ operator (clients/kube.py) or by Kopf; tests/integration/test_install.py checks 
 audit log of a full run against these rules. */}}
 {{- define "mltask-operator.namespacedRules" -}}
 # list/watch: Kopf's watches (reconciles read from them); create: a Pipeline's children; get:
-# who holds a child's name when creating it conflicts; patch: a Pipeline stopping, continuing
-# or retrying its children, Kopf removing the finalizer earlier versions put on objects
+# who holds a child's name when creating it conflicts; patch: a Pipeline stopping, continuing,
+# retrying or archiving its children, the archived label, Kopf removing the finalizer earlier
+# versions put on objects; delete: a task whose ttlSecondsAfterFinished passed
 - apiGroups: [mltask.dev]
   resources: [mltasks]
-  verbs: [get, list, watch, create, patch]
-# list/watch: Kopf's watch; patch: Kopf removing the finalizer of earlier versions
+  verbs: [get, list, watch, create, patch, delete]
+# list/watch: Kopf's watch; patch: the archived label, Kopf removing the finalizer of earlier
+# versions; delete: a pipeline whose ttlSecondsAfterFinished passed
 - apiGroups: [mltask.dev]
   resources: [pipelines]
-  verbs: [list, watch, patch]
+  verbs: [list, watch, patch, delete]
 # status is replaced with the resourceVersion read (a concurrent change is a conflict)
 - apiGroups: [mltask.dev]
   resources: [mltasks/status, pipelines/status]
@@ -58,13 +60,19 @@ audit log of a full run against these rules. */}}
   resources: [mltasks/finalizers, pipelines/finalizers]
   verbs: [update]
 # get: who holds a Workflow's name when creating it conflicts; patch: stopping a Workflow
-# (spec.shutdown); delete: a Workflow whose working volume was refused (nothing half-created)
+# (spec.shutdown); delete: a Workflow whose working volume was refused (nothing half-created),
+# an earlier attempt's, every one of an archived task (their pods go with them)
 - apiGroups: [argoproj.io]
   resources: [workflows]
   verbs: [get, list, watch, create, patch, delete]
+# get: who holds a volume's name; delete: releasing a completed or archived task's volume
 - apiGroups: [""]
   resources: [persistentvolumeclaims]
-  verbs: [get, create]
+  verbs: [get, create, delete]
+# delete: the pods of superseded automatic retries (the latest of each step stays)
+- apiGroups: [""]
+  resources: [pods]
+  verbs: [delete]
 # core v1 Events, posted by the operator and by Kopf (never updated)
 - apiGroups: [""]
   resources: [events]

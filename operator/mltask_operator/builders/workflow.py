@@ -19,7 +19,7 @@ from mltask_operator.api.v1alpha1.mltask import (
     StepName,
     StepSpec,
 )
-from mltask_operator.settings import RunStepDefaults, TransferDefaults
+from mltask_operator.settings import CleanupDefaults, RunStepDefaults, TransferDefaults
 
 WORKDIR = "/mltask"
 INPUT_DIR = f"{WORKDIR}/input"
@@ -315,18 +315,27 @@ def _gpu_placement(task: MLTask, defaults: RunStepDefaults) -> dict[str, Any]:
     return out
 
 
+def pod_gc(task: MLTask, cleanup: CleanupDefaults) -> str:
+    """The task's podGC strategy: its own (spec.cleanup.podGC), else the operator's default."""
+    own = task.spec.cleanup.pod_gc if task.spec.cleanup else None
+    return str(own or cleanup.pod_gc)
+
+
 def build_workflow(task: MLTask, *, attempt: int, start_at: StepName,
                    inputs: ResolvedInputs,
                    defaults: RunStepDefaults | None = None,
-                   transfer: TransferDefaults | None = None) -> dict[str, Any]:
+                   transfer: TransferDefaults | None = None,
+                   cleanup: CleanupDefaults | None = None) -> dict[str, Any]:
     """The Argo Workflow for `attempt`, running the steps from `start_at` on.
 
     A DAG (not a `steps` template): every field is validated by Argo's full CRD schema.
     `defaults` is the cluster's policy for run steps that request GPUs, `transfer` the
-    project's download and upload steps for tasks that leave them out (operator settings).
+    project's download and upload steps for tasks that leave them out, `cleanup` the default
+    podGC strategy (operator settings).
     """
     defaults = defaults or RunStepDefaults()
     transfer = transfer or TransferDefaults()
+    cleanup = cleanup or CleanupDefaults()
     gpu = defaults.gpu_resource_name
     steps = STEP_ORDER[STEP_ORDER.index(start_at):]
     own = task.spec.steps
@@ -397,6 +406,9 @@ def build_workflow(task: MLTask, *, attempt: int, start_at: StepName,
         spec["podPriorityClassName"] = runtime.priority_class_name
     if runtime.active_deadline_seconds:
         spec["activeDeadlineSeconds"] = runtime.active_deadline_seconds
+    strategy = pod_gc(task, cleanup)
+    if strategy != "Never":
+        spec["podGC"] = {"strategy": strategy}
     return {
         "apiVersion": "argoproj.io/v1alpha1",
         "kind": "Workflow",

@@ -9,9 +9,11 @@ import os
 import socket
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 from kubernetes import client, config
 
+from mltask_operator import metrics
 from mltask_operator.api.v1alpha1 import mltask as mltask_api
 from mltask_operator.api.v1alpha1 import pipeline as pipeline_api
 from mltask_operator.api.v1alpha1.common import API_VERSION, GROUP, VERSION
@@ -47,13 +49,55 @@ class OwnershipError(RuntimeError):
         self.existing: dict[str, Any] = existing or {}  # the object that holds the name
 
 
+def classify(method: str, url: str) -> tuple[str, str, str] | None:
+    """(verb, resource[/subresource], dry run) of a request URL, as the API server names them
+    in apiserver_request_total (GET of a collection is LIST, or WATCH)."""
+    parts = urlsplit(url)
+    segs = [s for s in parts.path.split("/") if s]
+    if not segs or segs[0] not in ("api", "apis"):
+        return None
+    rest = segs[2:] if segs[0] == "api" else segs[3:]
+    if len(rest) >= 3 and rest[0] == "namespaces":
+        rest = rest[2:]
+    if not rest:
+        return None
+    resource, name = rest[0], rest[1] if len(rest) > 1 else None
+    if len(rest) > 2:
+        resource += "/" + rest[2]
+    query = parse_qs(parts.query)
+    verb = method.upper()
+    if verb == "GET":
+        verb = "GET" if name else ("WATCH" if query.get("watch", [""])[0] in ("true", "1",
+                                                                           "True") else "LIST")
+    return verb, resource, "dry run" if "dryRun" in query else ""
+
+
+class CountingApiClient(client.ApiClient):
+    """The operator's API client: counts every request by verb, resource and HTTP code
+    (mltask_api_requests_total)."""
+
+    def call_api(self, method, url, *args, **kwargs):  # type: ignore[no-untyped-def]
+        key = classify(method, url)
+        code = "error"
+        try:
+            response = super().call_api(method, url, *args, **kwargs)
+            code = str(response.status)
+            return response
+        except client.ApiException as e:
+            code = str(e.status)
+            raise
+        finally:
+            if key is not None:
+                metrics.API_REQUESTS.labels(key[0], key[1], code).inc()
+
+
 def load_config() -> client.ApiClient:
     """In-cluster credentials when running in a pod, else the KUBECONFIG."""
     try:
         config.load_incluster_config()
     except config.ConfigException:
         config.load_kube_config()
-    return client.ApiClient()
+    return CountingApiClient()
 
 
 #: (connect, read) seconds for every call: a connection that hangs or drops packets fails the
@@ -143,6 +187,49 @@ class Kube:
         _check_owner(existing, body)
         return existing, False
 
+    def delete_task(self, body: dict[str, Any]) -> bool:
+        """Delete an MLTask (its TTL ended) with everything it owns, only as read (uid and
+        resourceVersion preconditions): a change since raises Conflict. False if gone."""
+        return self._delete_object(mltask_api.PLURAL, mltask_api.KIND, body)
+
+    def label_task(self, body: dict[str, Any], key: str, value: str | None) -> dict[str, Any]:
+        """Set (or, with None, remove) one label of an MLTask, as read (resourceVersion)."""
+        return self._label(mltask_api.PLURAL, mltask_api.KIND, body, key, value)
+
+    def _delete_object(self, plural: str, kind: str, body: dict[str, Any]) -> bool:
+        meta = body["metadata"]
+        try:
+            self.objects.delete_namespaced_custom_object(
+                GROUP, VERSION, meta["namespace"], plural, meta["name"],
+                body=client.V1DeleteOptions(
+                    propagation_policy="Background",
+                    preconditions=client.V1Preconditions(
+                        uid=meta.get("uid"), resource_version=meta.get("resourceVersion"))),
+                _request_timeout=self.timeout)
+            return True
+        except client.ApiException as e:
+            if e.status == 404:
+                return False
+            if e.status == 409:
+                raise Conflict(f"{kind} {meta['namespace']}/{meta['name']} changed") from e
+            raise
+
+    def _label(self, plural: str, kind: str, body: dict[str, Any], key: str,
+               value: str | None) -> dict[str, Any]:
+        meta = body["metadata"]
+        patch = {"metadata": {"resourceVersion": meta.get("resourceVersion"),
+                              "labels": {key: value}}}
+        try:
+            return self.objects.patch_namespaced_custom_object(
+                GROUP, VERSION, meta["namespace"], plural, meta["name"], patch,
+                _request_timeout=self.timeout)
+        except client.ApiException as e:
+            if e.status == 409:
+                raise Conflict(f"{kind} {meta['namespace']}/{meta['name']} changed") from e
+            if e.status == 404:
+                raise Gone(f"{kind} {meta['namespace']}/{meta['name']} is gone") from e
+            raise
+
     def patch_task_spec(self, namespace: str, name: str,
                         spec: dict[str, Any]) -> dict[str, Any]:
         return self.objects.patch_namespaced_custom_object(
@@ -154,6 +241,14 @@ class Kube:
     def replace_pipeline_status(self, body: dict[str, Any]) -> dict[str, Any]:
         """Write status with the body's resourceVersion: a concurrent change raises Conflict."""
         return self._replace_status(pipeline_api.PLURAL, pipeline_api.KIND, body)
+
+    def delete_pipeline(self, body: dict[str, Any]) -> bool:
+        """Delete a Pipeline (its TTL ended) with its tasks, only as read. False if gone."""
+        return self._delete_object(pipeline_api.PLURAL, pipeline_api.KIND, body)
+
+    def label_pipeline(self, body: dict[str, Any], key: str,
+                       value: str | None) -> dict[str, Any]:
+        return self._label(pipeline_api.PLURAL, pipeline_api.KIND, body, key, value)
 
     # -- Workflow
 
@@ -216,10 +311,33 @@ class Kube:
                                f"rejected: {_message(e)}", "PersistentVolumeClaim") from e
             if e.status != 409:
                 raise
-        existing = self.core.read_namespaced_persistent_volume_claim(
-            meta["name"], meta["namespace"], _request_timeout=self.timeout)
-        _check_owner(self.api.sanitize_for_serialization(existing), body)
+        existing = self.api.sanitize_for_serialization(
+            self.core.read_namespaced_persistent_volume_claim(
+                meta["name"], meta["namespace"], _request_timeout=self.timeout))
+        _check_owner(existing, body)
+        if (existing.get("metadata") or {}).get("deletionTimestamp"):
+            # Released a moment ago (the task completed, then was retried): its pods wait
+            # until the new one exists; retried after a backoff.
+            raise RuntimeError(f"PersistentVolumeClaim {meta['namespace']}/{meta['name']} is "
+                               "still being released; it is made again once it is gone")
         return False
+
+    def delete_pvc(self, namespace: str, name: str) -> None:
+        """Release a task's working volume; gone is fine."""
+        try:
+            self.core.delete_namespaced_persistent_volume_claim(
+                name, namespace, _request_timeout=self.timeout)
+        except client.ApiException as e:
+            if e.status != 404:
+                raise
+
+    def delete_pod(self, namespace: str, name: str) -> None:
+        """Delete a pod of a superseded retry; gone (or collected by Argo) is fine."""
+        try:
+            self.core.delete_namespaced_pod(name, namespace, _request_timeout=self.timeout)
+        except client.ApiException as e:
+            if e.status != 404:
+                raise
 
     # -- Events
 

@@ -6,7 +6,9 @@ Called for every change of the task and every event of its Workflows (the work q
 deterministic names, and status is written with the read resourceVersion.
 
 Starting an attempt takes four requests: create the Workflow (first: one the cluster refuses
-leaves nothing behind), create the working volume, write the status, record the Event.
+leaves nothing behind), create the working volume, write the status, record the Event. What the
+task no longer needs (`mltask_operator.release`) is deleted before the status that records it
+is written; a finished task's TTL is waited for on the work queue (the returned delay).
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ import datetime
 import logging
 from typing import Any
 
+from mltask_operator import labels as keys
 from mltask_operator import metrics
+from mltask_operator import release as rel
 from mltask_operator.api.v1alpha1.mltask import (
     MLTask,
     MLTaskStatus,
@@ -28,13 +32,17 @@ from mltask_operator.cache import TASK, WORKFLOW, Cache
 from mltask_operator.clients.kube import Kube, OwnershipError, Rejected
 from mltask_operator.handlers import Clock, unchanged, utcnow
 from mltask_operator.planner import Action, Plan, plan
-from mltask_operator.settings import RunStepDefaults, TransferDefaults
-from mltask_operator.state_machine import begin_attempt
+from mltask_operator.settings import CleanupDefaults, RunStepDefaults, TransferDefaults
+from mltask_operator.state_machine import TERMINAL, begin_attempt
 from mltask_operator.status import (
+    EXIT_CODE,
     FINISHED_NODE_PHASES,
+    WorkflowObservation,
     compute_status,
     conditions_for,
     format_duration,
+    observe_workflow,
+    parse_time,
 )
 
 log = logging.getLogger(__name__)
@@ -69,19 +77,34 @@ def resolve_inputs(cache: Cache, task: MLTask) -> wfb.ResolvedInputs:
 
 def reconcile_task(kube: Kube, cache: Cache, namespace: str, name: str, clock: Clock = utcnow,
                    defaults: RunStepDefaults | None = None,
-                   transfer: TransferDefaults | None = None) -> None:
+                   transfer: TransferDefaults | None = None,
+                   cleanup: CleanupDefaults | None = None) -> float | None:
     """Bring one task's world in line with its spec. A write conflict raises Conflict: the
-    change that caused it arrives as a watch event and queues the task again.
+    change that caused it arrives as a watch event and queues the task again. Returns the
+    seconds after which to reconcile it again (its TTL's end), or None.
 
     `defaults`: the cluster's policy for GPU run steps; `transfer`: the project's download and
-    upload steps for tasks that leave them out (operator settings)."""
+    upload steps for tasks that leave them out; `cleanup`: the default pod GC and TTL
+    (operator settings)."""
+    cleanup = cleanup or CleanupDefaults()
     body = cache.task(namespace, name)
     if body is None or body["metadata"].get("deletionTimestamp"):
-        return
+        return None
     task = MLTask.model_validate(body)
     prev = task.status or MLTaskStatus()
-    status = prev.model_copy(deep=True)
     now = clock()
+    new, why = _decide(kube, cache, body, task, prev, now, defaults, transfer, cleanup)
+    return _finish(kube, cache, body, task, prev, new, why, now, cleanup)
+
+
+def _decide(kube: Kube, cache: Cache, body: dict[str, Any], task: MLTask, prev: MLTaskStatus,
+            now: datetime.datetime, defaults: RunStepDefaults | None,
+            transfer: TransferDefaults | None,
+            cleanup: CleanupDefaults) -> tuple[MLTaskStatus, str | None]:
+    """Act on the plan (create, stop); returns the status to write and, for a new attempt,
+    what its Event says."""
+    namespace = task.namespace
+    status = prev.model_copy(deep=True)
     if status.observed_retry_generation is None:
         # The retryGeneration a task is created with is its baseline, not a request.
         status.observed_retry_generation = task.spec.retry_generation
@@ -94,15 +117,15 @@ def reconcile_task(kube: Kube, cache: Cache, namespace: str, name: str, clock: C
         try:
             inputs = resolve_inputs(cache, task)
         except InputsNotReady as waiting:
-            _write(kube, cache, body, task, prev, _waiting(task, status, str(waiting), now))
-            return
+            return _waiting(task, status, str(waiting), now), None
         if decision.action != Action.ENSURE:
             # Written once, with what follows: a crash before the write leaves a Workflow of
             # the deterministic name, which the next reconcile finds (409) and adopts.
             status = _begin_attempt(task, status, decision, now)
         assert decision.start_at is not None
         wf_body = wfb.build_workflow(task, attempt=status.attempt, start_at=decision.start_at,
-                                     inputs=inputs, defaults=defaults, transfer=transfer)
+                                     inputs=inputs, defaults=defaults, transfer=transfer,
+                                     cleanup=cleanup)
         wf_name = wf_body["metadata"]["name"]
         try:
             wf, created = _start(kube, cache, task, wf_body)
@@ -111,13 +134,17 @@ def reconcile_task(kube: Kube, cache: Cache, namespace: str, name: str, clock: C
             reason = ("NameTaken" if isinstance(refused, OwnershipError) else
                       "VolumeRejected" if refused.kind == "PersistentVolumeClaim"
                       else "WorkflowRejected")
-            _write(kube, cache, body, task, prev, _failed(task, status, str(refused), reason,
-                                                          now))
-            return
+            metrics.WORKFLOWS_REFUSED.labels(reason=reason).inc()
+            return _failed(task, status, str(refused), reason, now), None
+        status = rel.new_attempt_volume(status)
         if created:
             log.info("Created Workflow %s/%s for MLTask attempt %d from %s", namespace,
                      wf_name, status.attempt, decision.start_at)
             metrics.WORKFLOWS_CREATED.labels(action=str(decision.action)).inc()
+            born = parse_time(task.metadata.get("creationTimestamp"))
+            if decision.action == Action.START and born is not None:
+                metrics.WORKFLOW_WAIT.labels(str(task.spec.type)).observe(
+                    max((datetime.datetime.now(datetime.UTC) - born).total_seconds(), 0))
     elif decision.action == Action.STOP:
         assert wf_name is not None and wf is not None
         if not (wf.get("spec") or {}).get("shutdown"):
@@ -129,17 +156,17 @@ def reconcile_task(kube: Kube, cache: Cache, namespace: str, name: str, clock: C
                          "Stopped" if status.steps else "Stopped before any step ran", now)
         status.steps = _steps_ended(status, now)
         _ended(status, now)
-        _write(kube, cache, body, task, prev, status)
-        return
+        return status, None
     elif decision.action == Action.HOLD_RETRY:
-        held = (f"Retry {task.spec.retry_generation} waits: the task is stopped; set "
+        held = (f"Retry {task.spec.retry_generation} waits: the task is archived; unarchive it "
+                "to run it" if task.spec.archived else
+                f"Retry {task.spec.retry_generation} waits: the task is stopped; set "
                 "spec.suspend to false to run it")
         if status.message != held:
             kube.event(body, "Warning", "RetryHeld", held)
         status.message = held
         status.observed_generation = task.metadata.get("generation")
-        _write(kube, cache, body, task, prev, status)
-        return
+        return status, None
     elif decision.action == Action.IGNORE_RETRY:
         kube.event(body, "Warning", "RetryIgnored",
                    f"retryGeneration {task.spec.retry_generation} ignored: the task is "
@@ -150,7 +177,83 @@ def reconcile_task(kube: Kube, cache: Cache, namespace: str, name: str, clock: C
     # A new attempt's Event says what began it ("Retry: attempt 2 starts from download"); the
     # status says where it is ("Workflow created, waiting for pods").
     begun = decision.action in (Action.START, Action.RETRY, Action.CONTINUE)
-    _write(kube, cache, body, task, prev, observed, why=status.message if begun else None)
+    return observed, status.message if begun else None
+
+
+def _finish(kube: Kube, cache: Cache, body: dict[str, Any], task: MLTask, prev: MLTaskStatus,
+            new: MLTaskStatus, why: str | None, now: datetime.datetime,
+            cleanup: CleanupDefaults) -> float | None:
+    """Release what the task no longer needs, write its status, and delete it once its TTL
+    has passed; returns the seconds until its TTL ends."""
+    namespace = task.namespace
+    wf = (cache.workflow(namespace, wfb.workflow_name(task.name, new.attempt))
+          if new.attempt else None)
+    existing = [w for w in (wfb.workflow_name(task.name, a) for a in range(1, new.attempt + 1))
+                if cache.head(WORKFLOW, namespace, w) is not None]
+    labelled = keys.ARCHIVED in (task.metadata.get("labels") or {})
+    obs = observe_workflow(wf) if wf else None
+    release = rel.plan_release(task, new, prev, obs, existing, labelled, cleanup, now)
+    if release.expire_in is not None and release.expire_in <= 0:
+        ttl = rel.ttl_seconds(task, cleanup)
+        if kube.delete_task(body):
+            log.info("Deleted MLTask %s/%s: %ss after it %s (ttlSecondsAfterFinished)",
+                     namespace, task.name, ttl, new.status)
+            metrics.TTL_DELETED.labels(kind="MLTask").inc()
+        return None
+    _release(kube, cache, task, release)
+    if release.archived_label is not None:
+        body = cache.wrote(TASK, body, kube.label_task(body, keys.ARCHIVED, "true"
+                                                       if release.archived_label else None))
+        log.info("%s MLTask %s/%s", "Archived" if release.archived_label else "Unarchived",
+                 namespace, task.name)
+    new = rel.record_release(task, new, release, now)
+    if _write(kube, cache, body, task, prev, new, why=why) is not body:
+        _observe(task, prev, new, obs)
+    return release.expire_in
+
+
+def _observe(task: MLTask, prev: MLTaskStatus, new: MLTaskStatus,
+             obs: WorkflowObservation | None) -> None:
+    """Metrics of what a status write records: a task that ended, steps that finished,
+    automatic retries and their causes."""
+    type_ = str(task.spec.type)
+    if new.status in TERMINAL and (prev.status not in TERMINAL or prev.attempt != new.attempt) \
+            and new.start_time and new.completion_time:
+        metrics.TASK_DURATION.labels(type_, str(new.status)).observe(
+            (new.completion_time - new.start_time).total_seconds())
+    before = {s.name: s for s in prev.steps or [] if s.attempt == new.attempt}
+    for step in new.steps or []:
+        if step.attempt != new.attempt:
+            continue
+        old = before.get(step.name)
+        if step.phase in FINISHED_NODE_PHASES and (old is None
+                                                   or old.phase not in FINISHED_NODE_PHASES) \
+                and step.started_at and step.finished_at:
+            metrics.STEP_DURATION.labels(type_, str(step.name)).observe(
+                (step.finished_at - step.started_at).total_seconds())
+        seen = old.retries if old else 0
+        if step.retries > seen:
+            causes = obs.steps[step.name].retry_causes if obs and step.name in obs.steps else []
+            for i in range(seen, step.retries):
+                cause = causes[i] if i < len(causes) else EXIT_CODE
+                metrics.STEP_RETRIES.labels(type_, str(step.name), cause).inc()
+
+
+def _release(kube: Kube, cache: Cache, task: MLTask, release: rel.Release) -> None:
+    namespace = task.namespace
+    for name in release.workflows:
+        kube.delete_workflow(namespace, name)
+        cache.forget(WORKFLOW, namespace, name)
+        log.info("Deleted Workflow %s/%s of MLTask %s (and its pods)", namespace, name,
+                 task.name)
+    for pod in release.pods:
+        kube.delete_pod(namespace, pod)
+        log.info("Deleted pod %s/%s of MLTask %s: a superseded automatic retry", namespace,
+                 pod, task.name)
+    if release.work_volume:
+        kube.delete_pvc(namespace, release.work_volume)
+        log.info("Released PersistentVolumeClaim %s/%s of MLTask %s", namespace,
+                 release.work_volume, task.name)
 
 
 def _start(kube: Kube, cache: Cache, task: MLTask,
@@ -184,7 +287,9 @@ def _begin_attempt(task: MLTask, status: MLTaskStatus, decision: Plan,
     new.completion_time = None
     new.start_time = status.start_time or now
     new.observed_retry_generation = task.spec.retry_generation
-    if decision.action in (Action.START, Action.RETRY):
+    released = decision.action == Action.CONTINUE and decision.start_at == StepName.DOWNLOAD \
+        and bool(status.released and status.released.work_volume)
+    if decision.action in (Action.START, Action.RETRY) or released:
         new.steps = None
         new.outputs = None
         new.metrics = None
@@ -193,7 +298,8 @@ def _begin_attempt(task: MLTask, status: MLTaskStatus, decision: Plan,
         Action.START: "Preparing the working volume and Workflow",
         Action.RETRY: f"Retry: attempt {decision.attempt} starts from download",
         Action.CONTINUE: f"Continue: attempt {decision.attempt} resumes at {decision.start_at}"
-        + (f" (kept {kept})" if kept else ""),
+        + (f" (kept {kept})" if kept else "")
+        + (" (its working volume was released: from the first step)" if released else ""),
     }[decision.action]
     new.conditions = conditions_for(phase, new.message, status.conditions,
                                     task.metadata.get("generation"), now)

@@ -4,6 +4,10 @@ cache, plan, write what changed.
 Called for every change of the Pipeline and every event of its children (the work queue of
 `mltask_operator.main`). Safe to run any number of times: children have deterministic names,
 creation is idempotent, and status is written with the read resourceVersion.
+
+Archiving cascades to the children (their spec.archived); while archived the pipeline starts
+nothing new, as if suspended. Once its TTL after finishing passed it is deleted, its children
+with it (they never follow a TTL of their own).
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import logging
 from typing import Any
 
 from mltask_operator import labels, metrics
+from mltask_operator import release as rel
 from mltask_operator.api.v1alpha1.mltask import Phase
 from mltask_operator.api.v1alpha1.pipeline import KIND, Pipeline, PipelineStatus
 from mltask_operator.builders.mltask import build_child
@@ -26,22 +31,47 @@ from mltask_operator.pipeline_planner import (
     plan_pipeline,
     rejected,
 )
+from mltask_operator.settings import CleanupDefaults
+from mltask_operator.state_machine import TERMINAL
 
 log = logging.getLogger(__name__)
 
 
 def reconcile_pipeline(kube: Kube, cache: Cache, namespace: str, name: str,
-                       clock: Clock = utcnow) -> None:
+                       clock: Clock = utcnow,
+                       cleanup: CleanupDefaults | None = None) -> float | None:
     """Bring one pipeline's children in line with its spec. A write conflict raises Conflict:
-    the change that caused it arrives as a watch event and queues the pipeline again."""
+    the change that caused it arrives as a watch event and queues the pipeline again. Returns
+    the seconds until its TTL ends, or None."""
+    cleanup = cleanup or CleanupDefaults()
     body = cache.pipeline(namespace, name)
     if body is None or body["metadata"].get("deletionTimestamp"):
-        return
+        return None
     pipeline = Pipeline.model_validate(body)
     prev = pipeline.status or PipelineStatus()
     now = clock()
+    ttl = pipeline.spec.ttl_seconds_after_finished
+    ttl = ttl if ttl is not None else cleanup.ttl_seconds_after_finished
+    expire_in = rel.expires_in(prev.status, prev.completion_time, ttl, now)
+    if expire_in is not None and expire_in <= 0:
+        if kube.delete_pipeline(body):
+            log.info("Deleted %s %s/%s and its tasks: %ss after it %s "
+                     "(ttlSecondsAfterFinished)", KIND, namespace, name, ttl, prev.status)
+            metrics.TTL_DELETED.labels(kind=KIND).inc()
+        return None
     children = _children(cache, pipeline)
-    decision = plan_pipeline(pipeline, children, now)
+    archived = pipeline.spec.archived
+    for child in children.values():
+        if bool((child.get("spec") or {}).get("archived")) != archived:
+            patched = kube.patch_task_spec(namespace, child["metadata"]["name"],
+                                           {"archived": archived})
+            cache.wrote(TASK, child, patched)
+            log.info("%s MLTask %s/%s of Pipeline %s", "Archiving" if archived
+                     else "Unarchiving", namespace, child["metadata"]["name"], name)
+    # Archived, the pipeline is held as a suspended one: it stops and starts nothing new.
+    planned = pipeline.model_copy(deep=True)
+    planned.spec.suspend = pipeline.spec.suspend or archived
+    decision = plan_pipeline(planned, children, now)
 
     for type_, reason, text in decision.notes:
         kube.event(body, type_, reason, text)
@@ -54,8 +84,20 @@ def reconcile_pipeline(kube: Kube, cache: Cache, namespace: str, name: str,
         patched = kube.patch_task_spec(namespace, child, spec)
         cache.wrote(TASK, cache.task(namespace, child), patched)
         log.info("%s MLTask %s/%s of Pipeline %s", verb, namespace, child, name)
-    decision = _create_children(kube, cache, body, pipeline, children, decision, now)
-    _write(kube, cache, body, prev, decision.status)
+    decision = _create_children(kube, cache, body, planned, children, decision, now)
+    labelled = labels.ARCHIVED in (pipeline.metadata.get("labels") or {})
+    status = decision.status
+    ended = status.status in TERMINAL
+    if (archived and ended and not labelled) or (labelled and not archived):
+        body = cache.wrote(PIPELINE, body, kube.label_pipeline(
+            body, labels.ARCHIVED, "true" if archived else None))
+        log.info("%s %s %s/%s", "Archived" if archived else "Unarchived", KIND, namespace,
+                 name)
+    status.conditions = rel.archived_condition(status.conditions, archived, ended,
+                                               pipeline.metadata.get("generation"), now,
+                                               "pipeline")
+    _write(kube, cache, body, prev, status)
+    return rel.expires_in(status.status, status.completion_time, ttl, now)
 
 
 def _children(cache: Cache, pipeline: Pipeline) -> dict[str, dict[str, Any]]:

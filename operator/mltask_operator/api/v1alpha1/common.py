@@ -32,6 +32,24 @@ Quantity = Annotated[
     ),
 ]
 
+_SUFFIX = {"": 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18,
+           "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60,
+           "m": 10**-3, "u": 10**-6, "n": 10**-9}
+
+
+def quantity_value(quantity: int | str) -> float:
+    """A quantity's value ("10Gi" -> 10737418240, "500m" -> 0.5, "1e3" -> 1000); ValueError
+    if it is not one."""
+    text = str(quantity).strip().lstrip("+")
+    if "e" in text.lower() and not text.endswith(("Ei", "E")):
+        return float(text)
+    number = text.rstrip("kMGTPEimun")
+    suffix = text[len(number):]
+    if suffix not in _SUFFIX or not number:
+        raise ValueError(f"not a quantity: {quantity!r}")
+    return float(number) * _SUFFIX[suffix]
+
+
 Time = Annotated[
     datetime.datetime,
     WithJsonSchema({"type": "string", "format": "date-time"}),

@@ -289,6 +289,31 @@ class WorkVolume(Model):
                                            "unset.")
 
 
+class PodGCStrategy(StrEnum):
+    """When Argo deletes the current attempt's pods (Argo's podGC strategies, and Never)."""
+
+    ON_POD_COMPLETION = "OnPodCompletion"
+    ON_POD_SUCCESS = "OnPodSuccess"
+    ON_WORKFLOW_COMPLETION = "OnWorkflowCompletion"
+    ON_WORKFLOW_SUCCESS = "OnWorkflowSuccess"
+    NEVER = "Never"
+
+
+class Cleanup(Model):
+    """What the operator releases once the task no longer needs it."""
+
+    keep_work_volume: bool | None = Field(
+        default=None, description="Keep the working volume once the task completes. By "
+        "default it is released (deleted) on completion; a failed or stopped task keeps it "
+        "until it is retried, continued, archived or deleted.")
+    pod_gc: PodGCStrategy | None = Field(
+        default=None, description="When Argo deletes the current attempt's pods: "
+        "OnPodCompletion, OnPodSuccess, OnWorkflowCompletion, OnWorkflowSuccess (Argo's "
+        "podGC strategies) or Never. Unset: the operator's default (chart value "
+        "cleanup.podGC, Never unless set), so kubectl mltask logs keeps working. Pods of "
+        "earlier attempts and of superseded automatic retries are deleted whatever this says.")
+
+
 class Runtime(Model):
     """Where and how the pods run."""
 
@@ -378,6 +403,19 @@ TRANSFER_RULES = [
         "your own", field_path=".output.uri", reason="FieldValueInvalid"),
 ]
 
+def archived_rule(kind: str) -> dict[str, str]:
+    """While archived, neither retry (retryGeneration up) nor continue (suspend true ->
+    false); unarchiving in the same change is allowed."""
+    return cel(
+        "!(has(oldSelf.archived) && oldSelf.archived && has(self.archived) && self.archived)"
+        " || ((!has(self.retryGeneration) || !has(oldSelf.retryGeneration)"
+        " || self.retryGeneration == oldSelf.retryGeneration)"
+        " && (!has(oldSelf.suspend) || !oldSelf.suspend || (has(self.suspend) && self.suspend)))",
+        f"the {kind} is archived (spec.archived): unarchive it (spec.archived: false, or "
+        f"kubectl mltask unarchive) before retrying or continuing it",
+        field_path=".archived", reason="FieldValueForbidden")
+
+
 _SPEC_RULES = [
     *TYPE_RULES,
     *TRANSFER_RULES,
@@ -386,6 +424,7 @@ _SPEC_RULES = [
         "(has(self.retryGeneration) && self.retryGeneration >= oldSelf.retryGeneration)",
         "spec.retryGeneration may only increase", field_path=".retryGeneration",
         reason="FieldValueInvalid"),
+    archived_rule("task"),
 ]
 
 
@@ -408,6 +447,9 @@ class TaskTemplate(Model):
                                         "reference only.")
     runtime: Runtime = Field(default_factory=Runtime,
                              description="Scheduling, retries, deadline and working volume.")
+    cleanup: Cleanup | None = Field(
+        default=None, description="What is released once the task no longer needs it: the "
+        "working volume on completion, pods by Argo's podGC. May change at any time.")
 
 
 class MLTaskSpec(TaskTemplate):
@@ -423,6 +465,17 @@ class MLTaskSpec(TaskTemplate):
     retry_generation: int = Field(default=0, ge=0,
                                   description="Increase by one to retry a failed or stopped "
                                   "task: a new attempt starts from the first step.")
+    archived: bool = Field(default=False,
+                           description="Archive the task (true): it keeps its status, outputs "
+                           "and metrics, its Workflows, pods and working volume are released "
+                           "(an active task is stopped first), it is labelled "
+                           "mltask.dev/archived and refuses retry and continue. false "
+                           "unarchives it.")
+    ttl_seconds_after_finished: int | None = Field(
+        default=None, ge=0, description="Delete the task, and everything it owns, this many "
+        "seconds after it completed or failed (the Kubernetes Job convention). Unset: the "
+        "operator's default (chart value ttlSecondsAfterFinished), none unless set. Ignored "
+        "for a Pipeline's tasks: they follow their Pipeline.")
 
 
 # ------------------------------------------------------------------------------------ status
@@ -497,6 +550,20 @@ class OutputStatus(Model):
     sha256: str | None = Field(default=None, description="SHA-256 of the stored file.")
 
 
+class ReleasedStatus(Model):
+    """What the operator released of the task, and when."""
+
+    work_volume: str | None = Field(default=None, description="The working volume "
+                                    "(PersistentVolumeClaim) released, if it was.")
+    work_volume_time: Time | None = Field(default=None, description="When it was released.")
+    workflows: list[str] | None = Field(
+        default=None, max_length=64, description="Workflows deleted with their pods: earlier "
+        "attempts' once a new attempt runs, every attempt's when archived (the last 64).")
+    retry_pods: int | None = Field(default=None, ge=0, description="Pods of superseded "
+                                   "automatic retries deleted.")
+    time: Time | None = Field(default=None, description="When something was last released.")
+
+
 class MLTaskStatus(Model):
     """Observed state of an MLTask. Written only by the operator."""
 
@@ -522,12 +589,15 @@ class MLTaskStatus(Model):
     metrics: dict[str, float] | None = Field(default=None, description="Metrics the run step "
                                              "wrote to $MLTASK_METRICS_FILE.")
     conditions: list[Condition] | None = Field(
-        default=None, description="Succeeded, Running, Stopped, Failed and Ready conditions.",
+        default=None, description="Succeeded, Running, Stopped, Failed and Ready conditions, "
+        "and Archived once the task was archived.",
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]})
     observed_generation: int | None = Field(default=None, description="The .metadata.generation "
                                             "the status reflects.")
     observed_retry_generation: int | None = Field(default=None, description="The "
                                                   "spec.retryGeneration last acted on.")
+    released: ReleasedStatus | None = Field(default=None, description="What was released "
+                                            "(working volume, Workflows, pods) and when.")
 
 
 class MLTask(Resource):

@@ -21,6 +21,7 @@ from mltask_operator.api.v1alpha1.mltask import (
     Phase,
     StorageSpec,
     TaskTemplate,
+    archived_rule,
 )
 
 KIND = "Pipeline"
@@ -105,6 +106,7 @@ _SPEC_RULES = [
         "(has(self.retryGeneration) && self.retryGeneration >= oldSelf.retryGeneration)",
         "spec.retryGeneration may only increase", field_path=".retryGeneration",
         reason="FieldValueInvalid"),
+    archived_rule("pipeline"),
 ]
 
 
@@ -135,6 +137,16 @@ class PipelineSpec(Model):
                                   description="Increase by one to retry a failed or stopped "
                                   "pipeline: its failed and stopped tasks get a new attempt, "
                                   "completed tasks and their outputs are kept.")
+    archived: bool = Field(default=False,
+                           description="Archive the pipeline and its tasks (true): they keep "
+                           "their status, outputs and metrics, release their Workflows, pods "
+                           "and working volumes (running tasks are stopped first), are "
+                           "labelled mltask.dev/archived and refuse retry and continue. false "
+                           "unarchives them.")
+    ttl_seconds_after_finished: int | None = Field(
+        default=None, ge=0, description="Delete the pipeline and its tasks this many seconds "
+        "after it completed or failed. Unset: the operator's default (chart value "
+        "ttlSecondsAfterFinished), none unless set.")
 
 
 # ------------------------------------------------------------------------------------ status
@@ -197,7 +209,8 @@ class PipelineStatus(Model):
         default=None, description="One entry per task, in spec order.",
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]})
     conditions: list[Condition] | None = Field(
-        default=None, description="Succeeded, Running, Stopped, Failed and Ready conditions.",
+        default=None, description="Succeeded, Running, Stopped, Failed and Ready conditions, "
+        "and Archived once the pipeline was archived.",
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]})
     observed_generation: int | None = Field(default=None, description="The "
                                             ".metadata.generation the status reflects.")
