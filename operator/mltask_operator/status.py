@@ -494,4 +494,5 @@ def compute_status(task: MLTask, wf: dict[str, Any] | None,
         conditions=conditions_for(phase, message, prev.conditions, generation, now),
         observed_generation=generation,
         observed_retry_generation=prev.observed_retry_generation,
+        released=prev.released,
     )

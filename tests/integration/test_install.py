@@ -418,6 +418,8 @@ def full_flow(api: client.ApiClient, argo, namespace: str, proc: OperatorProcess
     tasks.create(body)
     argo.wait_for(namespace, f"{name}-1")
     argo.update(namespace, f"{name}-1", argo_fn.run_pod, "download")
+    argo.update(namespace, f"{name}-1", argo_fn.finish_pod, "download", "Error")
+    argo.update(namespace, f"{name}-1", argo_fn.run_pod, "download")  # Argo's retry
     tasks.wait_state(name, "running", "download")
     tasks.patch(name, {"suspend": True})   # stop: the operator patches the Workflow
     deadline = time.monotonic() + 30
@@ -433,6 +435,23 @@ def full_flow(api: client.ApiClient, argo, namespace: str, proc: OperatorProcess
     st = tasks.wait_state(name, "completed", "done")["status"]
     assert st["outputs"]["uri"] == RESULT["uri"]
     tasks.wait_event(name, "Completed")  # Events are allowed
+    # released on completion (delete PVC); attempt 1's Workflow (delete) and its retried
+    # download pod (delete pod) went with the continue
+    st = tasks.wait(name, lambda s: (s.get("released") or {}).get("workVolume"),
+                    "the volume released")["status"]
+    assert st["released"]["workflows"] == [f"{name}-1"]
+    tasks.patch(name, {"archived": True})  # the archived label (patch)
+    tasks.wait(name, lambda s: any(c["type"] == "Archived" and c["status"] == "True"
+                                   for c in s.get("conditions") or []), "archived")
+
+    # a task and a pipeline deleted once their TTL after finishing passed (delete)
+    short = example("preprocessing")
+    short["metadata"]["name"] = sname = f"ttl-{uuid.uuid4().hex[:6]}"
+    short["spec"]["ttlSecondsAfterFinished"] = 0
+    tasks.create(short)
+    argo.wait_for(namespace, f"{sname}-1")
+    argo.update(namespace, f"{sname}-1", argo_fn.succeed_all, result=RESULT)
+    wait_gone(lambda: tasks.get(sname), f"MLTask {sname}", proc)
 
     pipes = Pipelines(api, namespace)
     pipeline = pipeline_example("digits")
@@ -447,6 +466,17 @@ def full_flow(api: client.ApiClient, argo, namespace: str, proc: OperatorProcess
     while not tasks.get(child["metadata"]["name"])["spec"].get("suspend"):
         assert time.monotonic() < deadline, f"the child was never stopped: {proc.tail()}"
         time.sleep(0.2)
+    short_pipe = {"apiVersion": "mltask.dev/v1alpha1", "kind": "Pipeline",
+                  "metadata": {"name": f"ttl-{uuid.uuid4().hex[:6]}"},
+                  "spec": {"ttlSecondsAfterFinished": 3, "tasks": [
+                      {"name": "prep", "spec": example("preprocessing")["spec"]}]}}
+    spname = short_pipe["metadata"]["name"]
+    pipes.create(short_pipe)
+    argo.wait_for(namespace, f"{spname}-prep-1")
+    argo.update(namespace, f"{spname}-prep-1", argo_fn.succeed_all, result=RESULT)
+    pipes.wait_state(spname, "completed")
+    pipes.patch(spname, {"archived": True})  # the pipeline's archived label (patch)
+    wait_gone(lambda: pipes.get(spname), f"Pipeline {spname}", proc)
 
     # a Workflow's name held by someone else: read (get) to tell whose it is
     taken = f"taken-{uuid.uuid4().hex[:6]}"
@@ -494,6 +524,19 @@ def full_flow(api: client.ApiClient, argo, namespace: str, proc: OperatorProcess
     while pipes.get(oname)["metadata"].get("finalizers") and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not pipes.get(oname)["metadata"].get("finalizers"), proc.tail()
+
+
+def wait_gone(read, what: str, proc: OperatorProcess, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            read()
+        except client.ApiException as e:
+            if e.status == 404:
+                return
+            raise
+        assert time.monotonic() < deadline, f"{what} not deleted by its TTL: {proc.tail()}"
+        time.sleep(0.2)
 
 
 def no_permission_problems(log: str) -> list[str]:
@@ -591,8 +634,9 @@ FORBIDDEN = [
          "subjects": [{"kind": "User", "name": "me"}]})),
     ("get a Pipeline", lambda c, ns: client.CustomObjectsApi(c).get_namespaced_custom_object(
         "mltask.dev", "v1alpha1", ns, "pipelines", "any")),
-    ("delete an MLTask", lambda c, ns: client.CustomObjectsApi(c).delete_namespaced_custom_object(
-        "mltask.dev", "v1alpha1", ns, "mltasks", "any")),
+    ("delete every MLTask", lambda c, ns: client.CustomObjectsApi(c)
+     .delete_collection_namespaced_custom_object("mltask.dev", "v1alpha1", ns, "mltasks")),
+    ("read a pod", lambda c, ns: client.CoreV1Api(c).read_namespaced_pod("any", ns)),
     ("read a ConfigMap", lambda c, ns: client.CoreV1Api(c).list_namespaced_config_map(ns)),
     ("update an MLTask", lambda c, ns: client.CustomObjectsApi(c).replace_namespaced_custom_object(
         "mltask.dev", "v1alpha1", ns, "mltasks", "any", {"metadata": {"name": "any"}})),
@@ -662,7 +706,9 @@ def test_namespaced_install_reaches_only_its_namespaces(
     assert not allowed("mltask-gpu", "list", "mltasks"), "its own namespace is not watched"
     assert not allowed(None, "watch", "customresourcedefinitions", "apiextensions.k8s.io")
     assert not allowed(None, "list", "namespaces", "")
-    # a Workflow may be deleted (one whose working volume was refused), never a user's task
-    assert not allowed("ml-team-a", "delete", "mltasks")
+    # a task may be deleted one at a time (its TTL after finishing), never a whole collection
+    assert allowed("ml-team-a", "delete", "mltasks")
+    assert not allowed("ml-team-a", "deletecollection", "mltasks")
+    assert not allowed("ml-team-a", "get", "pods"), "pods are deleted by name, never read"
     assert not allowed("ml-team-a", "get", "pipelines"), "reads come from the watch"
 

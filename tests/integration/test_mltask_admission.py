@@ -363,6 +363,7 @@ def test_every_crd_rule_is_exercised() -> None:
     assert len(messages) >= 10
     update_rules = [f"spec.{f} cannot change" for f in IMMUTABLE_FIELDS]
     update_rules.append("spec.retryGeneration may only increase")
+    update_rules.append("the task is archived (spec.archived)")
     missed = [m for m in messages
               if not any(c.words in m for c in INVALID if c.reason)
               and not any(m.startswith(u) for u in update_rules)]
@@ -563,6 +564,29 @@ def test_retry_generation_only_increases(objects: client.CustomObjectsApi, names
     assert stored["retryGeneration"] == 2
     assert patch_spec(objects, namespace, name, {"retryGeneration": 2})["spec"][
         "retryGeneration"] == 2, "unchanged is allowed"
+
+
+def test_an_archived_task_refuses_retry_and_continue_until_unarchived(
+        objects: client.CustomObjectsApi, namespace: str) -> None:
+    body = example("training")
+    body["spec"]["suspend"] = True
+    name = create(objects, namespace, body)["metadata"]["name"]
+    patch_spec(objects, namespace, name, {"archived": True})
+    for change in ({"retryGeneration": 1}, {"suspend": False}):
+        with pytest.raises(client.ApiException) as err:
+            patch_spec(objects, namespace, name, change)
+        status, reason, message, causes = refusal(err.value)
+        assert (status, reason) == (422, "Invalid"), message
+        assert "spec.archived: Forbidden: the task is archived (spec.archived): unarchive " \
+            "it" in message, message
+        assert any(c.get("field") == "spec.archived" and c.get("reason") == "FieldValueForbidden"
+                   for c in causes), causes
+    assert patch_spec(objects, namespace, name, {"description": "kept"})["spec"][
+        "description"] == "kept", "other changes are allowed"
+    after = patch_spec(objects, namespace, name,
+                       {"archived": False, "suspend": False, "retryGeneration": 1})["spec"]
+    assert (after["archived"], after["suspend"], after["retryGeneration"]) == (False, False, 1), \
+        "unarchiving and retrying in one change is allowed"
 
 
 @pytest.mark.parametrize("started", [False, True], ids=["before-start", "after-start"])

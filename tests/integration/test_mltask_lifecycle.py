@@ -111,7 +111,9 @@ def test_failed_run_step_then_retry_creates_exactly_one_new_workflow(
     assert [t["name"] for t in wf2["spec"]["templates"][0]["dag"]["tasks"]] == [
         "download", "run", "upload"]
     time.sleep(1)  # let any stray duplicate appear
-    assert sorted(w["metadata"]["name"] for w in tasks.workflows()) == [wf1, f"{name}-2"]
+    # attempt 1's Workflow (and its pods) is released once attempt 2 runs
+    assert sorted(w["metadata"]["name"] for w in tasks.workflows()) == [f"{name}-2"]
+    assert tasks.get(name)["status"]["released"]["workflows"] == [wf1]
 
     argo.update(namespace, f"{name}-2", argo_fn.run_pod, "download")
     tasks.wait_state(name, "running", "download")

@@ -240,8 +240,12 @@ def test_stop_continue_and_retry_cascade(pipes: Pipelines, argo, namespace: str)
     assert task_state(st, "optimize")["attempt"] == 2
     wfs = sorted(w["metadata"]["name"] for w in pipes.objects.list_namespaced_custom_object(
         "argoproj.io", "v1alpha1", namespace, "workflows")["items"])
-    assert wfs == ["digits-optimize-1", "digits-optimize-2", "digits-preprocess-1",
-                   "digits-train-1", "digits-train-2"]
+    # one Workflow per attempt was made; the earlier attempts' are released once the next runs
+    assert wfs == ["digits-optimize-2", "digits-preprocess-1", "digits-train-2"]
+    released = {n: (c["status"].get("released") or {}).get("workflows")
+                for n, c in pipes.children().items()}
+    assert released == {"digits-preprocess": None, "digits-train": ["digits-train-1"],
+                        "digits-optimize": ["digits-optimize-1"]}
     reasons = [e["reason"] for e in pipes.wait_event("digits", "Completed")]
     assert "Stopped" in reasons and "Retrying" in reasons, reasons
 

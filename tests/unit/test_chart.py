@@ -149,16 +149,17 @@ def test_lease_namespace_is_the_pods_own() -> None:
 #: What the operator never does: granting it would be an over-grant (see
 #: tests/integration/test_install.py for the audit of what a full run does use).
 NEVER = [
-    ("mltask.dev", "mltasks", "update"), ("mltask.dev", "mltasks", "delete"),
+    ("mltask.dev", "mltasks", "update"), ("mltask.dev", "mltasks", "deletecollection"),
     ("mltask.dev", "pipelines", "create"), ("mltask.dev", "pipelines", "update"),
-    ("mltask.dev", "pipelines", "delete"),
+    ("mltask.dev", "pipelines", "deletecollection"),
     ("mltask.dev", "mltasks/status", "patch"), ("mltask.dev", "mltasks/status", "get"),
     ("mltask.dev", "pipelines/status", "patch"), ("mltask.dev", "pipelines/status", "get"),
     ("", "events", "patch"), ("", "events", "update"),
     ("events.k8s.io", "events", "create"), ("events.k8s.io", "events", "patch"),
     ("apiextensions.k8s.io", "customresourcedefinitions", "get"),
     ("argoproj.io", "workflows", "update"), ("mltask.dev", "pipelines", "get"),
-    ("", "persistentvolumeclaims", "delete"), ("", "secrets", "get"), ("", "pods", "list"),
+    ("", "persistentvolumeclaims", "update"), ("", "secrets", "get"), ("", "pods", "list"),
+    ("", "pods", "get"), ("", "pods", "create"), ("", "pods", "patch"),
 ]
 
 

@@ -307,7 +307,7 @@ class Cleanup(Model):
         "default it is released (deleted) on completion; a failed or stopped task keeps it "
         "until it is retried, continued, archived or deleted.")
     pod_gc: PodGCStrategy | None = Field(
-        default=None, description="When Argo deletes the current attempt's pods: "
+        default=None, alias="podGC", description="When Argo deletes the current attempt's pods: "
         "OnPodCompletion, OnPodSuccess, OnWorkflowCompletion, OnWorkflowSuccess (Argo's "
         "podGC strategies) or Never. Unset: the operator's default (chart value "
         "cleanup.podGC, Never unless set), so kubectl mltask logs keeps working. Pods of "
