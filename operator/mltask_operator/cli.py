@@ -1,4 +1,4 @@
-"""`kubectl mltask`: list, describe, stop, continue, retry, logs, outputs and metrics of tasks."""
+"""`kubectl mltask`: list, describe, stop, continue, retry, archive, logs, outputs, metrics."""
 
 from __future__ import annotations
 
@@ -339,12 +339,22 @@ def owning_pipeline(obj: dict[str, Any]) -> str | None:
 
 
 def check_not_owned(target: Target, obj: dict[str, Any], verb: str) -> None:
-    """Refuse to act on a Pipeline's task: the Pipeline would undo it (it owns suspend)."""
+    """Refuse to act on a Pipeline's task: the Pipeline would undo it (it owns the task's
+    suspend, retryGeneration and archived)."""
     owner = owning_pipeline(obj) if target.kind == MLTASK else None
     if owner:
-        raise CliError(f"mltask {target.name} belongs to pipeline {owner}, which sets its "
-                       f"suspend and retryGeneration: {verb} the pipeline instead "
-                       f"({PROG} {verb} pipeline/{owner})")
+        sets = ("archives and unarchives its tasks" if verb in ("archive", "unarchive")
+                else "sets its suspend and retryGeneration")
+        raise CliError(f"mltask {target.name} belongs to pipeline {owner}, which {sets}: "
+                       f"{verb} the pipeline instead ({PROG} {verb} pipeline/{owner})")
+
+
+def check_not_archived(target: Target, obj: dict[str, Any], verb: str) -> None:
+    """Refuse retry and continue of an archived object, as the API server would (its rule on
+    spec.archived), before asking it."""
+    if (obj.get("spec") or {}).get("archived"):
+        raise CliError(f"{target} is archived (spec.archived): unarchive it first "
+                       f"({PROG} unarchive {target}), then {verb} it")
 
 
 @dataclass(frozen=True)
@@ -375,9 +385,42 @@ def suspend_change(target: Target, obj: dict[str, Any], suspend: bool) -> Change
                       "it goes stopping, then stopped")
     if not current:
         return Change(None, f"{target} is not stopped (status {status}): nothing to continue")
+    check_not_archived(target, obj, "continue")
     then = ("its stopped tasks continue and waiting tasks start" if target.kind == PIPELINE
             else "a new attempt starts at the step that did not finish")
     return Change({"spec": {"suspend": False}}, f"{target} continue requested: {then}")
+
+
+def archive_change(target: Target, obj: dict[str, Any], archive: bool) -> Change:
+    """`archive` (archive) or `unarchive` (not archive): the merge patch and its message (no
+    patch when it is already so). An active one is stopped in the same patch (spec.suspend:
+    true), so unarchiving it later leaves it stopped instead of running it again."""
+    spec, st = obj.get("spec") or {}, obj.get("status") or {}
+    status = st.get("status") or "init"
+    suspended = bool(spec.get("suspend"))
+    if archive:
+        if spec.get("archived"):
+            return Change(None, f"{target} is already archived: nothing to archive")
+        kept = ("its tasks keep their status, outputs and metrics and release their "
+                "Workflows, pods and working volumes" if target.kind == PIPELINE else
+                "it keeps its status, outputs and metrics and releases its Workflows, pods "
+                "and working volume")
+        if status not in ACTIVE:
+            return Change({"spec": {"archived": True}}, f"{target} archive requested: {kept}")
+        stopped = (f" (it is {status})" if suspended else
+                   f": it was {status}, so it is stopped to be archived (spec.suspend: true; "
+                   "unarchiving leaves it stopped)")
+        return Change({"spec": {"archived": True, "suspend": True}},
+                      f"{target} archive requested{stopped}; {kept}")
+    if not spec.get("archived"):
+        return Change(None, f"{target} is not archived: nothing to unarchive")
+    if status in ENDED:
+        then = f"it stays {status}"
+    elif suspended:
+        then = f"it stays stopped (spec.suspend: true); to continue it: {PROG} continue {target}"
+    else:
+        then = "it continues (spec.suspend is false)"
+    return Change({"spec": {"archived": False}}, f"{target} unarchive requested: {then}")
 
 
 def retry_patch(target: Target, obj: dict[str, Any]) -> tuple[dict[str, Any], int]:
@@ -388,6 +431,7 @@ def retry_patch(target: Target, obj: dict[str, Any]) -> tuple[dict[str, Any], in
     meta, spec = obj["metadata"], obj.get("spec") or {}
     status = (obj.get("status") or {}).get("status")
     noun = f"{target.kind.singular} {target.name}"
+    check_not_archived(target, obj, "retry")
     if status is None:
         raise CliError(f"{noun} has no status yet (the operator has not started it): "
                        "nothing to retry")
@@ -671,6 +715,24 @@ def cmd_continue(s: Session, args: argparse.Namespace) -> int:
     return _suspend(s, args, False)
 
 
+def _archive(s: Session, args: argparse.Namespace, archive: bool) -> int:
+    obj = s.get(args.target)
+    check_not_owned(args.target, obj, "archive" if archive else "unarchive")
+    change = archive_change(args.target, obj, archive)
+    if change.patch is not None:
+        s.patch(args.target, change.patch)
+    print(change.message)
+    return 0
+
+
+def cmd_archive(s: Session, args: argparse.Namespace) -> int:
+    return _archive(s, args, True)
+
+
+def cmd_unarchive(s: Session, args: argparse.Namespace) -> int:
+    return _archive(s, args, False)
+
+
 def cmd_retry(s: Session, args: argparse.Namespace) -> int:
     target: Target = args.target
     for _ in range(RETRY_CONFLICTS):
@@ -795,13 +857,16 @@ def build_parser() -> argparse.ArgumentParser:
         prog=PROG, parents=[common], epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Act on MLTasks and Pipelines: list, describe, stop, continue, retry, "
-        "logs, outputs, metrics. TARGET is an MLTask NAME, or pipeline/NAME (also mlp/NAME).")
+        "archive, unarchive, logs, outputs, metrics. TARGET is an MLTask NAME, or pipeline/NAME "
+        "(also mlp/NAME).")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     target = _arg_type(parse_target, "target")
 
     p = sub.add_parser("list", parents=[common], help="list MLTasks (or pipelines) in a table",
                        description="List MLTasks, or Pipelines with `list pipelines`; the "
-                       "filters are field and label selectors the API server applies.")
+                       "filters are field and label selectors the API server applies. Archived "
+                       "ones (label mltask.dev/archived) are hidden unless --archived or "
+                       "--only-archived.")
     p.add_argument("resource", nargs="?", default=MLTASK, metavar="RESOURCE",
                    type=_arg_type(parse_list_kind, "resource"),
                    help="mltasks (default) or pipelines")
@@ -826,7 +891,12 @@ def build_parser() -> argparse.ArgumentParser:
             ("continue", cmd_continue, "continue a stopped task or pipeline (spec.suspend: "
              "false)"),
             ("retry", cmd_retry, "retry a failed, stopped or completed task, or a failed or "
-             "stopped pipeline (spec.retryGeneration + 1)")):
+             "stopped pipeline (spec.retryGeneration + 1)"),
+            ("archive", cmd_archive, "archive a task or pipeline (spec.archived: true): it "
+             "keeps its status, outputs and metrics and releases its Workflows, pods and "
+             "working volume; an active one is stopped to be archived (spec.suspend: true)"),
+            ("unarchive", cmd_unarchive, "unarchive an archived task or pipeline "
+             "(spec.archived: false)")):
         p = sub.add_parser(name, parents=[common], help=text, description=text)
         p.add_argument("target", type=target, metavar="TARGET")
         p.set_defaults(func=func)

@@ -1,5 +1,5 @@
-"""The kubectl plugin's pure parts: targets, selectors, tables, describe, the retry patch, which
-step's pod to read, error messages, and usage errors; no cluster."""
+"""The kubectl plugin's pure parts: targets, selectors, tables, describe, the retry and archive
+patches, which step's pod to read, error messages, and usage errors; no cluster."""
 
 from __future__ import annotations
 
@@ -283,8 +283,10 @@ P = cli.Target(cli.PIPELINE, "p")
 
 
 def obj(status: str | None, suspend: bool = False, retry_generation: int | None = None,
-        rv: str = "42") -> dict[str, Any]:
+        rv: str = "42", archived: bool | None = None) -> dict[str, Any]:
     spec: dict[str, Any] = {"suspend": suspend}
+    if archived is not None:
+        spec["archived"] = archived
     if retry_generation is not None:
         spec["retryGeneration"] = retry_generation
     o: dict[str, Any] = {"metadata": {"name": "t", "resourceVersion": rv}, "spec": spec}
@@ -315,6 +317,14 @@ RETRIES = [
     Case("completed pipeline: nothing to retry", (P, obj("completed")),
          error="pipeline p is completed"),
     Case("no status yet", (T, obj(None)), error="has no status yet"),
+    Case("archived task: unarchive first", (T, obj("failed", archived=True)),
+         error="mltask/t is archived \\(spec.archived\\): unarchive it first "
+         "\\(kubectl mltask unarchive mltask/t\\), then retry it"),
+    Case("archived pipeline: unarchive first", (P, obj("stopped", suspend=True, archived=True)),
+         error="kubectl mltask unarchive pipeline/p"),
+    Case("unarchived: retried", (T, obj("completed", archived=False)),
+         ({"metadata": {"resourceVersion": "42"},
+           "spec": {"suspend": False, "retryGeneration": 1}}, 1)),
 ]
 
 
@@ -337,6 +347,16 @@ SUSPENDS = [
     Case("continue stopped", (T, obj("stopped", suspend=True), False),
          {"spec": {"suspend": False}}),
     Case("continue a running one: nothing to send", (T, obj("running"), False), None),
+    Case("continue an archived one refused", (T, obj("stopped", suspend=True, archived=True),
+                                              False),
+         error="unarchive it first \\(kubectl mltask unarchive mltask/t\\), then continue"),
+    Case("continue an archived pipeline refused", (P, obj("stopped", suspend=True,
+                                                          archived=True), False),
+         error="kubectl mltask unarchive pipeline/p"),
+    Case("continue an archived one not stopped: nothing to send",
+         (T, obj("completed", archived=True), False), None),
+    Case("stop an archived one: allowed", (T, obj("running", archived=True), True),
+         {"spec": {"suspend": True}}),
 ]
 
 
@@ -349,14 +369,134 @@ def test_suspend_change(case: Case) -> None:
         assert cli.suspend_change(*case.given).patch == case.expected
 
 
-def test_a_pipelines_task_is_acted_on_through_the_pipeline() -> None:
-    child = obj("running")
-    child["metadata"]["ownerReferences"] = [{"kind": "Pipeline", "name": "digits",
-                                             "controller": True, "uid": "u"}]
-    with pytest.raises(cli.CliError, match="kubectl mltask stop pipeline/digits"):
-        cli.check_not_owned(T, child, "stop")
-    cli.check_not_owned(T, obj("running"), "stop")  # standalone: fine
-    cli.check_not_owned(P, child, "stop")           # not an MLTask target
+def owned(o: dict[str, Any]) -> dict[str, Any]:
+    o["metadata"]["ownerReferences"] = [{"kind": "Pipeline", "name": "digits",
+                                         "controller": True, "uid": "u"}]
+    return o
+
+
+OWNED = [
+    Case("stop", "stop", "which sets its suspend and retryGeneration: stop the pipeline "
+         "instead (kubectl mltask stop pipeline/digits)"),
+    Case("retry", "retry", "kubectl mltask retry pipeline/digits"),
+    Case("archive", "archive", "which archives and unarchives its tasks: archive the pipeline "
+         "instead (kubectl mltask archive pipeline/digits)"),
+    Case("unarchive", "unarchive", "kubectl mltask unarchive pipeline/digits"),
+]
+
+
+@pytest.mark.parametrize("case", OWNED, ids=lambda c: c.name)
+def test_a_pipelines_task_is_acted_on_through_the_pipeline(case: Case) -> None:
+    with pytest.raises(cli.CliError) as e:
+        cli.check_not_owned(T, owned(obj("running")), case.given)
+    assert str(e.value).startswith("mltask t belongs to pipeline digits, which ")
+    assert case.expected in str(e.value)
+    cli.check_not_owned(T, obj("running"), case.given)  # standalone: fine
+    cli.check_not_owned(P, owned(obj("running")), case.given)  # not an MLTask target
+
+
+ARCHIVES = [
+    *(Case(f"archive {s}: stopped to be archived", (T, obj(s), True),
+           ({"spec": {"archived": True, "suspend": True}},
+            f"mltask/t archive requested: it was {s}, so it is stopped to be archived "
+            "(spec.suspend: true; unarchiving leaves it stopped); it keeps its status"))
+      for s in ("init", "running", "retry")),
+    Case("archive a task with no status yet: it never starts", (T, obj(None), True),
+         ({"spec": {"archived": True, "suspend": True}}, "it was init, so it is stopped")),
+    Case("archive a stopping task: already stopping", (T, obj("stopping", suspend=True), True),
+         ({"spec": {"archived": True, "suspend": True}},
+          "mltask/t archive requested (it is stopping); it keeps")),
+    *(Case(f"archive {s}: just archived", (T, obj(s, suspend=s == "stopped"), True),
+           ({"spec": {"archived": True}}, "mltask/t archive requested: it keeps its status, "
+            "outputs and metrics and releases its Workflows, pods and working volume"))
+      for s in ("completed", "failed", "stopped")),
+    Case("archive a running pipeline", (P, obj("running"), True),
+         ({"spec": {"archived": True, "suspend": True}},
+          "pipeline/p archive requested: it was running, so it is stopped to be archived")),
+    Case("archive a failed pipeline", (P, obj("failed"), True),
+         ({"spec": {"archived": True}}, "pipeline/p archive requested: its tasks keep their "
+          "status, outputs and metrics")),
+    Case("archive again: nothing to send", (T, obj("completed", archived=True), True),
+         (None, "mltask/t is already archived: nothing to archive")),
+    Case("unarchive a stopped one: stays stopped",
+         (T, obj("stopped", suspend=True, archived=True), False),
+         ({"spec": {"archived": False}}, "mltask/t unarchive requested: it stays stopped "
+          "(spec.suspend: true); to continue it: kubectl mltask continue mltask/t")),
+    Case("unarchive one not suspended: continues", (P, obj("stopped", archived=True), False),
+         ({"spec": {"archived": False}}, "pipeline/p unarchive requested: it continues")),
+    Case("unarchive a completed one", (T, obj("completed", archived=True), False),
+         ({"spec": {"archived": False}}, "mltask/t unarchive requested: it stays completed")),
+    Case("unarchive one not archived: nothing to send", (T, obj("failed"), False),
+         (None, "mltask/t is not archived: nothing to unarchive")),
+    Case("unarchive archived false: nothing to send", (T, obj("failed", archived=False), False),
+         (None, "is not archived")),
+]
+
+
+@pytest.mark.parametrize("case", ARCHIVES, ids=lambda c: c.name)
+def test_archive_change(case: Case) -> None:
+    change = cli.archive_change(*case.given)
+    patch, message = case.expected
+    assert change.patch == patch
+    assert message in change.message, change.message
+
+
+class FakeSession:
+    """A Session whose get returns `obj` and whose patch must not be called."""
+
+    namespace = "ml"
+
+    def __init__(self, obj: dict[str, Any]) -> None:
+        self.obj = obj
+
+    def get(self, target: cli.Target) -> dict[str, Any]:
+        return self.obj
+
+    def patch(self, target: cli.Target, body: dict[str, Any]) -> dict[str, Any]:
+        raise AssertionError(f"patched {target} with {body}")
+
+
+REFUSED = [
+    Case("retry an archived task", (["retry", "t"], obj("failed", archived=True)),
+         "error: mltask/t is archived (spec.archived): unarchive it first (kubectl mltask "
+         "unarchive mltask/t), then retry it"),
+    Case("continue an archived pipeline", (["continue", "pipeline/p"],
+                                           obj("stopped", suspend=True, archived=True)),
+         "error: pipeline/p is archived (spec.archived): unarchive it first (kubectl mltask "
+         "unarchive pipeline/p), then continue it"),
+    Case("archive a pipeline's task", (["archive", "t"], owned(obj("running"))),
+         "error: mltask t belongs to pipeline digits, which archives and unarchives its "
+         "tasks: archive the pipeline instead (kubectl mltask archive pipeline/digits)"),
+    Case("unarchive a pipeline's task", (["unarchive", "t"], owned(obj("stopped",
+                                                                       archived=True))),
+         "error: mltask t belongs to pipeline digits, which archives and unarchives its "
+         "tasks: unarchive the pipeline instead (kubectl mltask unarchive pipeline/digits)"),
+]
+
+
+@pytest.mark.parametrize("case", REFUSED, ids=lambda c: c.name)
+def test_refused_before_any_patch(case: Case, monkeypatch, capsys) -> None:
+    argv, o = case.given
+    monkeypatch.setattr(cli, "connect", lambda *a: FakeSession(o))
+    assert cli.main(argv) == 1
+    out, err = capsys.readouterr()
+    assert (out, err) == ("", case.expected + "\n")
+
+
+NOTHING_TO_DO = [
+    Case("archive an archived one", (["archive", "t"], obj("completed", archived=True)),
+         "mltask/t is already archived: nothing to archive"),
+    Case("unarchive one not archived", (["unarchive", "pipeline/p"], obj("failed")),
+         "pipeline/p is not archived: nothing to unarchive"),
+]
+
+
+@pytest.mark.parametrize("case", NOTHING_TO_DO, ids=lambda c: c.name)
+def test_nothing_to_do_is_said_and_sends_nothing(case: Case, monkeypatch, capsys) -> None:
+    argv, o = case.given
+    monkeypatch.setattr(cli, "connect", lambda *a: FakeSession(o))
+    assert cli.main(argv) == 0
+    assert capsys.readouterr().out == case.expected + "\n"
 
 
 # ------------------------------------------------------------------------ step and pod
@@ -503,6 +643,8 @@ USAGE = [
     Case("--tail -1", ["logs", "x", "--tail", "-1"]),
     Case("bad --step", ["logs", "x", "--step", "train"]),
     Case("bad -o", ["outputs", "x", "-o", "table"]),
+    Case("archive without a target", ["archive"]),
+    Case("unarchive an unknown type", ["unarchive", "pod/x"]),
 ]
 
 
