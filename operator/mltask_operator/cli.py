@@ -935,6 +935,7 @@ def _watch_list(s: Session, args: argparse.Namespace, fields: str | None,
     to watch from (410 Gone) lists again, printing what changed meanwhile."""
     kind: Resource = args.resource
     every = args.all_namespaces
+    printer = RowPrinter(list_headers(kind, every))
 
     def row(obj: dict[str, Any]) -> str:
         return printer.row(list_row(kind, obj, _now(), every))
@@ -947,7 +948,6 @@ def _watch_list(s: Session, args: argparse.Namespace, fields: str | None,
     try:
         items, version = s.list_snapshot(kind, every, fields, labels)
         items = sort_items(items, args.sort_by)
-        printer = RowPrinter(list_headers(kind, every))
         if items:
             print(printer.table(list_row(kind, i, _now(), every) for i in items), flush=True)
         else:
