@@ -1,4 +1,4 @@
-"""`kubectl mltask`: list, describe, stop, continue, retry, logs, outputs and metrics of tasks."""
+"""`kubectl mltask`: list, describe, stop, continue, retry, archive, logs, outputs, metrics."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ import codecs
 import datetime
 import json
 import os
+import shlex
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TextIO, TypeVar
 
@@ -22,7 +23,8 @@ from mltask_operator.api.v1alpha1 import pipeline as pipeline_api
 from mltask_operator.api.v1alpha1.common import GROUP, VERSION
 from mltask_operator.builders.workflow import workflow_name
 from mltask_operator.clients.kube import list_objects
-from mltask_operator.status import ACTIVE, observe_workflow
+from mltask_operator.labels import ARCHIVED as ARCHIVED_LABEL
+from mltask_operator.status import ACTIVE, observe_workflow, parse_duration
 
 PROG = "kubectl mltask"
 NONE = "<none>"
@@ -41,6 +43,11 @@ class CliError(Exception):
 
 #: How long `logs -f` waits for a step's container to start (its init container runs first).
 FOLLOW_START_WAIT = 300
+#: The page size of the listing `list -w` starts from.
+LIST_PAGE = 500
+#: How long one watch request of `list -w` lasts (the API server ends it, and it is reopened
+#: from the last resourceVersion seen).
+WATCH_SECONDS = 300
 
 
 class ApiCallError(CliError):
@@ -132,6 +139,21 @@ def field_selector(type_: str | None = None, status: str | None = None,
     return ",".join(terms) or None
 
 
+#: What `list` shows of archived objects (label mltask.dev/archived): none (the default), all
+#: objects (--archived), or only archived ones (--only-archived).
+HIDE, SHOW, ONLY = "hide", "show", "only"
+
+
+def label_selector(user: str | None, archived: str = HIDE) -> str | None:
+    """`list`'s label selector: the user's -l, with `!mltask.dev/archived` (archived objects
+    hidden) unless --archived shows them too or --only-archived only them
+    (`mltask.dev/archived`). A -l that names the archived label itself decides alone."""
+    if archived == SHOW or (archived == HIDE and user and ARCHIVED_LABEL in user):
+        return user or None
+    term = f"!{ARCHIVED_LABEL}" if archived == HIDE else ARCHIVED_LABEL
+    return f"{user},{term}" if user else term
+
+
 def context_namespace(contexts: Sequence[dict[str, Any]], active: dict[str, Any] | None,
                       wanted: str | None) -> str:
     """The namespace of the kubeconfig context in use (`--context`, else the current one),
@@ -192,15 +214,38 @@ def cell(value: Any) -> str:
     return " ".join(str(value).split()) if isinstance(value, str) else str(value)
 
 
+def format_row(cells: Sequence[str], widths: Sequence[int], indent: str = "") -> str:
+    return (indent + "   ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True))).rstrip()
+
+
+class RowPrinter:
+    """A table, then (`list -w`) more rows as they come: in the table's columns, wider from
+    the row on whose value needs it."""
+
+    def __init__(self, headers: Sequence[str]) -> None:
+        self.headers = list(headers)
+        self.widths = [len(h) for h in headers]
+
+    def _cells(self, row: Sequence[Any]) -> list[str]:
+        if len(row) != len(self.headers):
+            raise ValueError(f"a row does not have the {len(self.headers)} columns "
+                             f"{self.headers}")
+        return [cell(v) for v in row]
+
+    def table(self, rows: Iterable[Sequence[Any]], indent: str = "") -> str:
+        cells = [self.headers, *(self._cells(row) for row in rows)]
+        self.widths = [max(len(r[i]) for r in cells) for i in range(len(self.headers))]
+        return "\n".join(format_row(r, self.widths, indent) for r in cells)
+
+    def row(self, row: Sequence[Any]) -> str:
+        cells = self._cells(row)
+        self.widths = [max(w, len(c)) for w, c in zip(self.widths, cells, strict=True)]
+        return format_row(cells, self.widths)
+
+
 def render_table(headers: Sequence[str], rows: Iterable[Sequence[Any]], indent: str = "") -> str:
     """Columns as kubectl prints them: left-aligned, three spaces apart, missing as <none>."""
-    cells = [list(headers), *([cell(v) for v in row] for row in rows)]
-    if any(len(r) != len(headers) for r in cells):
-        raise ValueError(f"a row does not have the {len(headers)} columns {list(headers)}")
-    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-    return "\n".join(
-        (indent + "   ".join(c.ljust(w) for c, w in zip(r, widths, strict=True))).rstrip()
-        for r in cells)
+    return RowPrinter(headers).table(rows, indent)
 
 
 def render_fields(pairs: Sequence[tuple[str, Any]]) -> str:
@@ -225,14 +270,72 @@ def pipeline_row(obj: dict[str, Any], now: datetime.datetime) -> list[Any]:
             st.get("duration")]
 
 
+def list_headers(kind: Resource, all_namespaces: bool = False) -> list[str]:
+    headers = PIPELINE_HEADERS if kind == PIPELINE else TASK_HEADERS
+    return ["NAMESPACE", *headers] if all_namespaces else list(headers)
+
+
+def list_row(kind: Resource, obj: dict[str, Any], now: datetime.datetime,
+             all_namespaces: bool = False) -> list[Any]:
+    row = (pipeline_row if kind == PIPELINE else task_row)(obj, now)
+    return [obj["metadata"].get("namespace"), *row] if all_namespaces else row
+
+
 def render_list(kind: Resource, items: Sequence[dict[str, Any]], now: datetime.datetime,
                 all_namespaces: bool = False) -> str:
-    headers, row = ((PIPELINE_HEADERS, pipeline_row) if kind == PIPELINE
-                    else (TASK_HEADERS, task_row))
-    if all_namespaces:
-        return render_table(["NAMESPACE", *headers],
-                            ([i["metadata"].get("namespace"), *row(i, now)] for i in items))
-    return render_table(headers, (row(i, now) for i in items))
+    return render_table(list_headers(kind, all_namespaces),
+                        (list_row(kind, i, now, all_namespaces) for i in items))
+
+
+SORT_KEYS = ("created", "duration", "status", "name")
+_NEVER = datetime.datetime.max.replace(tzinfo=datetime.UTC)
+
+
+def _name_key(obj: dict[str, Any]) -> tuple[str, str]:
+    meta = obj.get("metadata") or {}
+    return meta.get("name") or "", meta.get("namespace") or ""
+
+
+def _sort_key(by: str) -> Callable[[dict[str, Any]], Any]:
+    def st(obj: dict[str, Any]) -> dict[str, Any]:
+        return obj.get("status") or {}
+
+    if by == "created":  # oldest first, as kubectl's --sort-by=.metadata.creationTimestamp
+        return lambda o: parse_time((o.get("metadata") or {}).get("creationTimestamp")) or _NEVER
+    if by == "duration":  # longest first, none last
+        def duration(o: dict[str, Any]) -> tuple[bool, int]:
+            seconds = parse_duration(st(o).get("duration"))
+            return seconds is None, -(seconds or 0)
+        return duration
+    if by == "status":  # then name; none last
+        return lambda o: (st(o).get("status") is None, st(o).get("status") or "", _name_key(o))
+    if by == "name":
+        return _name_key
+    raise ValueError(f"unknown --sort-by {by!r}: use one of {', '.join(SORT_KEYS)}")
+
+
+def sort_items(items: Iterable[dict[str, Any]], by: str | None) -> list[dict[str, Any]]:
+    """`--sort-by`: created (oldest first), duration (status.duration, longest first, none
+    last), status (then name) or name. None keeps the API's order (namespace, then name); ties
+    keep it too."""
+    return sorted(items, key=_sort_key(by)) if by else list(items)
+
+
+def gone_message(kind: Resource, obj: dict[str, Any], current: dict[str, Any] | None,
+                 archived: str = HIDE, all_namespaces: bool = False) -> str:
+    """What `list -w` prints when the watch says an object went: deleted (`current` None, it
+    is not found), or still there but out of the listing: archived, or its status no longer
+    what --status asks (the API server's watch sends both as a deletion)."""
+    meta = obj.get("metadata") or {}
+    what = f"{kind.singular}/{meta.get('name')}" + (
+        f" in namespace {meta.get('namespace')}" if all_namespaces else "")
+    if current is None:
+        return f"{what} deleted"
+    if archived == HIDE and ARCHIVED_LABEL in ((current.get("metadata") or {}).get("labels")
+                                               or {}):
+        return f"{what} archived: hidden from now on (--archived shows archived ones)"
+    status = (current.get("status") or {}).get("status") or "init"
+    return f"{what} no longer matches the filters (status {status})"
 
 
 def _section(title: str, body: str | None) -> str:
@@ -339,12 +442,22 @@ def owning_pipeline(obj: dict[str, Any]) -> str | None:
 
 
 def check_not_owned(target: Target, obj: dict[str, Any], verb: str) -> None:
-    """Refuse to act on a Pipeline's task: the Pipeline would undo it (it owns suspend)."""
+    """Refuse to act on a Pipeline's task: the Pipeline would undo it (it owns the task's
+    suspend, retryGeneration and archived)."""
     owner = owning_pipeline(obj) if target.kind == MLTASK else None
     if owner:
-        raise CliError(f"mltask {target.name} belongs to pipeline {owner}, which sets its "
-                       f"suspend and retryGeneration: {verb} the pipeline instead "
-                       f"({PROG} {verb} pipeline/{owner})")
+        sets = ("archives and unarchives its tasks" if verb in ("archive", "unarchive")
+                else "sets its suspend and retryGeneration")
+        raise CliError(f"mltask {target.name} belongs to pipeline {owner}, which {sets}: "
+                       f"{verb} the pipeline instead ({PROG} {verb} pipeline/{owner})")
+
+
+def check_not_archived(target: Target, obj: dict[str, Any], verb: str) -> None:
+    """Refuse retry and continue of an archived object, as the API server would (its rule on
+    spec.archived), before asking it."""
+    if (obj.get("spec") or {}).get("archived"):
+        raise CliError(f"{target} is archived (spec.archived): unarchive it first "
+                       f"({PROG} unarchive {target}), then {verb} it")
 
 
 @dataclass(frozen=True)
@@ -375,9 +488,42 @@ def suspend_change(target: Target, obj: dict[str, Any], suspend: bool) -> Change
                       "it goes stopping, then stopped")
     if not current:
         return Change(None, f"{target} is not stopped (status {status}): nothing to continue")
+    check_not_archived(target, obj, "continue")
     then = ("its stopped tasks continue and waiting tasks start" if target.kind == PIPELINE
             else "a new attempt starts at the step that did not finish")
     return Change({"spec": {"suspend": False}}, f"{target} continue requested: {then}")
+
+
+def archive_change(target: Target, obj: dict[str, Any], archive: bool) -> Change:
+    """`archive` (archive) or `unarchive` (not archive): the merge patch and its message (no
+    patch when it is already so). An active one is stopped in the same patch (spec.suspend:
+    true), so unarchiving it later leaves it stopped instead of running it again."""
+    spec, st = obj.get("spec") or {}, obj.get("status") or {}
+    status = st.get("status") or "init"
+    suspended = bool(spec.get("suspend"))
+    if archive:
+        if spec.get("archived"):
+            return Change(None, f"{target} is already archived: nothing to archive")
+        kept = ("its tasks keep their status, outputs and metrics and release their "
+                "Workflows, pods and working volumes" if target.kind == PIPELINE else
+                "it keeps its status, outputs and metrics and releases its Workflows, pods "
+                "and working volume")
+        if status not in ACTIVE:
+            return Change({"spec": {"archived": True}}, f"{target} archive requested: {kept}")
+        stopped = (f" (it is {status})" if suspended else
+                   f": it was {status}, so it is stopped to be archived (spec.suspend: true; "
+                   "unarchiving leaves it stopped)")
+        return Change({"spec": {"archived": True, "suspend": True}},
+                      f"{target} archive requested{stopped}; {kept}")
+    if not spec.get("archived"):
+        return Change(None, f"{target} is not archived: nothing to unarchive")
+    if status in ENDED:
+        then = f"it stays {status}"
+    elif suspended:
+        then = f"it stays stopped (spec.suspend: true); to continue it: {PROG} continue {target}"
+    else:
+        then = "it continues (spec.suspend is false)"
+    return Change({"spec": {"archived": False}}, f"{target} unarchive requested: {then}")
 
 
 def retry_patch(target: Target, obj: dict[str, Any]) -> tuple[dict[str, Any], int]:
@@ -388,6 +534,7 @@ def retry_patch(target: Target, obj: dict[str, Any]) -> tuple[dict[str, Any], in
     meta, spec = obj["metadata"], obj.get("spec") or {}
     status = (obj.get("status") or {}).get("status")
     noun = f"{target.kind.singular} {target.name}"
+    check_not_archived(target, obj, "retry")
     if status is None:
         raise CliError(f"{noun} has no status yet (the operator has not started it): "
                        "nothing to retry")
@@ -477,6 +624,52 @@ def api_error_message(status: int, message: str, verb: str, kind: Resource, name
     return f"cannot {verb} {obj} {where}: HTTP {status}: {message}"
 
 
+def next_page_hint(args: argparse.Namespace, namespace: str, token: str,
+                   remaining: int | None = None) -> str:
+    """What `list --limit N` prints on stderr when the API server has more: the same command
+    with --continue TOKEN, ready to paste."""
+    words = PROG.split()
+    for flag in ("kubeconfig", "context"):
+        if getattr(args, flag, None):
+            words += [f"--{flag}", getattr(args, flag)]
+    words.append("list")
+    if args.resource == PIPELINE:
+        words.append("pipelines")
+    words += ["-A"] if args.all_namespaces else ["-n", namespace]
+    for flag, value in (("--type", args.type), ("--status", args.status),
+                        ("--pipeline", args.pipeline), ("-l", args.selector),
+                        ("--sort-by", args.sort_by)):
+        if value:
+            words += [flag, value]
+    if args.archived != HIDE:
+        words.append("--archived" if args.archived == SHOW else "--only-archived")
+    words += ["--limit", str(args.limit), "--continue", token]
+    left = f" ({remaining} left)" if remaining else ""
+    return f"More {args.resource.plural}{left}: the next page with\n  {shlex.join(words)}"
+
+
+def list_usage_error(args: argparse.Namespace) -> str | None:
+    """Flags of `list` that do not go together (exit 2, before any API call)."""
+    if args.resource == PIPELINE and (args.type or args.pipeline):
+        return "--type and --pipeline filter MLTasks, not pipelines"
+    if args.continue_token and not args.limit:
+        return "--continue needs --limit (the page size of the listing it continues)"
+    if args.watch and args.limit:
+        return "--watch lists every object, then its changes: not with --limit"
+    return None
+
+
+def json_lines(chunks: Iterable[bytes]) -> Iterator[dict[str, Any]]:
+    """The events of a watch stream, one JSON object a line; a line split across chunks stays
+    whole, and an unfinished last line (the connection dropped) is left out."""
+    rest = b""
+    for chunk in chunks:
+        *lines, rest = (rest + chunk).split(b"\n")
+        for line in lines:
+            if line.strip():
+                yield json.loads(line)
+
+
 def write_stream(chunks: Iterable[bytes], out: TextIO) -> None:
     """Copy a log stream to `out` as text; a UTF-8 character split across chunks stays whole."""
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
@@ -548,6 +741,68 @@ class Session:
         return self.call(lambda: list_objects(self.objects, kind.plural, namespace,
                                               field_selector=fields, label_selector=labels),
                          "list", kind, namespace=namespace)
+
+    def _list_call(self, kind: Resource, namespace: str | None, **kwargs: Any) -> Any:
+        if namespace is None:
+            return self.objects.list_cluster_custom_object(GROUP, VERSION, kind.plural, **kwargs)
+        return self.objects.list_namespaced_custom_object(GROUP, VERSION, namespace,
+                                                          kind.plural, **kwargs)
+
+    def list_page(self, kind: Resource, all_namespaces: bool, fields: str | None,
+                  labels: str | None, limit: int, token: str | None = None) -> dict[str, Any]:
+        """One page of at most `limit` objects (the API server's chunking), after `token`."""
+        namespace = None if all_namespaces else self.namespace
+        kwargs: dict[str, Any] = {"limit": limit}
+        for key, value in (("field_selector", fields), ("label_selector", labels),
+                           ("_continue", token)):
+            if value:
+                kwargs[key] = value
+        return self.call(lambda: self._list_call(kind, namespace, **kwargs), "list", kind,
+                         namespace=namespace)
+
+    def list_snapshot(self, kind: Resource, all_namespaces: bool, fields: str | None,
+                      labels: str | None) -> tuple[list[dict[str, Any]], str]:
+        """Every object, page by page, and the resourceVersion to watch from."""
+        items: list[dict[str, Any]] = []
+        token = None
+        while True:
+            page = self.list_page(kind, all_namespaces, fields, labels, LIST_PAGE, token)
+            items += page.get("items") or []
+            token = page["metadata"].get("continue")
+            if not token:
+                return items, page["metadata"]["resourceVersion"]
+
+    def watch(self, kind: Resource, all_namespaces: bool, fields: str | None,
+              labels: str | None, resource_version: str) -> Iterator[dict[str, Any]]:
+        """The watch events after `resource_version`, until the server ends the watch (after
+        WATCH_SECONDS) or the connection drops."""
+        namespace = None if all_namespaces else self.namespace
+        kwargs: dict[str, Any] = {
+            "watch": True, "resource_version": resource_version, "allow_watch_bookmarks": True,
+            "timeout_seconds": WATCH_SECONDS, "_preload_content": False,
+            "_request_timeout": (10, WATCH_SECONDS + 30)}
+        for key, value in (("field_selector", fields), ("label_selector", labels)):
+            if value:
+                kwargs[key] = value
+        resp = self.call(lambda: self._list_call(kind, namespace, **kwargs), "watch", kind,
+                         namespace=namespace)
+        try:
+            yield from json_lines(resp.stream(None))
+        except (urllib3.exceptions.ReadTimeoutError, urllib3.exceptions.ProtocolError):
+            return  # reopened from the last resourceVersion seen
+        finally:
+            resp.close()
+            resp.release_conn()
+
+    def find(self, kind: Resource, namespace: str, name: str) -> dict[str, Any] | None:
+        """The object, or None when it is not found."""
+        try:
+            return self.call(lambda: self.objects.get_namespaced_custom_object(
+                GROUP, VERSION, namespace, kind.plural, name), "get", kind, name, namespace)
+        except ApiCallError as e:
+            if e.status == 404:
+                return None
+            raise
 
     def get_workflow(self, name: str) -> dict[str, Any]:
         return self.call(lambda: self.objects.get_namespaced_custom_object(
@@ -638,13 +893,105 @@ def _now() -> datetime.datetime:
 def cmd_list(s: Session, args: argparse.Namespace) -> int:
     kind: Resource = args.resource
     fields = field_selector(args.type, args.status, args.pipeline)
-    items = s.list(kind, args.all_namespaces, fields, args.selector)
-    if not items:
+    labels = label_selector(args.selector, args.archived)
+    if args.watch:
+        return _watch_list(s, args, fields, labels)
+    token, remaining = None, None
+    if args.limit:
+        try:
+            page = s.list_page(kind, args.all_namespaces, fields, labels, args.limit,
+                               args.continue_token)
+        except ApiCallError as e:
+            if e.status == 410 and args.continue_token:
+                raise CliError("the --continue token has expired (the API server keeps a "
+                               "listing for a few minutes): list again from the first page, "
+                               "without --continue") from e
+            raise
+        items = page.get("items") or []
+        token = page["metadata"].get("continue")
+        remaining = page["metadata"].get("remainingItemCount")
+    else:
+        items = s.list(kind, args.all_namespaces, fields, labels)
+    if items:
+        print(render_list(kind, sort_items(items, args.sort_by), _now(), args.all_namespaces))
+    elif not token:
         where = "" if args.all_namespaces else f" in namespace {s.namespace}"
         print(f"No {kind.plural} found{where}.", file=sys.stderr)
-        return 0
-    print(render_list(kind, items, _now(), args.all_namespaces))
+    if token:
+        sys.stdout.flush()
+        print(next_page_hint(args, s.namespace, token, remaining), file=sys.stderr)
     return 0
+
+
+def _key(obj: dict[str, Any]) -> tuple[str, str]:
+    meta = obj["metadata"]
+    return meta.get("namespace") or "", meta["name"]
+
+
+def _watch_list(s: Session, args: argparse.Namespace, fields: str | None,
+                labels: str | None) -> int:
+    """`list -w`: the table, then a row each time an object is added or changes, until
+    Ctrl-C. A watch the server ends is reopened from the last resourceVersion seen; one too old
+    to watch from (410 Gone) lists again, printing what changed meanwhile."""
+    kind: Resource = args.resource
+    every = args.all_namespaces
+    printer = RowPrinter(list_headers(kind, every))
+
+    def row(obj: dict[str, Any]) -> str:
+        return printer.row(list_row(kind, obj, _now(), every))
+
+    def gone(obj: dict[str, Any]) -> str:
+        meta = obj["metadata"]
+        current = s.find(kind, meta.get("namespace") or s.namespace, meta["name"])
+        return gone_message(kind, obj, current, args.archived, every)
+
+    try:
+        items, version = s.list_snapshot(kind, every, fields, labels)
+        items = sort_items(items, args.sort_by)
+        if items:
+            print(printer.table(list_row(kind, i, _now(), every) for i in items), flush=True)
+        else:
+            where = "" if every else f" in namespace {s.namespace}"
+            print(f"No {kind.plural} found{where} yet; watching.", file=sys.stderr, flush=True)
+        seen = {_key(i): i for i in items}
+        while True:
+            expired, opened, events = False, time.monotonic(), 0
+            try:
+                for event in s.watch(kind, every, fields, labels, version):
+                    events += 1
+                    type_, obj = event.get("type"), event.get("object") or {}
+                    if type_ == "ERROR":
+                        if obj.get("code") == 410:
+                            expired = True
+                            break
+                        raise CliError(f"the watch of {kind.qualified} failed: "
+                                       f"{obj.get('message') or obj}")
+                    version = obj["metadata"]["resourceVersion"]
+                    if type_ in ("ADDED", "MODIFIED"):
+                        seen[_key(obj)] = obj
+                        print(row(obj), flush=True)
+                    elif type_ == "DELETED":
+                        seen.pop(_key(obj), None)
+                        print(gone(obj), flush=True)
+            except ApiCallError as e:
+                if e.status != 410:
+                    raise
+                expired = True
+            if expired:  # list again: print what changed since the objects last seen
+                items, version = s.list_snapshot(kind, every, fields, labels)
+                fresh = {_key(i): i for i in items}
+                for key, obj in fresh.items():
+                    old = seen.get(key)
+                    if old is None or (old["metadata"]["resourceVersion"]
+                                       != obj["metadata"]["resourceVersion"]):
+                        print(row(obj), flush=True)
+                for key in seen.keys() - fresh.keys():
+                    print(gone(seen[key]), flush=True)
+                seen = fresh
+            elif not events and time.monotonic() - opened < 1:
+                time.sleep(1)  # a server ending every watch at once is not asked in a loop
+    except KeyboardInterrupt:
+        return 0
 
 
 def cmd_describe(s: Session, args: argparse.Namespace) -> int:
@@ -669,6 +1016,24 @@ def cmd_stop(s: Session, args: argparse.Namespace) -> int:
 
 def cmd_continue(s: Session, args: argparse.Namespace) -> int:
     return _suspend(s, args, False)
+
+
+def _archive(s: Session, args: argparse.Namespace, archive: bool) -> int:
+    obj = s.get(args.target)
+    check_not_owned(args.target, obj, "archive" if archive else "unarchive")
+    change = archive_change(args.target, obj, archive)
+    if change.patch is not None:
+        s.patch(args.target, change.patch)
+    print(change.message)
+    return 0
+
+
+def cmd_archive(s: Session, args: argparse.Namespace) -> int:
+    return _archive(s, args, True)
+
+
+def cmd_unarchive(s: Session, args: argparse.Namespace) -> int:
+    return _archive(s, args, False)
 
 
 def cmd_retry(s: Session, args: argparse.Namespace) -> int:
@@ -772,10 +1137,15 @@ def _non_negative(text: str) -> int:
 EXAMPLES = f"""examples:
   {PROG} list --type training --status failed
   {PROG} list pipelines -A
+  {PROG} list --sort-by duration --limit 20
+  {PROG} list --only-archived
+  {PROG} list --status running -w
   {PROG} describe train-digits
   {PROG} stop train-digits
   {PROG} continue train-digits
   {PROG} retry pipeline/digits
+  {PROG} archive train-digits
+  {PROG} unarchive pipeline/digits
   {PROG} logs train-digits --step run -f
   {PROG} outputs train-digits -o json
 """
@@ -795,13 +1165,16 @@ def build_parser() -> argparse.ArgumentParser:
         prog=PROG, parents=[common], epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Act on MLTasks and Pipelines: list, describe, stop, continue, retry, "
-        "logs, outputs, metrics. TARGET is an MLTask NAME, or pipeline/NAME (also mlp/NAME).")
+        "archive, unarchive, logs, outputs, metrics. TARGET is an MLTask NAME, or pipeline/NAME "
+        "(also mlp/NAME).")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     target = _arg_type(parse_target, "target")
 
     p = sub.add_parser("list", parents=[common], help="list MLTasks (or pipelines) in a table",
                        description="List MLTasks, or Pipelines with `list pipelines`; the "
-                       "filters are field and label selectors the API server applies.")
+                       "filters are field and label selectors the API server applies. Archived "
+                       "ones (label mltask.dev/archived) are hidden unless --archived or "
+                       "--only-archived.")
     p.add_argument("resource", nargs="?", default=MLTASK, metavar="RESOURCE",
                    type=_arg_type(parse_list_kind, "resource"),
                    help="mltasks (default) or pipelines")
@@ -814,6 +1187,23 @@ def build_parser() -> argparse.ArgumentParser:
                    help="label selector, e.g. team=vision")
     p.add_argument("-A", "--all-namespaces", action="store_true",
                    help="list in every namespace")
+    shown = p.add_mutually_exclusive_group()
+    shown.add_argument("--archived", dest="archived", action="store_const", const=SHOW,
+                       default=HIDE, help="show archived ones too (hidden by default)")
+    shown.add_argument("--only-archived", dest="archived", action="store_const", const=ONLY,
+                       default=HIDE, help="show only archived ones")
+    p.add_argument("--sort-by", choices=SORT_KEYS,
+                   help="created (oldest first), duration (longest first), status (then name) "
+                   "or name; with --limit, within the page (default: by namespace, then name, "
+                   "as the API server returns them)")
+    p.add_argument("--limit", type=_arg_type(_positive, "limit"), metavar="N",
+                   help="list one page of N; when there are more, stderr gives the command for "
+                   "the next page (--continue TOKEN)")
+    p.add_argument("--continue", dest="continue_token", metavar="TOKEN",
+                   help="the next page of a --limit listing: the token it printed")
+    p.add_argument("-w", "--watch", action="store_true",
+                   help="after the table, print a row each time one is added or changes, "
+                   "until Ctrl-C")
     p.set_defaults(func=cmd_list)
 
     p = sub.add_parser("describe", parents=[common], help="show status, steps, outputs, "
@@ -826,7 +1216,12 @@ def build_parser() -> argparse.ArgumentParser:
             ("continue", cmd_continue, "continue a stopped task or pipeline (spec.suspend: "
              "false)"),
             ("retry", cmd_retry, "retry a failed, stopped or completed task, or a failed or "
-             "stopped pipeline (spec.retryGeneration + 1)")):
+             "stopped pipeline (spec.retryGeneration + 1)"),
+            ("archive", cmd_archive, "archive a task or pipeline (spec.archived: true): it "
+             "keeps its status, outputs and metrics and releases its Workflows, pods and "
+             "working volume; an active one is stopped to be archived (spec.suspend: true)"),
+            ("unarchive", cmd_unarchive, "unarchive an archived task or pipeline "
+             "(spec.archived: false)")):
         p = sub.add_parser(name, parents=[common], help=text, description=text)
         p.add_argument("target", type=target, metavar="TARGET")
         p.set_defaults(func=func)
@@ -860,9 +1255,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as e:  # --help (0) or a usage error (2, argparse printed it)
         return e.code if isinstance(e.code, int) else 2
-    if args.command == "list" and args.resource == PIPELINE and (args.type or args.pipeline):
-        print(f"{PROG} list: --type and --pipeline filter MLTasks, not pipelines",
-              file=sys.stderr)
+    usage = list_usage_error(args) if args.command == "list" else None
+    if usage:
+        print(f"{PROG} list: {usage}", file=sys.stderr)
         return 2
     try:
         session = connect(getattr(args, "kubeconfig", None), getattr(args, "context", None),

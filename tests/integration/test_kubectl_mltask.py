@@ -1,12 +1,21 @@
 """The kubectl plugin against the real API server: `main([...])` runs in-process with the test
-control plane's kubeconfig while the operator runs and the Argo stand-in drives Workflows."""
+control plane's kubeconfig while the operator runs and the Argo stand-in drives Workflows, or
+with the operator stopped where a test writes the status and labels itself."""
 
 from __future__ import annotations
 
 import datetime
 import json
+import os
+import queue
+import shlex
+import signal
+import subprocess
+import sys
+import threading
 import time
 import urllib.parse
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,8 +27,9 @@ from kubernetes import client
 from harness import argo_standin as argo_fn
 from harness.controlplane import free_port
 from harness.pipelines import DATASET, Pipelines, pipeline_example, task_state
-from harness.tasks import RESULT, Tasks, example, step
+from harness.tasks import REPO, RESULT, G, Tasks, V, example, step
 from mltask_operator import cli
+from mltask_operator.labels import ARCHIVED
 
 pytestmark = pytest.mark.integration
 
@@ -47,12 +57,14 @@ def tasks(api: client.ApiClient, namespace: str, operator) -> Tasks:
 
 @pytest.fixture
 def mltask(control_plane, namespace: str, capsys):
-    """`kubectl mltask ARGS` in the test namespace, as the admin unless `kubeconfig` says."""
+    """`kubectl mltask ARGS` in the test namespace, as the admin unless `kubeconfig` says;
+    `exactly` runs ARGS as they are (a command the plugin printed)."""
 
-    def run(*args: str, kubeconfig: Path | None = None, ns: str | None = namespace) -> Run:
+    def run(*args: str, kubeconfig: Path | None = None, ns: str | None = namespace,
+            exactly: bool = False) -> Run:
         argv = ["--kubeconfig", str(kubeconfig or control_plane.kubeconfig)]
         argv += ["-n", ns] if ns else []
-        code = cli.main([*argv, *args])
+        code = cli.main(list(args) if exactly else [*argv, *args])
         captured = capsys.readouterr()
         assert "Traceback" not in captured.err, captured.err
         return Run(code, captured.out, captured.err)
@@ -165,7 +177,7 @@ def test_list_filters_on_the_server(tasks: Tasks, argo, namespace: str, mltask, 
     assert lists, "the list was not audited"
     query = urllib.parse.parse_qs(urllib.parse.urlsplit(lists[-1]["requestURI"]).query)
     assert query["fieldSelector"] == ["spec.type=preprocessing,status.status=failed"]
-    assert query["labelSelector"] == ["tier!=x"]
+    assert query["labelSelector"] == ["tier!=x,!mltask.dev/archived"], "archived ones hidden"
 
 
 def test_the_namespace_defaults_to_the_kubeconfig_contexts(
@@ -465,3 +477,280 @@ def test_pipeline_stop_continue_retry(api: client.ApiClient, namespace: str, ope
     argo.wait_for(namespace, "digits-train-3")
     assert pipes.children()["digits-train"]["spec"]["retryGeneration"] == 1
     assert pipes.children()["digits-preprocess"]["spec"]["retryGeneration"] == 0
+
+
+# --------------------------------------------------- archive, and list without the operator
+
+
+@pytest.fixture
+def quiet(operator) -> Iterator[None]:
+    """The session's operator stopped for the test and started again after it: the test
+    writes statuses and the mltask.dev/archived label itself, as the operator would, and
+    nothing changes them meanwhile."""
+    operator.stop()
+    try:
+        yield
+    finally:
+        operator.start()
+
+
+class Store:
+    """MLTasks and Pipelines of one namespace, their status and labels written as the operator
+    would write them."""
+
+    def __init__(self, api: client.ApiClient, namespace: str) -> None:
+        self.objects = client.CustomObjectsApi(api)
+        self.ns = namespace
+
+    def create(self, plural: str, name: str, status: dict[str, Any] | None = None,
+               archived: bool = False, labels: dict[str, str] | None = None,
+               body: dict[str, Any] | None = None) -> dict[str, Any]:
+        body = body or (pipeline_example("digits") if plural == "pipelines"
+                        else example("training"))
+        body["metadata"] = {**body.get("metadata", {}), "name": name, "labels": {
+            **(labels or {}), **({ARCHIVED: "true"} if archived else {})}}
+        body["spec"]["archived"] = archived
+        obj = self.objects.create_namespaced_custom_object(G, V, self.ns, plural, body)
+        if status:
+            obj = self.set_status(plural, name, status)
+        return obj
+
+    def set_status(self, plural: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
+        return self.objects.patch_namespaced_custom_object_status(G, V, self.ns, plural, name,
+                                                                  {"status": status})
+
+    def patch(self, plural: str, name: str, body: dict[str, Any]) -> dict[str, Any]:
+        return self.objects.patch_namespaced_custom_object(G, V, self.ns, plural, name, body)
+
+    def get(self, plural: str, name: str) -> dict[str, Any]:
+        return self.objects.get_namespaced_custom_object(G, V, self.ns, plural, name)
+
+    def delete(self, plural: str, name: str) -> None:
+        self.objects.delete_namespaced_custom_object(G, V, self.ns, plural, name)
+
+
+@pytest.fixture
+def store(api: client.ApiClient, namespace: str, mltask_crds, quiet) -> Store:
+    return Store(api, namespace)
+
+
+RUNNING = {"status": "running", "executeStep": "run_task", "attempt": 1,
+           "workflowName": "x-1", "startTime": "2026-01-01T00:00:00Z"}
+
+
+def ended(status: str, duration: str | None = None) -> dict[str, Any]:
+    st = {"status": status, "executeStep": "done" if status == "completed" else "run_task",
+          "attempt": 1, "startTime": "2026-01-01T00:00:00Z",
+          "completionTime": "2026-01-01T01:00:00Z"}
+    return {**st, "duration": duration} if duration else st
+
+
+def test_archive_and_unarchive_a_task(store: Store, mltask) -> None:
+    store.create("mltasks", TRAIN, RUNNING)
+    archive = mltask("archive", TRAIN)
+    assert (archive.code, archive.err) == (0, "")
+    assert archive.out.startswith(f"mltask/{TRAIN} archive requested: it was running, so it "
+                                  "is stopped to be archived (spec.suspend: true; ")
+    spec = store.get("mltasks", TRAIN)["spec"]
+    assert (spec["archived"], spec["suspend"]) == (True, True), "in one patch"
+    again = mltask("archive", TRAIN)
+    assert (again.code, again.out) == (0, f"mltask/{TRAIN} is already archived: nothing to "
+                                          "archive\n")
+
+    # the operator stopped it meanwhile; retry and continue are refused by the plugin first
+    store.set_status("mltasks", TRAIN, ended("stopped"))
+    for verb in ("retry", "continue"):
+        refused = mltask(verb, TRAIN)
+        assert (refused.code, refused.out) == (1, "")
+        assert refused.err == (f"error: mltask/{TRAIN} is archived (spec.archived): unarchive "
+                               f"it first (kubectl mltask unarchive mltask/{TRAIN}), then "
+                               f"{verb} it\n")
+    spec = store.get("mltasks", TRAIN)["spec"]
+    assert (spec["suspend"], spec.get("retryGeneration", 0)) == (True, 0)
+    with pytest.raises(client.ApiException) as e:  # as the API server would have
+        store.patch("mltasks", TRAIN, {"spec": {"retryGeneration": 1, "suspend": False}})
+    assert e.value.status == 422 and "the task is archived (spec.archived)" in e.value.body
+
+    unarchive = mltask("unarchive", TRAIN)
+    assert unarchive.code == 0
+    assert unarchive.out == (f"mltask/{TRAIN} unarchive requested: it stays stopped "
+                             f"(spec.suspend: true); to continue it: kubectl mltask continue "
+                             f"mltask/{TRAIN}\n")
+    spec = store.get("mltasks", TRAIN)["spec"]
+    assert (spec["archived"], spec["suspend"]) == (False, True)
+    assert mltask("unarchive", TRAIN).out == f"mltask/{TRAIN} is not archived: nothing to " \
+                                             "unarchive\n"
+    assert mltask("continue", TRAIN).code == 0, "unarchived: continue is allowed again"
+
+    store.create("mltasks", "done", ended("completed"))
+    done = mltask("archive", "done")
+    assert done.out.startswith("mltask/done archive requested: it keeps its status")
+    spec = store.get("mltasks", "done")["spec"]
+    assert (spec["archived"], spec.get("suspend", False)) == (True, False), "ended: not stopped"
+
+
+def test_archive_and_unarchive_a_pipeline(store: Store, mltask) -> None:
+    pipe = store.create("pipelines", "digits", {"status": "running", "progress": "0/3"})
+    archive = mltask("archive", "pipeline/digits")
+    assert archive.code == 0
+    assert archive.out.startswith("pipeline/digits archive requested: it was running, so it is "
+                                  "stopped to be archived")
+    spec = store.get("pipelines", "digits")["spec"]
+    assert (spec["archived"], spec["suspend"]) == (True, True)
+
+    # a task of the pipeline, as the operator creates it: archived through the pipeline
+    task = example("training")
+    task["metadata"] = {"name": "digits-train", "ownerReferences": [{
+        "apiVersion": f"{G}/{V}", "kind": "Pipeline", "name": "digits",
+        "uid": pipe["metadata"]["uid"], "controller": True}]}
+    task["spec"]["pipelineRef"] = {"name": "digits"}
+    store.create("mltasks", "digits-train", body=task)
+    for verb in ("archive", "unarchive"):
+        owned = mltask(verb, "digits-train")
+        assert (owned.code, owned.out) == (1, "")
+        assert owned.err == ("error: mltask digits-train belongs to pipeline digits, which "
+                             f"archives and unarchives its tasks: {verb} the pipeline instead "
+                             f"(kubectl mltask {verb} pipeline/digits)\n")
+    assert store.get("mltasks", "digits-train")["spec"]["archived"] is False
+
+    store.set_status("pipelines", "digits", {"status": "stopped"})
+    refused = mltask("retry", "mlp/digits")
+    assert refused.code == 1 and "kubectl mltask unarchive pipeline/digits" in refused.err
+    assert store.get("pipelines", "digits")["spec"].get("retryGeneration", 0) == 0
+
+    unarchive = mltask("unarchive", "pipelines/digits")
+    assert unarchive.code == 0 and "it stays stopped" in unarchive.out
+    assert store.get("pipelines", "digits")["spec"]["archived"] is False
+
+
+def test_list_hides_archived_ones_unless_asked(store: Store, mltask) -> None:
+    store.create("mltasks", "kept", labels={"team": "vision"})
+    store.create("mltasks", "other")
+    store.create("mltasks", "old", archived=True, labels={"team": "vision"})
+    store.create("mltasks", "older", archived=True)
+    store.create("pipelines", "digits")
+    store.create("pipelines", "digits-2024", archived=True)
+
+    assert mltask("list").names() == ["kept", "other"]
+    assert mltask("list", "--archived").names() == ["kept", "old", "older", "other"]
+    assert mltask("list", "--only-archived").names() == ["old", "older"]
+    assert mltask("list", "-l", "team=vision").names() == ["kept"]
+    assert mltask("list", "-l", "team=vision", "--archived").names() == ["kept", "old"]
+    assert mltask("list", "-l", "team=vision", "--only-archived").names() == ["old"]
+    assert mltask("list", "-l", f"{ARCHIVED}=true").names() == ["old", "older"], \
+        "a -l on the archived label decides alone"
+    assert mltask("list", "pipelines").names() == ["digits"]
+    assert mltask("list", "pipelines", "--only-archived").names() == ["digits-2024"]
+    listed = mltask("list", "--archived")
+    assert listed.out.splitlines()[0].split() == cli.TASK_HEADERS, "the same columns"
+    nothing = mltask("list", "-l", "team=none", "--only-archived")
+    assert (nothing.code, nothing.out) == (0, "")
+
+
+def test_list_sorted(store: Store, mltask) -> None:
+    # created c, a, d, b (a second apart: creationTimestamp counts seconds)
+    for name, status in (("c", ended("failed", "2m0s")), ("a", ended("completed", "59s")),
+                         ("d", {**RUNNING, "duration": "1h2m3s"}), ("b", None)):
+        store.create("mltasks", name, status)
+        time.sleep(1.1)
+
+    def order(*args: str) -> list[str]:
+        run = mltask("list", *args)
+        assert run.code == 0, run.err
+        return [r[0] for r in run.rows()]
+
+    assert order() == ["a", "b", "c", "d"], "the API's order"
+    assert order("--sort-by", "created") == ["c", "a", "d", "b"]
+    assert order("--sort-by", "duration") == ["d", "c", "a", "b"]
+    assert order("--sort-by", "status") == ["a", "c", "d", "b"]
+    assert order("--sort-by", "name") == ["a", "b", "c", "d"]
+    first = mltask("list", "--limit", "2", "--sort-by", "duration")
+    assert [r[0] for r in first.rows()] == ["a", "b"], "the first page, sorted within it"
+    second = mltask(*shlex.split(first.err.splitlines()[-1])[2:], exactly=True)
+    assert [r[0] for r in second.rows()] == ["d", "c"], "the second page, sorted within it"
+
+
+def test_list_pages_through_every_object_once(store: Store, mltask, namespace: str,
+                                              control_plane) -> None:
+    names = [f"t-{i}" for i in range(7)]
+    for name in names:
+        store.create("mltasks", name)
+    store.create("mltasks", "t-2x", archived=True)  # hidden: pages of the filtered listing
+
+    pages: list[list[str]] = []
+    run = mltask("list", "--limit", "3")
+    while True:
+        assert run.code == 0, run.err
+        assert run.out.splitlines()[0].split() == cli.TASK_HEADERS
+        pages.append([r[0] for r in run.rows()])
+        if not run.err:
+            break
+        head, command = run.err.splitlines()
+        assert head == "More mltasks: the next page with"
+        words = shlex.split(command)
+        assert words[:2] == ["kubectl", "mltask"]
+        assert words[2:-1] == ["--kubeconfig", str(control_plane.kubeconfig), "list", "-n",
+                               namespace, "--limit", "3", "--continue"]
+        run = mltask(*words[2:], exactly=True)
+        assert len(pages) < 5, "the pages do not end"
+    assert pages == [names[:3], names[3:6], names[6:]]
+
+    expired = mltask("list", "--limit", "3", "--continue", "not-a-token")
+    assert expired.code == 1 and expired.err.startswith("error: the API server refused to "
+                                                        "list mltasks.mltask.dev")
+
+
+class Watching:
+    """`kubectl mltask list -w` in a subprocess, its output read line by line."""
+
+    def __init__(self, argv: list[str]) -> None:
+        env = {**os.environ, "PYTHONPATH": str(REPO / "operator")}
+        self.proc = subprocess.Popen([sys.executable, "-m", "mltask_operator.cli", *argv],
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                     env=env)
+        self.lines: queue.Queue[str] = queue.Queue()
+        assert self.proc.stdout is not None
+        threading.Thread(target=self._read, args=(self.proc.stdout,), daemon=True).start()
+
+    def _read(self, stream: Any) -> None:
+        for line in stream:
+            self.lines.put(line.rstrip("\n"))
+
+    def next(self, timeout: float = 20) -> str:
+        try:
+            return self.lines.get(timeout=timeout)
+        except queue.Empty:
+            raise AssertionError(f"no line in {timeout}s; exit {self.proc.poll()}") from None
+
+    def interrupt(self) -> tuple[int, str]:
+        """Ctrl-C: (exit code, stderr)."""
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            _, err = self.proc.communicate(timeout=20)
+        finally:
+            self.proc.kill()
+        return self.proc.returncode, err
+
+
+def test_list_watch_prints_additions_changes_and_removals(store: Store, control_plane,
+                                                          namespace: str) -> None:
+    store.create("mltasks", "a")
+    watch = Watching(["--kubeconfig", str(control_plane.kubeconfig), "-n", namespace, "list",
+                      "-w"])
+    try:
+        assert watch.next().split() == cli.TASK_HEADERS
+        assert watch.next().split()[:3] == ["a", "training", "<none>"]
+
+        store.create("mltasks", "b")
+        assert watch.next().split()[:3] == ["b", "training", "<none>"]
+        store.set_status("mltasks", "a", RUNNING)
+        assert watch.next().split()[:4] == ["a", "training", "running", "run_task"]
+        store.patch("mltasks", "b", {"metadata": {"labels": {ARCHIVED: "true"}},
+                                     "spec": {"archived": True}})  # as archiving does
+        assert watch.next() == ("mltask/b archived: hidden from now on (--archived shows "
+                                "archived ones)")
+        store.delete("mltasks", "a")  # no finalizer: the operator never saw it
+        assert watch.next() == "mltask/a deleted"
+    finally:
+        code, err = watch.interrupt()
+    assert (code, err) == (0, ""), err

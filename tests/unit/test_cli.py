@@ -1,11 +1,12 @@
-"""The kubectl plugin's pure parts: targets, selectors, tables, describe, the retry patch, which
-step's pod to read, error messages, and usage errors; no cluster."""
+"""The kubectl plugin's pure parts: targets, selectors, tables, sorting, paging, the watch, the
+retry and archive patches, which step's pod to read, errors and usage errors; no cluster."""
 
 from __future__ import annotations
 
 import datetime
 import io
 import json
+import shlex
 from dataclasses import dataclass
 from typing import Any
 
@@ -100,6 +101,30 @@ def test_field_selector_paths_are_selectable_fields_of_the_crd() -> None:
     assert paths <= declared
 
 
+LABELS = [
+    Case("archived ones hidden by default", (None, cli.HIDE), "!mltask.dev/archived"),
+    Case("-l and hidden", ("team=vision", cli.HIDE), "team=vision,!mltask.dev/archived"),
+    Case("--archived: the user's -l alone", ("team=vision", cli.SHOW), "team=vision"),
+    Case("--archived without -l: no selector", (None, cli.SHOW), None),
+    Case("--only-archived", (None, cli.ONLY), "mltask.dev/archived"),
+    Case("--only-archived and a set-based -l", ("env in (a,b)", cli.ONLY),
+         "env in (a,b),mltask.dev/archived"),
+    Case("a -l naming the archived label decides alone", ("mltask.dev/archived=true", cli.HIDE),
+         "mltask.dev/archived=true"),
+]
+
+
+@pytest.mark.parametrize("case", LABELS, ids=lambda c: c.name)
+def test_label_selector(case: Case) -> None:
+    assert cli.label_selector(*case.given) == case.expected
+
+
+def test_the_archived_label_is_the_operators() -> None:
+    from mltask_operator import labels
+
+    assert cli.label_selector(None, cli.ONLY) == labels.ARCHIVED
+
+
 CONTEXTS = [
     {"name": "dev", "context": {"cluster": "c", "user": "u", "namespace": "ml-dev"}},
     {"name": "prod", "context": {"cluster": "c", "user": "u"}},
@@ -190,6 +215,313 @@ def test_cell(case: Case) -> None:
 def test_render_table_rejects_a_row_of_the_wrong_width() -> None:
     with pytest.raises(ValueError):
         cli.render_table(["A", "B"], [["only one"]])
+
+
+def test_rows_printed_later_keep_the_tables_columns_and_widen_them() -> None:
+    printer = cli.RowPrinter(["NAME", "STATUS"])
+    assert printer.table([["a", "running"]]).splitlines() == ["NAME   STATUS", "a      running"]
+    assert printer.row(["b", None]) == "b      <none>"
+    assert printer.row(["a-much-longer-name", "failed"]) == "a-much-longer-name   failed"
+    assert printer.row(["c", "ok"]) == "c                    ok", "wider from then on"
+    with pytest.raises(ValueError):
+        printer.row(["x"])
+
+
+# ------------------------------------------------------------------------------- sorting
+
+
+def listed(name: str, created: int | None = None, status: str | None = None,
+           duration: str | None = None, namespace: str = "ml") -> dict[str, Any]:
+    o: dict[str, Any] = {"metadata": {"name": name, "namespace": namespace}}
+    if created is not None:
+        o["metadata"]["creationTimestamp"] = ago(created)
+    st = {k: v for k, v in (("status", status), ("duration", duration)) if v is not None}
+    if st:
+        o["status"] = st
+    return o
+
+
+UNSORTED = [  # as the API returned them
+    listed("b", created=100, status="running", duration="2m0s"),
+    listed("a", created=50, status="failed", duration="1h2m3s"),
+    listed("d", created=300, status="completed", duration="59s"),
+    listed("c", created=200),
+    listed("e", created=300, status="failed", duration="0s"),
+    listed("f", status="init"),
+]
+SORTS = [
+    Case("no --sort-by: the API's order", (UNSORTED, None), ["b", "a", "d", "c", "e", "f"]),
+    Case("created: oldest first, ties in the API's order, none last", (UNSORTED, "created"),
+         ["d", "e", "c", "b", "a", "f"]),
+    Case("duration: longest first, 0s before none", (UNSORTED, "duration"),
+         ["a", "b", "d", "e", "c", "f"]),
+    Case("status, then name; none last", (UNSORTED, "status"), ["d", "a", "e", "f", "b", "c"]),
+    Case("name", (UNSORTED, "name"), ["a", "b", "c", "d", "e", "f"]),
+    Case("name across namespaces (-A)", ([listed("y", namespace="n1"),
+                                          listed("x", namespace="n2"),
+                                          listed("x", namespace="n1")], "name"),
+         ["n1/x", "n2/x", "n1/y"]),
+    Case("status across namespaces: then name, then namespace",
+         ([listed("x", status="failed", namespace="n2"), listed("x", status="failed",
+                                                                namespace="n1")], "status"),
+         ["n1/x", "n2/x"]),
+]
+
+
+@pytest.mark.parametrize("case", SORTS, ids=lambda c: c.name)
+def test_sort_items(case: Case) -> None:
+    items, by = case.given
+    names = [o["metadata"]["name"] for o in cli.sort_items(items, by)]
+    if "/" in case.expected[0]:
+        names = [f"{o['metadata']['namespace']}/{o['metadata']['name']}"
+                 for o in cli.sort_items(items, by)]
+    assert names == case.expected
+    assert [o["metadata"]["name"] for o in items] == [o["metadata"]["name"]
+                                                      for o in case.given[0]], "not in place"
+
+
+def test_sort_by_an_unknown_key() -> None:
+    with pytest.raises(ValueError, match="unknown --sort-by 'age'"):
+        cli.sort_items(UNSORTED, "age")
+
+
+# -------------------------------------------------------------------------------- paging
+
+TOKEN = "eyJ2IjoibWV0YS5rOHMuaW8vdjEiLCJydiI6MTIzLCJzdGFydCI6ImEifQ=="
+HINTS = [
+    Case("the namespace made explicit", ["list", "--limit", "3"],
+         f"kubectl mltask list -n ml --limit 3 --continue {TOKEN}"),
+    Case("every flag, quoted to paste",
+         ["--kubeconfig", "/k/my config", "--context", "dev", "list", "pipelines", "--status",
+          "failed", "-l", "team in (a,b)", "--sort-by", "name", "--only-archived", "--limit",
+          "5", "--continue", "OLD"],
+         "kubectl mltask --kubeconfig '/k/my config' --context dev list pipelines -n ml "
+         f"--status failed -l 'team in (a,b)' --sort-by name --only-archived --limit 5 "
+         f"--continue {TOKEN}"),
+    Case("-A and the task filters", ["-n", "x", "list", "-A", "--type", "training",
+                                     "--pipeline", "p", "--archived", "--limit", "2"],
+         f"kubectl mltask list -A --type training --pipeline p --archived --limit 2 "
+         f"--continue {TOKEN}"),
+]
+
+
+@pytest.mark.parametrize("case", HINTS, ids=lambda c: c.name)
+def test_next_page_hint_is_the_same_listing_continued(case: Case) -> None:
+    args = cli.build_parser().parse_args(case.given)
+    head, command = cli.next_page_hint(args, "ml", TOKEN).splitlines()
+    assert head == f"More {args.resource.plural}: the next page with"
+    assert command == "  " + case.expected
+    again = vars(cli.build_parser().parse_args(shlex.split(command)[2:]))
+    assert again.pop("continue_token") == TOKEN
+    assert again.pop("namespace", "ml") == "ml"
+    before = vars(args)
+    before.pop("continue_token")
+    before.pop("namespace", None)
+    assert again == before
+
+
+def test_next_page_hint_says_how_many_are_left() -> None:
+    args = cli.build_parser().parse_args(["list", "pipelines", "--limit", "3"])
+    assert cli.next_page_hint(args, "ml", "t", remaining=4).splitlines()[0] == (
+        "More pipelines (4 left): the next page with")
+
+
+class PageSession:
+    """A Session whose list_page returns `page`, or raises it."""
+
+    namespace = "ml"
+
+    def __init__(self, page: Any) -> None:
+        self.page = page
+        self.asked: list[tuple[Any, ...]] = []
+
+    def list_page(self, kind, every, fields, labels, limit, token):
+        self.asked.append((kind, every, fields, labels, limit, token))
+        if isinstance(self.page, Exception):
+            raise self.page
+        return self.page
+
+
+PAGES = [
+    Case("a page and the next one's command, sorted within the page",
+         ({"items": [listed("b", status="failed"), listed("a", status="completed")],
+           "metadata": {"continue": "T1", "remainingItemCount": 3}},
+          ["list", "--limit", "2", "--sort-by", "status"]),
+         (["a", "b"], "More mltasks (3 left): the next page with\n"
+          "  kubectl mltask list -n ml --sort-by status --limit 2 --continue T1\n")),
+    Case("the last page: no hint",
+         ({"items": [listed("c")], "metadata": {}}, ["list", "--limit", "2", "--continue", "T1"]),
+         (["c"], "")),
+    Case("an empty page with more to come: only the hint",
+         ({"items": [], "metadata": {"continue": "T2"}}, ["list", "--limit", "2"]),
+         ([], "More mltasks: the next page with\n"
+          "  kubectl mltask list -n ml --limit 2 --continue T2\n")),
+    Case("nothing at all",
+         ({"items": [], "metadata": {}}, ["list", "--limit", "2"]),
+         ([], "No mltasks found in namespace ml.\n")),
+]
+
+
+@pytest.mark.parametrize("case", PAGES, ids=lambda c: c.name)
+def test_list_one_page(case: Case, monkeypatch, capsys) -> None:
+    page, argv = case.given
+    names, err = case.expected
+    session = PageSession(page)
+    monkeypatch.setattr(cli, "connect", lambda *a: session)
+    assert cli.main(argv) == 0
+    out = capsys.readouterr()
+    assert [line.split()[0] for line in out.out.splitlines()[1:]] == names
+    assert out.err == err
+    args = cli.build_parser().parse_args(argv)
+    assert session.asked == [(cli.MLTASK, False, None, "!mltask.dev/archived", args.limit,
+                              args.continue_token)]
+
+
+def test_an_expired_continue_token_says_to_start_again(monkeypatch, capsys) -> None:
+    monkeypatch.setattr(cli, "connect", lambda *a: PageSession(cli.ApiCallError("x", 410)))
+    assert cli.main(["list", "--limit", "2", "--continue", "old"]) == 1
+    assert capsys.readouterr().err == (
+        "error: the --continue token has expired (the API server keeps a listing for a few "
+        "minutes): list again from the first page, without --continue\n")
+
+
+LINES = [
+    Case("one event a line", [b'{"type": "ADDED"}\n{"type": "DELETED"}\n'],
+         [{"type": "ADDED"}, {"type": "DELETED"}]),
+    Case("a line split across chunks", [b'{"type": "MOD', b'IFIED", "o": "\xc3', b'\xa9"}\n'],
+         [{"type": "MODIFIED", "o": "é"}]),
+    Case("blank lines skipped", [b"\n", b'{"a": 1}\n\n'], [{"a": 1}]),
+    Case("an unfinished last line left out", [b'{"a": 1}\n{"a": '], [{"a": 1}]),
+    Case("nothing", [], []),
+]
+
+
+@pytest.mark.parametrize("case", LINES, ids=lambda c: c.name)
+def test_json_lines(case: Case) -> None:
+    assert list(cli.json_lines(case.given)) == case.expected
+
+
+# --------------------------------------------------------------------------------- watch
+
+
+def watched(name: str, rv: str, status: str | None = None,
+            labels: dict[str, str] | None = None) -> dict[str, Any]:
+    o = task_obj(name, "training", {"status": status} if status else None)
+    o["metadata"]["resourceVersion"] = rv
+    if labels:
+        o["metadata"]["labels"] = labels
+    return o
+
+
+GONES = [
+    Case("not found: deleted", (watched("a", "1"), None, cli.HIDE, False), "mltask/a deleted"),
+    Case("-A names the namespace", (watched("a", "1"), None, cli.HIDE, True),
+         "mltask/a in namespace ml deleted"),
+    Case("archived while hidden",
+         (watched("a", "1"), watched("a", "2", labels={"mltask.dev/archived": "true"}),
+          cli.HIDE, False),
+         "mltask/a archived: hidden from now on (--archived shows archived ones)"),
+    Case("out of --status", (watched("a", "1", "running"), watched("a", "2", "completed"),
+                             cli.SHOW, False),
+         "mltask/a no longer matches the filters (status completed)"),
+    Case("unarchived under --only-archived", (watched("a", "1"), watched("a", "2", "failed"),
+                                              cli.ONLY, False),
+         "mltask/a no longer matches the filters (status failed)"),
+]
+
+
+@pytest.mark.parametrize("case", GONES, ids=lambda c: c.name)
+def test_gone_message(case: Case) -> None:
+    obj, current, archived, every = case.given
+    assert cli.gone_message(cli.MLTASK, obj, current, archived, every) == case.expected
+
+
+class WatchSession:
+    """A Session that lists and watches from scripts: each watch is a list of events, or an
+    exception its request raises; when the scripts run out, Ctrl-C."""
+
+    namespace = "ml"
+
+    def __init__(self, lists: list[tuple[list[dict[str, Any]], str]],
+                 watches: list[Any], found: dict[str, dict[str, Any]]) -> None:
+        self.lists, self.watches, self.found = lists, watches, found
+        self.selectors: list[tuple[Any, Any]] = []
+        self.opened: list[str] = []
+
+    def list_snapshot(self, kind, every, fields, labels):
+        self.selectors.append((fields, labels))
+        return self.lists.pop(0)
+
+    def watch(self, kind, every, fields, labels, resource_version):
+        self.selectors.append((fields, labels))
+        self.opened.append(resource_version)
+        if not self.watches:
+            raise KeyboardInterrupt
+        script = self.watches.pop(0)
+        if isinstance(script, Exception):
+            raise script
+        yield from script
+
+    def find(self, kind, namespace, name):
+        return self.found.get(name)
+
+
+def test_watch_prints_changes_reopens_and_lists_again_when_too_old(monkeypatch,
+                                                                    capsys) -> None:
+    archived = watched("a", "15", labels={"mltask.dev/archived": "true"})
+    session = WatchSession(
+        lists=[([watched("a", "1")], "10"),
+               ([watched("c", "20")], "21"),
+               ([watched("d", "22")], "23")],
+        watches=[
+            [{"type": "ADDED", "object": watched("b", "11")},
+             {"type": "MODIFIED", "object": watched("a", "12", "running")},
+             {"type": "BOOKMARK", "object": {"metadata": {"resourceVersion": "13"}}}],
+            [],  # the server ended a watch at once
+            [{"type": "DELETED", "object": watched("b", "14")},
+             {"type": "DELETED", "object": watched("a", "15")},
+             {"type": "ERROR", "object": {"kind": "Status", "code": 410,
+                                          "message": "too old resource version"}}],
+            cli.ApiCallError("gone", 410),  # the watch request itself: too old
+        ],
+        found={"a": archived})
+    slept: list[float] = []
+    monkeypatch.setattr(cli.time, "sleep", slept.append)
+    monkeypatch.setattr(cli, "_now", lambda: NOW)
+    monkeypatch.setattr(cli, "connect", lambda *a: session)
+    assert cli.main(["list", "-w", "--status", "running"]) == 0, "Ctrl-C ends it"
+    out, err = capsys.readouterr()
+    assert err == ""
+    lines = out.splitlines()
+    assert lines[0].split() == cli.TASK_HEADERS
+    assert [line.split()[:3] if "/" not in line else line for line in lines[1:]] == [
+        ["a", "training", "<none>"],
+        ["b", "training", "<none>"],
+        ["a", "training", "running"],
+        "mltask/b deleted",
+        "mltask/a archived: hidden from now on (--archived shows archived ones)",
+        ["c", "training", "<none>"],   # listed again: new since
+        ["d", "training", "<none>"],   # listed again: new since
+        "mltask/c deleted",            # and c went meanwhile
+    ]
+    assert session.opened == ["10", "13", "13", "21", "23"], "each from the last version seen"
+    assert slept == [1], "only after the watch that ended at once"
+    assert set(session.selectors) == {("status.status=running", "!mltask.dev/archived")}
+
+
+def test_watch_with_nothing_yet_says_so(monkeypatch, capsys) -> None:
+    monkeypatch.setattr(cli, "connect", lambda *a: WatchSession([([], "5")], [], {}))
+    assert cli.main(["list", "pipelines", "-w"]) == 0
+    assert capsys.readouterr() == ("", "No pipelines found in namespace ml yet; watching.\n")
+
+
+def test_a_watch_error_is_one_line_exit_1(monkeypatch, capsys) -> None:
+    session = WatchSession([([], "5")], [[{"type": "ERROR", "object": {
+        "kind": "Status", "code": 500, "message": "internal error"}}]], {})
+    monkeypatch.setattr(cli, "connect", lambda *a: session)
+    assert cli.main(["list", "-w"]) == 1
+    assert capsys.readouterr().err.endswith(
+        "error: the watch of mltasks.mltask.dev failed: internal error\n")
 
 
 # ------------------------------------------------------------------------------ describe
@@ -283,8 +615,10 @@ P = cli.Target(cli.PIPELINE, "p")
 
 
 def obj(status: str | None, suspend: bool = False, retry_generation: int | None = None,
-        rv: str = "42") -> dict[str, Any]:
+        rv: str = "42", archived: bool | None = None) -> dict[str, Any]:
     spec: dict[str, Any] = {"suspend": suspend}
+    if archived is not None:
+        spec["archived"] = archived
     if retry_generation is not None:
         spec["retryGeneration"] = retry_generation
     o: dict[str, Any] = {"metadata": {"name": "t", "resourceVersion": rv}, "spec": spec}
@@ -315,6 +649,14 @@ RETRIES = [
     Case("completed pipeline: nothing to retry", (P, obj("completed")),
          error="pipeline p is completed"),
     Case("no status yet", (T, obj(None)), error="has no status yet"),
+    Case("archived task: unarchive first", (T, obj("failed", archived=True)),
+         error="mltask/t is archived \\(spec.archived\\): unarchive it first "
+         "\\(kubectl mltask unarchive mltask/t\\), then retry it"),
+    Case("archived pipeline: unarchive first", (P, obj("stopped", suspend=True, archived=True)),
+         error="kubectl mltask unarchive pipeline/p"),
+    Case("unarchived: retried", (T, obj("completed", archived=False)),
+         ({"metadata": {"resourceVersion": "42"},
+           "spec": {"suspend": False, "retryGeneration": 1}}, 1)),
 ]
 
 
@@ -337,6 +679,16 @@ SUSPENDS = [
     Case("continue stopped", (T, obj("stopped", suspend=True), False),
          {"spec": {"suspend": False}}),
     Case("continue a running one: nothing to send", (T, obj("running"), False), None),
+    Case("continue an archived one refused", (T, obj("stopped", suspend=True, archived=True),
+                                              False),
+         error="unarchive it first \\(kubectl mltask unarchive mltask/t\\), then continue"),
+    Case("continue an archived pipeline refused", (P, obj("stopped", suspend=True,
+                                                          archived=True), False),
+         error="kubectl mltask unarchive pipeline/p"),
+    Case("continue an archived one not stopped: nothing to send",
+         (T, obj("completed", archived=True), False), None),
+    Case("stop an archived one: allowed", (T, obj("running", archived=True), True),
+         {"spec": {"suspend": True}}),
 ]
 
 
@@ -349,14 +701,134 @@ def test_suspend_change(case: Case) -> None:
         assert cli.suspend_change(*case.given).patch == case.expected
 
 
-def test_a_pipelines_task_is_acted_on_through_the_pipeline() -> None:
-    child = obj("running")
-    child["metadata"]["ownerReferences"] = [{"kind": "Pipeline", "name": "digits",
-                                             "controller": True, "uid": "u"}]
-    with pytest.raises(cli.CliError, match="kubectl mltask stop pipeline/digits"):
-        cli.check_not_owned(T, child, "stop")
-    cli.check_not_owned(T, obj("running"), "stop")  # standalone: fine
-    cli.check_not_owned(P, child, "stop")           # not an MLTask target
+def owned(o: dict[str, Any]) -> dict[str, Any]:
+    o["metadata"]["ownerReferences"] = [{"kind": "Pipeline", "name": "digits",
+                                         "controller": True, "uid": "u"}]
+    return o
+
+
+OWNED = [
+    Case("stop", "stop", "which sets its suspend and retryGeneration: stop the pipeline "
+         "instead (kubectl mltask stop pipeline/digits)"),
+    Case("retry", "retry", "kubectl mltask retry pipeline/digits"),
+    Case("archive", "archive", "which archives and unarchives its tasks: archive the pipeline "
+         "instead (kubectl mltask archive pipeline/digits)"),
+    Case("unarchive", "unarchive", "kubectl mltask unarchive pipeline/digits"),
+]
+
+
+@pytest.mark.parametrize("case", OWNED, ids=lambda c: c.name)
+def test_a_pipelines_task_is_acted_on_through_the_pipeline(case: Case) -> None:
+    with pytest.raises(cli.CliError) as e:
+        cli.check_not_owned(T, owned(obj("running")), case.given)
+    assert str(e.value).startswith("mltask t belongs to pipeline digits, which ")
+    assert case.expected in str(e.value)
+    cli.check_not_owned(T, obj("running"), case.given)  # standalone: fine
+    cli.check_not_owned(P, owned(obj("running")), case.given)  # not an MLTask target
+
+
+ARCHIVES = [
+    *(Case(f"archive {s}: stopped to be archived", (T, obj(s), True),
+           ({"spec": {"archived": True, "suspend": True}},
+            f"mltask/t archive requested: it was {s}, so it is stopped to be archived "
+            "(spec.suspend: true; unarchiving leaves it stopped); it keeps its status"))
+      for s in ("init", "running", "retry")),
+    Case("archive a task with no status yet: it never starts", (T, obj(None), True),
+         ({"spec": {"archived": True, "suspend": True}}, "it was init, so it is stopped")),
+    Case("archive a stopping task: already stopping", (T, obj("stopping", suspend=True), True),
+         ({"spec": {"archived": True, "suspend": True}},
+          "mltask/t archive requested (it is stopping); it keeps")),
+    *(Case(f"archive {s}: just archived", (T, obj(s, suspend=s == "stopped"), True),
+           ({"spec": {"archived": True}}, "mltask/t archive requested: it keeps its status, "
+            "outputs and metrics and releases its Workflows, pods and working volume"))
+      for s in ("completed", "failed", "stopped")),
+    Case("archive a running pipeline", (P, obj("running"), True),
+         ({"spec": {"archived": True, "suspend": True}},
+          "pipeline/p archive requested: it was running, so it is stopped to be archived")),
+    Case("archive a failed pipeline", (P, obj("failed"), True),
+         ({"spec": {"archived": True}}, "pipeline/p archive requested: its tasks keep their "
+          "status, outputs and metrics")),
+    Case("archive again: nothing to send", (T, obj("completed", archived=True), True),
+         (None, "mltask/t is already archived: nothing to archive")),
+    Case("unarchive a stopped one: stays stopped",
+         (T, obj("stopped", suspend=True, archived=True), False),
+         ({"spec": {"archived": False}}, "mltask/t unarchive requested: it stays stopped "
+          "(spec.suspend: true); to continue it: kubectl mltask continue mltask/t")),
+    Case("unarchive one not suspended: continues", (P, obj("stopped", archived=True), False),
+         ({"spec": {"archived": False}}, "pipeline/p unarchive requested: it continues")),
+    Case("unarchive a completed one", (T, obj("completed", archived=True), False),
+         ({"spec": {"archived": False}}, "mltask/t unarchive requested: it stays completed")),
+    Case("unarchive one not archived: nothing to send", (T, obj("failed"), False),
+         (None, "mltask/t is not archived: nothing to unarchive")),
+    Case("unarchive archived false: nothing to send", (T, obj("failed", archived=False), False),
+         (None, "is not archived")),
+]
+
+
+@pytest.mark.parametrize("case", ARCHIVES, ids=lambda c: c.name)
+def test_archive_change(case: Case) -> None:
+    change = cli.archive_change(*case.given)
+    patch, message = case.expected
+    assert change.patch == patch
+    assert message in change.message, change.message
+
+
+class FakeSession:
+    """A Session whose get returns `obj` and whose patch must not be called."""
+
+    namespace = "ml"
+
+    def __init__(self, obj: dict[str, Any]) -> None:
+        self.obj = obj
+
+    def get(self, target: cli.Target) -> dict[str, Any]:
+        return self.obj
+
+    def patch(self, target: cli.Target, body: dict[str, Any]) -> dict[str, Any]:
+        raise AssertionError(f"patched {target} with {body}")
+
+
+REFUSED = [
+    Case("retry an archived task", (["retry", "t"], obj("failed", archived=True)),
+         "error: mltask/t is archived (spec.archived): unarchive it first (kubectl mltask "
+         "unarchive mltask/t), then retry it"),
+    Case("continue an archived pipeline", (["continue", "pipeline/p"],
+                                           obj("stopped", suspend=True, archived=True)),
+         "error: pipeline/p is archived (spec.archived): unarchive it first (kubectl mltask "
+         "unarchive pipeline/p), then continue it"),
+    Case("archive a pipeline's task", (["archive", "t"], owned(obj("running"))),
+         "error: mltask t belongs to pipeline digits, which archives and unarchives its "
+         "tasks: archive the pipeline instead (kubectl mltask archive pipeline/digits)"),
+    Case("unarchive a pipeline's task", (["unarchive", "t"], owned(obj("stopped",
+                                                                       archived=True))),
+         "error: mltask t belongs to pipeline digits, which archives and unarchives its "
+         "tasks: unarchive the pipeline instead (kubectl mltask unarchive pipeline/digits)"),
+]
+
+
+@pytest.mark.parametrize("case", REFUSED, ids=lambda c: c.name)
+def test_refused_before_any_patch(case: Case, monkeypatch, capsys) -> None:
+    argv, o = case.given
+    monkeypatch.setattr(cli, "connect", lambda *a: FakeSession(o))
+    assert cli.main(argv) == 1
+    out, err = capsys.readouterr()
+    assert (out, err) == ("", case.expected + "\n")
+
+
+NOTHING_TO_DO = [
+    Case("archive an archived one", (["archive", "t"], obj("completed", archived=True)),
+         "mltask/t is already archived: nothing to archive"),
+    Case("unarchive one not archived", (["unarchive", "pipeline/p"], obj("failed")),
+         "pipeline/p is not archived: nothing to unarchive"),
+]
+
+
+@pytest.mark.parametrize("case", NOTHING_TO_DO, ids=lambda c: c.name)
+def test_nothing_to_do_is_said_and_sends_nothing(case: Case, monkeypatch, capsys) -> None:
+    argv, o = case.given
+    monkeypatch.setattr(cli, "connect", lambda *a: FakeSession(o))
+    assert cli.main(argv) == 0
+    assert capsys.readouterr().out == case.expected + "\n"
 
 
 # ------------------------------------------------------------------------ step and pod
@@ -503,7 +975,36 @@ USAGE = [
     Case("--tail -1", ["logs", "x", "--tail", "-1"]),
     Case("bad --step", ["logs", "x", "--step", "train"]),
     Case("bad -o", ["outputs", "x", "-o", "table"]),
+    Case("archive without a target", ["archive"]),
+    Case("unarchive an unknown type", ["unarchive", "pod/x"]),
+    Case("bad --sort-by", ["list", "--sort-by", "age"]),
+    Case("--limit 0", ["list", "--limit", "0"]),
+    Case("--limit not a number", ["list", "--limit", "ten"]),
+    Case("--archived and --only-archived", ["list", "--archived", "--only-archived"]),
+    Case("--continue without --limit", ["list", "--continue", "t"]),
+    Case("--watch with --limit", ["list", "-w", "--limit", "3"]),
 ]
+
+LIST_USAGE = [
+    Case("--type on pipelines", ["list", "pipelines", "--type", "training"],
+         "kubectl mltask list: --type and --pipeline filter MLTasks, not pipelines"),
+    Case("--continue without --limit", ["list", "--continue", "t"],
+         "kubectl mltask list: --continue needs --limit (the page size of the listing it "
+         "continues)"),
+    Case("--watch with --limit", ["list", "--watch", "--limit", "3"],
+         "kubectl mltask list: --watch lists every object, then its changes: not with --limit"),
+    Case("both archived flags", ["list", "--archived", "--only-archived"],
+         "argument --only-archived: not allowed with argument --archived"),
+    Case("--limit 0", ["list", "--limit", "0"], "argument --limit: must be at least 1, not 0"),
+    Case("--sort-by", ["list", "--sort-by", "age"], "argument --sort-by: invalid choice: 'age'"),
+]
+
+
+@pytest.mark.parametrize("case", LIST_USAGE, ids=lambda c: c.name)
+def test_list_usage_errors_name_the_flags(case: Case, capsys, monkeypatch) -> None:
+    monkeypatch.setattr(cli, "connect", lambda *a: pytest.fail("must not connect"))
+    assert cli.main(case.given) == 2
+    assert case.expected in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("case", USAGE, ids=lambda c: c.name)
