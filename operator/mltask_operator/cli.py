@@ -591,6 +591,13 @@ def workflow_steps(wf: dict[str, Any], attempt: int) -> list[dict[str, Any]]:
             for o in obs.steps.values()]
 
 
+def released_logs_message(task: str, attempt: int, workflow: str) -> str:
+    """Why an earlier attempt's logs cannot be read: the operator released its Workflow."""
+    return (f"attempt {attempt} of mltask {task} was released (Workflow {workflow} and its pods "
+            "were deleted once a later attempt ran); a failed step's last log lines are kept "
+            f"in its status: {PROG} describe {task}")
+
+
 def server_message(body: str | bytes | None, reason: str | None) -> str:
     """The `message` of the API server's Status body, else the HTTP reason."""
     try:
@@ -1076,7 +1083,11 @@ def cmd_logs(s: Session, args: argparse.Namespace) -> int:
         chosen = choose_step(target.name, st.get("steps"), st.get("executeStep"), args.step,
                              args.attempt)
     else:  # an earlier attempt: its own Workflow says which pods it had
-        wf = s.get_workflow(workflow_name(target.name, args.attempt))
+        wf_name = workflow_name(target.name, args.attempt)
+        released = (st.get("released") or {}).get("workflows") or []
+        if wf_name in released:
+            raise CliError(released_logs_message(target.name, args.attempt, wf_name))
+        wf = s.get_workflow(wf_name)
         chosen = choose_step(target.name, workflow_steps(wf, args.attempt), None, args.step,
                              args.attempt)
     s.stream_logs(target.name, chosen, args.follow, args.tail, sys.stdout)

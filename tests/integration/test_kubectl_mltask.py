@@ -276,8 +276,6 @@ def test_not_found_is_one_line(namespace: str, mltask) -> None:
 
 def test_stop_then_continue(tasks: Tasks, argo, namespace: str, mltask) -> None:
     name, wf1 = _to_run_step(tasks, argo, namespace, example("training"))
-    run_pod = step(tasks.get(name)["status"], "run")["pod"]
-
     stop = mltask("stop", name)
     assert stop.code == 0 and stop.out.startswith(f"mltask/{name} stop requested")
     assert tasks.get(name)["spec"]["suspend"] is True
@@ -299,13 +297,17 @@ def test_stop_then_continue(tasks: Tasks, argo, namespace: str, mltask) -> None:
     tasks.wait(name, lambda s: s.get("attempt") == 2, "attempt 2")
     assert "nothing to continue" in mltask("continue", name).out
 
-    # the first attempt's run pod, found through its Workflow (status.steps moved on)
+    # the first attempt's pods went with its Workflow, released once attempt 2 ran
     argo.update(namespace, f"{name}-2", argo_fn.run_pod, "run")
     tasks.wait(name, lambda s: step(s, "run").get("attempt") == 2, "attempt 2's run pod")
+    tasks.wait(name, lambda s: f"{name}-1" in (s.get("released") or {}).get("workflows", []),
+               "attempt 1 released")
     earlier = mltask("logs", name, "--attempt", "1")
     assert earlier.code == 1
-    assert earlier.err == (f"error: pod {run_pod} (step run, attempt 1) of mltask {name} not "
-                           f"found in namespace {namespace}: deleted, or not created yet\n")
+    assert earlier.err == (f"error: attempt 1 of mltask {name} was released (Workflow "
+                           f"{name}-1 and its pods were deleted once a later attempt ran); a "
+                           "failed step's last log lines are kept in its status: kubectl "
+                           f"mltask describe {name}\n")
     assert mltask("logs", name, "--attempt", "3").err == (
         f"error: mltask {name} has had 2 attempt(s), not 3\n")
 
@@ -332,8 +334,8 @@ def test_retry_starts_a_new_attempt_and_is_refused_while_running(
                                   "operator ignores a retry")
     assert tasks.get(TRAIN)["spec"]["retryGeneration"] == 1
     time.sleep(1)  # let any stray Workflow appear
-    assert sorted(w["metadata"]["name"] for w in tasks.workflows()) == [f"{TRAIN}-1",
-                                                                        f"{TRAIN}-2"]
+    # one new Workflow; attempt 1's is released once attempt 2 runs
+    assert sorted(w["metadata"]["name"] for w in tasks.workflows()) == [f"{TRAIN}-2"]
 
 
 def test_concurrent_retries_never_share_a_number(tasks: Tasks, argo, namespace: str, mltask,
@@ -362,8 +364,8 @@ def test_concurrent_retries_never_share_a_number(tasks: Tasks, argo, namespace: 
     assert tasks.get(TRAIN)["spec"]["retryGeneration"] == 2
     argo.wait_for(namespace, f"{TRAIN}-2")
     time.sleep(1)
-    assert sorted(w["metadata"]["name"] for w in tasks.workflows()) == [f"{TRAIN}-1",
-                                                                        f"{TRAIN}-2"]
+    # one new Workflow; attempt 1's is released once attempt 2 runs
+    assert sorted(w["metadata"]["name"] for w in tasks.workflows()) == [f"{TRAIN}-2"]
 
 
 # ------------------------------------------------------------------------------------ logs
