@@ -36,6 +36,13 @@ def pods(tasks: Tasks, task: str) -> list[client.V1Pod]:
     return tasks.core.list_namespaced_pod(tasks.ns, label_selector=f"mltask.dev/task={task}").items
 
 
+def wait_until(check, what: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.5)
+
+
 def wait_pod_running(tasks: Tasks, task: str, template: str, timeout: float = 30) -> client.V1Pod:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -105,7 +112,12 @@ def test_failed_then_retry_starts_one_new_attempt(tasks: Tasks) -> None:
     st = tasks.wait(name, lambda s: s.get("attempt") == 2 and s.get("status") == "failed",
                     "attempt 2 to fail too", timeout=60)["status"]
     assert step(st, "download")["attempt"] == 2
-    assert sorted(w["metadata"]["name"] for w in tasks.workflows()) == [f"{name}-1", f"{name}-2"]
+    # one new Workflow; attempt 1's is released, and Argo's pods go with it
+    assert sorted(w["metadata"]["name"] for w in tasks.workflows()) == [f"{name}-2"]
+    assert st["released"]["workflows"] == [f"{name}-1"]
+    wait_until(lambda: {p.metadata.labels.get("mltask.dev/attempt")
+                        for p in pods(tasks, name)} == {"2"},
+               "attempt 1's pods collected with its Workflow", 60)
 
 
 def test_pod_lost_on_spot_node_is_retried_automatically(tasks: Tasks) -> None:
@@ -145,6 +157,22 @@ def test_evicted_pod_is_retried_automatically(tasks: Tasks) -> None:
         "retries", 0) >= 1, "the evicted pod's retry", timeout=60)["status"]
     st = tasks.wait_state(name, "completed", "done", timeout=90)["status"]
     assert step(st, "run")["retries"] == 1 and st["attempt"] == 1
+    # the evicted pod, superseded by its retry, is deleted; the step's latest pod stays
+    st = tasks.wait(name, lambda s: (s.get("released") or {}).get("retryPods") == 1,
+                    "the evicted pod released", timeout=30)["status"]
+    wait_until(lambda: pod.metadata.name not in {p.metadata.name for p in pods(tasks, name)},
+               "the evicted pod deleted", 30)
+    assert step(st, "run")["pod"] in {p.metadata.name for p in pods(tasks, name)}
+    assert (st["released"]["workVolume"], st["status"]) == (f"{name}-work", "completed")
+
+
+def test_pod_gc_strategy_is_argos(tasks: Tasks) -> None:
+    """spec.cleanup.podGC is handed to Argo's real controller, which deletes the pods."""
+    body = example("preprocessing")
+    body["spec"]["cleanup"] = {"podGC": "OnWorkflowSuccess"}
+    name = tasks.create(body)["metadata"]["name"]
+    tasks.wait_state(name, "completed", "done", timeout=90)
+    wait_until(lambda: not pods(tasks, name), "Argo's pod GC", 60)
 
 
 def test_users_non_zero_exit_is_not_retried_by_default(tasks: Tasks) -> None:
