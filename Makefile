@@ -20,7 +20,7 @@ $(VENV)/.installed: pyproject.toml
 
 venv: $(VENV)/.installed ## Create .venv with the project and test dependencies
 
-tools: ## Build (or reuse) the test tools from pinned Go modules: the control plane, kubelet, helm, Argo, kwok, the S3 server, Argo CD's health engine
+tools: ## Build (or reuse) the test tools from pinned Go modules: the control plane, kubelet, helm, Argo, kwok, the S3 server, Argo CD's health engine, promtool
 	tests/tools/build.sh
 
 test: venv tools lint check-generated ## Lint, drift checks, then all tests: unit, transfer (real S3 server), integration (real API server), e2e (real Argo + kwok), node (real kubelet, root)

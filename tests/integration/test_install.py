@@ -133,7 +133,8 @@ def test_service_monitor_is_accepted_by_prometheus_operators_crd(
     sm = client.CustomObjectsApi(api).get_namespaced_custom_object(
         "monitoring.coreos.com", "v1", RELEASE_NS, "servicemonitors", RELEASE)
     assert sm["metadata"]["labels"]["release"] == "prometheus"
-    assert sm["spec"]["endpoints"] == [{"port": "metrics", "interval": "1m30s"}]
+    assert sm["spec"]["endpoints"] == [{"port": "metrics", "interval": "1m30s",
+                                        "honorLabels": True}]
     svc = client.CoreV1Api(api).read_namespaced_service(f"{RELEASE}-metrics", RELEASE_NS)
     selector = sm["spec"]["selector"]["matchLabels"]
     assert selector.items() <= svc.metadata.labels.items(), "the monitor must select the Service"

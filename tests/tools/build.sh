@@ -26,10 +26,10 @@ check_pin() { # module-dir module-path expected-version
   [[ "$got" == "$3" ]] || { log "$1/go.mod pins $2 $got but versions.env says $3"; exit 1; }
 }
 
-# build <module-dir> <out-dir> <binary-name> <package> [ldflags]
+# build <module-dir> <out-dir> <binary-name> <package> [ldflags] [build-tags]
 # <module-dir> is relative to tests/tools, or absolute (a wrapper module made in the cache).
 build() {
-  local dir=$1 out=$2 name=$3 pkg=$4 ldflags=${5:-}
+  local dir=$1 out=$2 name=$3 pkg=$4 ldflags=${5:-} tags=${6:-}
   [[ $dir == /* ]] || dir="$here/$dir"
   if [[ -x "$out/$name" ]]; then
     log "cached $out/$name"
@@ -37,7 +37,7 @@ build() {
     mkdir -p "$out"
     log "building $name from $pkg (cold builds take minutes)"
     local t0=$SECONDS
-    (cd "$dir" && go build -trimpath -ldflags "-s -w $ldflags" -o "$out/$name.tmp" "$pkg")
+    (cd "$dir" && go build -trimpath -tags "$tags" -ldflags "-s -w $ldflags" -o "$out/$name.tmp" "$pkg")
     mv "$out/$name.tmp" "$out/$name"
     log "built $name in $((SECONDS - t0))s"
   fi
@@ -109,8 +109,18 @@ check_pin argo github.com/argoproj/argo-workflows/v3 "$ARGO_VERSION"
 check_pin kwok sigs.k8s.io/kwok "$KWOK_VERSION"
 check_pin versitygw github.com/versity/versitygw "$VERSITYGW_VERSION"
 check_pin argocd github.com/argoproj/argo-cd/v3 "$ARGOCD_VERSION"
+check_pin prometheus github.com/prometheus/prometheus "$PROMETHEUS_VERSION"
+check_pin promql-selectors github.com/prometheus/prometheus "$PROMETHEUS_VERSION"
 
-only=${*:-kube-apiserver kube-controller-manager kube-scheduler kubectl etcd helm argo-crds prometheus-crds argocd-crds workflow-controller kwok kwok-crds versitygw argocd-health kubelet kube-proxy argoexec}
+# promtool's own version string: module v0.3XY.Z is Prometheus 3.XY.Z
+prometheus_ldflags() {
+  local minor=${PROMETHEUS_VERSION#v0.3} patch=${PROMETHEUS_VERSION##*.} v
+  minor=${minor%%.*}
+  v="3.$((10#$minor)).$patch"
+  echo "-X github.com/prometheus/common/version.Version=$v -X github.com/prometheus/common/version.Branch=HEAD -X github.com/prometheus/common/version.Revision=$PROMETHEUS_VERSION"
+}
+
+only=${*:-kube-apiserver kube-controller-manager kube-scheduler kubectl etcd helm argo-crds prometheus-crds argocd-crds workflow-controller kwok kwok-crds versitygw argocd-health promtool promql-selectors kubelet kube-proxy argoexec}
 for what in $only; do
   case $what in
     kube-apiserver|kube-controller-manager|kube-scheduler|kubectl|kubelet|kube-proxy)
@@ -139,15 +149,27 @@ for what in $only; do
       # its main.go is ours: the folder is keyed by the inputs, so an edit rebuilds it
       build argocd "$CACHE/argo-cd-$ARGOCD_VERSION/argocd-health-$(cat "$here"/argocd/{go.mod,go.sum,main.go} \
         | sha256sum | cut -c1-12)" argocd-health mltask-operator/tests/tools/argocd ;;
+    promtool)  # check and unit-test the chart's PrometheusRule, check the operator's /metrics
+      # remove_all_sd: no service discovery plugins (cloud SDKs, client-go), which rule and
+      # metric checks never use and which are most of promtool's build
+      build prometheus "$CACHE/prometheus-$PROMETHEUS_VERSION" promtool \
+        github.com/prometheus/prometheus/cmd/promtool "$(prometheus_ldflags)" remove_all_sd ;;
+    promql-selectors)  # the series and labels of the dashboard's and the alerts' PromQL
+      # its main.go is ours: the folder is keyed by the inputs, so an edit rebuilds it
+      build promql-selectors "$CACHE/prometheus-$PROMETHEUS_VERSION/promql-selectors-$(cat \
+        "$here"/promql-selectors/{go.mod,go.sum,main.go} | sha256sum | cut -c1-12)" \
+        promql-selectors mltask-operator/tests/tools/promql-selectors ;;
     argo-crds)  # Argo's full Workflow CRDs: every Workflow the operator writes is validated
       copy_crds "github.com/argoproj/argo-workflows/v3@$ARGO_VERSION" \
         "$CACHE/argo-$ARGO_VERSION/crds" argo-crds argoproj.io_workflows.yaml \
         'manifests/base/crds/full/argoproj.io_*.yaml' ;;
-    prometheus-crds)  # the ServiceMonitor CRD: the chart's optional ServiceMonitor is checked
+    prometheus-crds)  # prometheus-operator's CRDs: the chart's optional ServiceMonitor and
+      # PrometheusRule are checked against them (the marker is the newest file needed, so a
+      # cache made when only the ServiceMonitor was copied is filled in)
       copy_crds "github.com/prometheus-operator/prometheus-operator@$PROMETHEUS_OPERATOR_VERSION" \
         "$CACHE/prometheus-operator-$PROMETHEUS_OPERATOR_VERSION/crds" prometheus-operator-crds \
-        monitoring.coreos.com_servicemonitors.yaml \
-        example/prometheus-operator-crd/monitoring.coreos.com_servicemonitors.yaml ;;
+        monitoring.coreos.com_prometheusrules.yaml \
+        'example/prometheus-operator-crd/monitoring.coreos.com_*.yaml' ;;
     argocd-crds)  # Argo CD's Application CRD: the example Application is checked
       copy_crds "github.com/argoproj/argo-cd/v3@$ARGOCD_VERSION" \
         "$CACHE/argo-cd-$ARGOCD_VERSION/crds" argocd-crds application-crd.yaml \

@@ -67,6 +67,29 @@ BAD = [
      "/metrics/serviceMonitor/interval"),
     ("interval-unit-order", ["--set", "metrics.serviceMonitor.interval=30s1m"],
      "/metrics/serviceMonitor/interval"),
+    ("failure-rate-over-one", ["--set", "prometheusRule.alerts.failureRate.threshold=1.5"],
+     "/prometheusRule/alerts/failureRate/threshold"),
+    ("failure-rate-word", ["--set", "prometheusRule.alerts.failureRate.threshold=high"],
+     "/prometheusRule/alerts/failureRate/threshold"),
+    ("error-threshold-negative",
+     ["--set-json", "prometheusRule.alerts.reconcileErrors.threshold=-1"],
+     "/prometheusRule/alerts/reconcileErrors/threshold"),
+    ("alert-for-words", ["--set", "prometheusRule.alerts.workflowWait.for=15 minutes"],
+     "/prometheusRule/alerts/workflowWait/for"),
+    ("alert-window-zero", ["--set", "prometheusRule.alerts.reconcileErrors.window=0"],
+     "/prometheusRule/alerts/reconcileErrors/window"),
+    ("alert-min-tasks-zero", ["--set", "prometheusRule.alerts.failureRate.minTasks=0"],
+     "/prometheusRule/alerts/failureRate/minTasks"),
+    ("alert-severity-space", ["--set", "prometheusRule.alerts.noActiveReplica.severity=very bad"],
+     "/prometheusRule/alerts/noActiveReplica/severity"),
+    ("alert-unknown", ["--set", "prometheusRule.alerts.diskFull.for=1m"],
+     "additional properties 'diskFull' not allowed"),
+    ("dashboard-label-key", ["--set", "grafana.dashboard.labelKey=grafana dashboard"],
+     "/grafana/dashboard/labelKey"),
+    ("dashboard-label-value", ["--set", "grafana.dashboard.labelValue=-1-"],
+     "/grafana/dashboard/labelValue"),
+    ("dashboard-namespace", ["--set", "grafana.dashboard.namespace=Monitoring"],
+     "/grafana/dashboard/namespace"),
     ("replicas-without-election", ["--set", "leaderElection.enabled=false"],
      "replicas > 1 needs leaderElection.enabled"),
     ("client-timeout", ["--set", "watch.clientTimeout=100"], "watch.clientTimeout must exceed"),
@@ -101,6 +124,15 @@ def test_quantities_are_accepted(quantity: str) -> None:
                   "--set-json", "resources.limits.cpu=2")
     res = find(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["resources"]
     assert (res["requests"]["cpu"], res["limits"]["cpu"]) == (quantity, 2)
+
+
+@pytest.mark.parametrize("threshold", ["0.3", "0", "1", ".5"])
+def test_decimal_thresholds_from_helm_set_are_accepted(threshold: str) -> None:
+    """`helm --set x=0.3` gives a string (only integers become numbers): still a threshold."""
+    docs = render(RELEASE_NS, "--set", "prometheusRule.enabled=true",
+                  "--set", f"prometheusRule.alerts.failureRate.threshold={threshold}")
+    rule = find(docs, "PrometheusRule")["spec"]["groups"][0]["rules"][0]
+    assert f") > {threshold}\n" in rule["expr"]
 
 
 def test_service_monitor_only_when_enabled() -> None:
