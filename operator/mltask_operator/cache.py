@@ -24,6 +24,7 @@ from typing import Any
 from mltask_operator.api.v1alpha1.common import quantity_value
 from mltask_operator.api.v1alpha1.mltask import WorkVolume
 from mltask_operator.labels import PIPELINE as PIPELINE_LABEL
+from mltask_operator.status import holds_volume
 
 TASK, WORKFLOW, PIPELINE = "MLTask", "Workflow", "Pipeline"
 Body = dict[str, Any]
@@ -121,9 +122,12 @@ class Head:
 
 
 def _volume_bytes(spec: Mapping[str, Any], status: Mapping[str, Any]) -> int:
-    """The working volume's requested bytes while a task holds it (made by its first attempt,
-    not released since); 0 otherwise, or for a size that is not a quantity."""
-    if not status.get("attempt") or (status.get("released") or {}).get("workVolume"):
+    """The working volume's requested bytes while a task holds it (status.holds_volume); 0
+    otherwise, or for a size that is not a quantity."""
+    failed = next((c.get("reason") for c in status.get("conditions") or []
+                   if c.get("type") == "Failed"), None)
+    if not holds_volume(int(status.get("attempt") or 0),
+                        bool((status.get("released") or {}).get("workVolume")), failed):
         return 0
     size = ((spec.get("runtime") or {}).get("workVolume") or {}).get("size", WorkVolume().size)
     try:

@@ -11,9 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import Counter, Gauge, Histogram, disable_created_metrics
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import REGISTRY, Collector
+
+# `_created` series double every counter and histogram and say nothing a graph needs
+disable_created_metrics()
 
 TRANSITIONS = Counter("mltask_status_transitions_total",
                       "MLTask status transitions, by the status entered", ["status"])
@@ -48,7 +51,8 @@ STEP_DURATION = Histogram("mltask_step_duration_seconds",
                           "Time a step's pod ran, from start to finish, by task type and "
                           "step (download, run, upload)", ["type", "step"], buckets=_LONG)
 WORKFLOW_WAIT = Histogram("mltask_workflow_wait_seconds",
-                          "Time from an MLTask's creation to its first Workflow, by type",
+                          "Time from an MLTask's creation, or from when the upstream tasks it "
+                          "reads (fromTask) completed if later, to its first Workflow, by type",
                           ["type"],
                           buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600))
 STEP_RETRIES = Counter("mltask_step_retries_total",
@@ -63,6 +67,35 @@ API_REQUESTS = Counter("mltask_api_requests_total",
                        "The operator's own API requests (not its watches), by verb, resource "
                        "and HTTP code", ["verb", "resource", "code"])
 QUEUE_DEPTH = Gauge("mltask_workqueue_depth", "Objects waiting for a reconcile worker")
+
+
+def _known_series() -> None:
+    """Every series of a closed label set starts at 0, so that rate() and increase() see its
+    first event (a series that appears with its first event hides that event)."""
+    from mltask_operator.api.v1alpha1.mltask import Phase, StepName, TaskType
+    from mltask_operator.status import EXIT_CODE, INFRASTRUCTURE, REFUSED_REASONS
+
+    types, steps = [str(t) for t in TaskType], [str(s) for s in StepName]
+    for kind in ("MLTask", "Pipeline"):
+        RECONCILE_ERRORS.labels(kind)
+        RECONCILE_DURATION.labels(kind)
+        TTL_DELETED.labels(kind)
+    for reason in sorted(REFUSED_REASONS):
+        WORKFLOWS_REFUSED.labels(reason)
+    for phase in Phase:
+        TRANSITIONS.labels(str(phase))
+        PIPELINE_TRANSITIONS.labels(str(phase))
+    for type_ in types:
+        WORKFLOW_WAIT.labels(type_)
+        for ended in ("completed", "failed", "stopped"):
+            TASK_DURATION.labels(type_, ended)
+        for step in steps:
+            STEP_DURATION.labels(type_, step)
+            for cause in (INFRASTRUCTURE, EXIT_CODE):
+                STEP_RETRIES.labels(type_, step, cause)
+
+
+_known_series()
 
 
 class StateCollector(Collector):

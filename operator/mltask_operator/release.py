@@ -17,7 +17,12 @@ from mltask_operator.api.v1alpha1.mltask import MLTask, MLTaskStatus, Phase, Rel
 from mltask_operator.builders.workflow import work_pvc_name, workflow_name
 from mltask_operator.settings import CleanupDefaults
 from mltask_operator.state_machine import TERMINAL
-from mltask_operator.status import FINISHED_NODE_PHASES, WorkflowObservation, set_condition
+from mltask_operator.status import (
+    FINISHED_NODE_PHASES,
+    WorkflowObservation,
+    holds_volume,
+    set_condition,
+)
 
 #: Phases after which a task's TTL runs (the Job convention: finished, not stopped).
 FINISHED = frozenset({Phase.COMPLETED, Phase.FAILED})
@@ -41,9 +46,10 @@ class Release:
 
 
 def volume_held(status: MLTaskStatus) -> bool:
-    """Whether the task holds its working volume: made by its first attempt, not released
-    since (a new attempt makes it again and clears the mark)."""
-    return status.attempt > 0 and not (status.released and status.released.work_volume)
+    """Whether the task holds its working volume (status.holds_volume)."""
+    failed = next((c.reason for c in status.conditions or [] if c.type == "Failed"), None)
+    return holds_volume(status.attempt, bool(status.released and status.released.work_volume),
+                        failed)
 
 
 def in_pipeline(task: MLTask) -> bool:

@@ -31,6 +31,17 @@ SUCCEEDED, FAILED, ERROR, RUNNING, PENDING = "Succeeded", "Failed", "Error", "Ru
 DONE_PHASES = {SUCCEEDED, "Skipped", "Omitted"}
 FINISHED_NODE_PHASES = {SUCCEEDED, FAILED, ERROR, "Skipped", "Omitted"}
 ACTIVE = {Phase.INIT, Phase.RUNNING, Phase.RETRY, Phase.STOPPING}
+#: Why an attempt could not start (its condition reason): nothing of it was made, so a first
+#: attempt refused this way made no working volume either.
+REFUSED_REASONS = frozenset({"WorkflowRejected", "VolumeRejected", "NameTaken"})
+
+
+def holds_volume(attempt: int, volume_released: bool, failed_reason: str | None) -> bool:
+    """Whether a task holds its working volume: its first attempt made it (unless refused
+    before), and it was not released since (a new attempt makes it again)."""
+    if attempt == 0 or volume_released:
+        return False
+    return not (attempt == 1 and failed_reason in REFUSED_REASONS)
 
 
 def fnv32a(data: str) -> int:

@@ -168,6 +168,57 @@ EXPECTED = [
 ]
 
 
+GI = 2**30
+#: The values the scripted mix leaves (its operator watches only the mix's namespace):
+#: (sample, labels, value). The series of a closed label set start at 0, so a series that
+#: exists proves nothing: these values do.
+VALUES_AFTER_MIX = [
+    # ended: done and expires completed, fails (exit 2) and refused (its Workflow) failed
+    ("mltask_task_duration_seconds_count", {"type": "training", "status": "completed"}, 1),
+    ("mltask_task_duration_seconds_count", {"type": "preprocessing", "status": "completed"}, 1),
+    ("mltask_task_duration_seconds_count", {"type": "training", "status": "failed"}, 1),
+    ("mltask_task_duration_seconds_count", {"type": "preprocessing", "status": "failed"}, 1),
+    ("mltask_task_duration_seconds_count", {"status": "stopped"}, 0),
+    # retried's run pod lost once (infrastructure); fails' exit 2 is not retried (limit 0)
+    ("mltask_step_retries_total", {"type": "training", "step": "run",
+                                   "cause": "infrastructure"}, 1),
+    ("mltask_step_retries_total", {"cause": "exit_code"}, 0),
+    ("mltask_workflows_refused_total", {"reason": "WorkflowRejected"}, 1),
+    ("mltask_workflows_refused_total", {"reason": "VolumeRejected"}, 0),
+    ("mltask_ttl_deleted_total", {"kind": "MLTask"}, 1),
+    # what exists: blocked (init), refused and fails (failed), done (completed), retried and
+    # the pipeline's first task (running); expires is gone
+    ("mltask_tasks", {"type": "preprocessing", "status": "init"}, 1),
+    ("mltask_tasks", {"type": "preprocessing", "status": "failed"}, 1),
+    ("mltask_tasks", {"type": "preprocessing", "status": "running"}, 1),
+    ("mltask_tasks", {"type": "training", "status": "completed"}, 1),
+    ("mltask_tasks", {"type": "training", "status": "failed"}, 1),
+    ("mltask_tasks", {"type": "training", "status": "running"}, 1),
+    ("mltask_tasks", {}, 6),
+    ("mltask_pipelines", {"status": "running"}, 1),
+    # volumes held: blocked and digits-preprocess (10Gi each), fails and retried (1Gi each);
+    # done's was released on completion, refused never made one
+    ("mltask_work_volume_bytes", {}, 22 * GI),
+    # first Workflows: done, fails, retried; blocked, expires, digits-preprocess
+    ("mltask_workflow_wait_seconds_count", {"type": "training"}, 3),
+    ("mltask_workflow_wait_seconds_count", {"type": "preprocessing"}, 3),
+    ("mltask_pipeline_tasks_created_total", {}, 1),
+]
+
+
+def value(text: str, sample: str, labels: dict[str, str]) -> float:
+    """The sum of `sample` over the series that carry `labels`."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return sum(s.value for fam in text_string_to_metric_families(text) for s in fam.samples
+               if s.name == sample and labels.items() <= s.labels.items())
+
+
+def values_off(text: str) -> list[tuple[str, dict[str, str], float, float]]:
+    return [(sample, labels, want, got) for sample, labels, want in VALUES_AFTER_MIX
+            if (got := value(text, sample, labels)) != want]
+
+
 def named(body: dict[str, Any], name: str, **spec: Any) -> dict[str, Any]:
     body["metadata"]["name"] = name
     body["spec"].update(spec)
@@ -339,8 +390,8 @@ def scrape_text(control_plane, api: client.ApiClient, mltask_crds, operator, arg
             text = get_metrics(port)
             scrape = parse_scrape(text)
             if (all(scrape.family(name) for name, _, _ in FAMILIES)
-                    and all(has(scrape, s, lb) for s, lb in EXPECTED)) \
-                    or time.monotonic() > deadline:
+                    and all(has(scrape, s, lb) for s, lb in EXPECTED)
+                    and not values_off(text)) or time.monotonic() > deadline:
                 (workdir / "metrics.txt").write_text(text)  # to read when a test fails
                 return text
             time.sleep(1)
@@ -368,6 +419,10 @@ def test_every_family_has_series_with_its_labels(scrape: Scrape, name: str, type
         for s in scrape.series[sample]:
             assert set(s) == labels | ({"le"} if sample.endswith("_bucket") else set()), \
                 (sample, s)
+
+
+def test_the_mix_has_the_expected_values(scrape_text: str) -> None:
+    assert values_off(scrape_text) == [], "(sample, labels, expected, got)"
 
 
 @pytest.mark.parametrize(("sample", "labels"), EXPECTED,

@@ -28,7 +28,7 @@ from mltask_operator.api.v1alpha1.mltask import (
     StepStatus,
 )
 from mltask_operator.builders import workflow as wfb
-from mltask_operator.cache import TASK, WORKFLOW, Cache
+from mltask_operator.cache import TASK, WORKFLOW, Cache, upstreams
 from mltask_operator.clients.kube import Kube, OwnershipError, Rejected
 from mltask_operator.handlers import Clock, unchanged, utcnow
 from mltask_operator.planner import Action, Plan, plan
@@ -73,6 +73,17 @@ def resolve_inputs(cache: Cache, task: MLTask) -> wfb.ResolvedInputs:
         m = task.spec.input.model
         model = m.uri if m.uri else from_task(str(m.from_task), "model")
     return wfb.ResolvedInputs(dataset_uri=str(dataset), model_uri=model)
+
+
+def _inputs_ready_at(cache: Cache, task: MLTask) -> datetime.datetime | None:
+    """When the task could first start: its creation (whole seconds), or the completion of
+    the last upstream task it reads (fromTask) if later."""
+    times = [parse_time(task.metadata.get("creationTimestamp"))]
+    for upstream in upstreams(task.spec.model_dump(by_alias=True)):
+        body = cache.task(task.namespace, upstream) or {}
+        times.append(parse_time((body.get("status") or {}).get("completionTime")))
+    known = [t for t in times if t is not None]
+    return max(known) if known else None
 
 
 def reconcile_task(kube: Kube, cache: Cache, namespace: str, name: str, clock: Clock = utcnow,
@@ -141,10 +152,10 @@ def _decide(kube: Kube, cache: Cache, body: dict[str, Any], task: MLTask, prev: 
             log.info("Created Workflow %s/%s for MLTask attempt %d from %s", namespace,
                      wf_name, status.attempt, decision.start_at)
             metrics.WORKFLOWS_CREATED.labels(action=str(decision.action)).inc()
-            born = parse_time(task.metadata.get("creationTimestamp"))
-            if decision.action == Action.START and born is not None:
+            ready = _inputs_ready_at(cache, task)
+            if decision.action == Action.START and ready is not None:
                 metrics.WORKFLOW_WAIT.labels(str(task.spec.type)).observe(
-                    max((datetime.datetime.now(datetime.UTC) - born).total_seconds(), 0))
+                    max((datetime.datetime.now(datetime.UTC) - ready).total_seconds(), 0))
     elif decision.action == Action.STOP:
         assert wf_name is not None and wf is not None
         if not (wf.get("spec") or {}).get("shutdown"):
