@@ -1007,10 +1007,12 @@ def cmd_describe(s: Session, args: argparse.Namespace) -> int:
     return 0
 
 
-def _suspend(s: Session, args: argparse.Namespace, suspend: bool) -> int:
+def _change(s: Session, args: argparse.Namespace, verb: str,
+            decide: Callable[[Target, dict[str, Any]], Change]) -> int:
+    """A command that patches the spec once, as `decide` says from the object read."""
     obj = s.get(args.target)
-    check_not_owned(args.target, obj, "stop" if suspend else "continue")
-    change = suspend_change(args.target, obj, suspend)
+    check_not_owned(args.target, obj, verb)
+    change = decide(args.target, obj)
     if change.patch is not None:
         s.patch(args.target, change.patch)
     print(change.message)
@@ -1018,29 +1020,19 @@ def _suspend(s: Session, args: argparse.Namespace, suspend: bool) -> int:
 
 
 def cmd_stop(s: Session, args: argparse.Namespace) -> int:
-    return _suspend(s, args, True)
+    return _change(s, args, "stop", lambda t, o: suspend_change(t, o, True))
 
 
 def cmd_continue(s: Session, args: argparse.Namespace) -> int:
-    return _suspend(s, args, False)
-
-
-def _archive(s: Session, args: argparse.Namespace, archive: bool) -> int:
-    obj = s.get(args.target)
-    check_not_owned(args.target, obj, "archive" if archive else "unarchive")
-    change = archive_change(args.target, obj, archive)
-    if change.patch is not None:
-        s.patch(args.target, change.patch)
-    print(change.message)
-    return 0
+    return _change(s, args, "continue", lambda t, o: suspend_change(t, o, False))
 
 
 def cmd_archive(s: Session, args: argparse.Namespace) -> int:
-    return _archive(s, args, True)
+    return _change(s, args, "archive", lambda t, o: archive_change(t, o, True))
 
 
 def cmd_unarchive(s: Session, args: argparse.Namespace) -> int:
-    return _archive(s, args, False)
+    return _change(s, args, "unarchive", lambda t, o: archive_change(t, o, False))
 
 
 def cmd_retry(s: Session, args: argparse.Namespace) -> int:

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable
 
 import pytest
 from kubernetes import client
 
 from harness import argo_standin as argo_fn
 from harness.tasks import RESULT, G, Tasks, V, cond, example
+from harness.waiting import gone, until
 from mltask_operator.labels import ARCHIVED
 from mltask_operator.status import pod_name
 
@@ -23,14 +23,6 @@ pytestmark = pytest.mark.integration
 @pytest.fixture
 def tasks(api: client.ApiClient, namespace: str, operator) -> Tasks:
     return Tasks(api, namespace)
-
-
-def until(check: Callable[[], bool], what: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.2)
 
 
 def pvc_exists(tasks: Tasks, name: str) -> bool:
@@ -157,16 +149,6 @@ def exists(tasks: Tasks, pod: str) -> bool:
 
 
 # ----------------------------------------------------------------------------------- TTL
-
-
-def gone(read: Callable[[], object]) -> bool:
-    try:
-        read()
-        return False
-    except client.ApiException as e:
-        if e.status == 404:
-            return True
-        raise
 
 
 def test_ttl_deletes_a_finished_task_and_what_it_owns(tasks: Tasks, argo,

@@ -16,6 +16,7 @@ from kubernetes import client
 from harness import argo_standin as argo_fn
 from harness.pipelines import Pipelines, pipeline_example
 from harness.tasks import G, Tasks, V, example
+from harness.waiting import wait_gone
 
 pytestmark = pytest.mark.integration
 HANDLED = "mltask.dev/last-handled-configuration"  # Kopf's diff-base annotation
@@ -32,19 +33,6 @@ def wait_for(read: Callable[[], dict[str, Any]], ok: Callable[[dict[str, Any]], 
         time.sleep(0.1)
         obj = read()
     return obj
-
-
-def wait_gone(read: Callable[[], Any], what: str, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            read()
-        except client.ApiException as e:
-            if e.status == 404:
-                return
-            raise
-        time.sleep(0.1)
-    raise AssertionError(f"{what} still exists after {timeout}s")
 
 
 def handled(obj: dict[str, Any]) -> bool:

@@ -33,6 +33,7 @@ from harness.controlplane import ARGOCD_CRDS_DIR, PROMETHEUS_CRDS_DIR, REPO, Con
 from harness.operator_proc import OperatorProcess, service_account_kubeconfig
 from harness.pipelines import Pipelines, pipeline_example
 from harness.tasks import RESULT, Tasks, example
+from harness.waiting import wait_gone
 
 pytestmark = pytest.mark.integration
 RESTRICTED = {"pod-security.kubernetes.io/enforce": "restricted"}
@@ -452,7 +453,7 @@ def full_flow(api: client.ApiClient, argo, namespace: str, proc: OperatorProcess
     tasks.create(short)
     argo.wait_for(namespace, f"{sname}-1")
     argo.update(namespace, f"{sname}-1", argo_fn.succeed_all, result=RESULT)
-    wait_gone(lambda: tasks.get(sname), f"MLTask {sname}", proc)
+    wait_gone(lambda: tasks.get(sname), f"MLTask {sname} (its TTL)", 30)
 
     pipes = Pipelines(api, namespace)
     pipeline = pipeline_example("digits")
@@ -477,7 +478,7 @@ def full_flow(api: client.ApiClient, argo, namespace: str, proc: OperatorProcess
     argo.update(namespace, f"{spname}-prep-1", argo_fn.succeed_all, result=RESULT)
     pipes.wait_state(spname, "completed")
     pipes.patch(spname, {"archived": True})  # the pipeline's archived label (patch)
-    wait_gone(lambda: pipes.get(spname), f"Pipeline {spname}", proc)
+    wait_gone(lambda: pipes.get(spname), f"Pipeline {spname} (its TTL)", 30)
 
     # a Workflow's name held by someone else: read (get) to tell whose it is
     taken = f"taken-{uuid.uuid4().hex[:6]}"
@@ -525,19 +526,6 @@ def full_flow(api: client.ApiClient, argo, namespace: str, proc: OperatorProcess
     while pipes.get(oname)["metadata"].get("finalizers") and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not pipes.get(oname)["metadata"].get("finalizers"), proc.tail()
-
-
-def wait_gone(read, what: str, proc: OperatorProcess, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            read()
-        except client.ApiException as e:
-            if e.status == 404:
-                return
-            raise
-        assert time.monotonic() < deadline, f"{what} not deleted by its TTL: {proc.tail()}"
-        time.sleep(0.2)
 
 
 def no_permission_problems(log: str) -> list[str]:

@@ -156,10 +156,7 @@ class Kube:
                 GROUP, VERSION, meta["namespace"], plural, meta["name"], body,
                 _request_timeout=self.timeout)
         except client.ApiException as e:
-            if e.status == 409:
-                raise Conflict(f"{kind} {meta['namespace']}/{meta['name']} changed") from e
-            if e.status == 404:
-                raise Gone(f"{kind} {meta['namespace']}/{meta['name']} is gone") from e
+            _raise_conflict_or_gone(e, kind, meta)
             raise
 
     # -- MLTask
@@ -210,8 +207,7 @@ class Kube:
         except client.ApiException as e:
             if e.status == 404:
                 return False
-            if e.status == 409:
-                raise Conflict(f"{kind} {meta['namespace']}/{meta['name']} changed") from e
+            _raise_conflict_or_gone(e, kind, meta)
             raise
 
     def _label(self, plural: str, kind: str, body: dict[str, Any], key: str,
@@ -224,10 +220,7 @@ class Kube:
                 GROUP, VERSION, meta["namespace"], plural, meta["name"], patch,
                 _request_timeout=self.timeout)
         except client.ApiException as e:
-            if e.status == 409:
-                raise Conflict(f"{kind} {meta['namespace']}/{meta['name']} changed") from e
-            if e.status == 404:
-                raise Gone(f"{kind} {meta['namespace']}/{meta['name']} is gone") from e
+            _raise_conflict_or_gone(e, kind, meta)
             raise
 
     def patch_task_spec(self, namespace: str, name: str,
@@ -396,6 +389,15 @@ def list_objects(objects: client.CustomObjectsApi, plural: str, namespace: str |
         args["_continue"] = page["metadata"].get("continue")
         if not args["_continue"]:
             return items
+
+
+def _raise_conflict_or_gone(e: client.ApiException, kind: str, meta: dict[str, Any]) -> None:
+    """A write's 409 or 404, as a reconcile sees it: Conflict or Gone; anything else returns."""
+    where = f"{kind} {meta['namespace']}/{meta['name']}"
+    if e.status == 409:
+        raise Conflict(f"{where} changed") from e
+    if e.status == 404:
+        raise Gone(f"{where} is gone") from e
 
 
 def _message(e: client.ApiException) -> str:
