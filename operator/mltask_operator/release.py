@@ -113,7 +113,11 @@ def plan_release(task: MLTask, status: MLTaskStatus, prev: MLTaskStatus,
 def record_release(task: MLTask, status: MLTaskStatus, release: Release,
                    now: datetime.datetime) -> MLTaskStatus:
     """`status` with what `release` deleted added to status.released, and the Archived
-    condition brought up to date."""
+    condition brought up to date (`status` itself when there is nothing to record)."""
+    ever_archived = task.spec.archived or any(c.type == ARCHIVED
+                                              for c in status.conditions or [])
+    if not release and not ever_archived:
+        return status
     new = status.model_copy(deep=True)
     if release:
         rel = (new.released or ReleasedStatus()).model_copy(deep=True)

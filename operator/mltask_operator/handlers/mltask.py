@@ -75,13 +75,14 @@ def resolve_inputs(cache: Cache, task: MLTask) -> wfb.ResolvedInputs:
     return wfb.ResolvedInputs(dataset_uri=str(dataset), model_uri=model)
 
 
-def _inputs_ready_at(cache: Cache, task: MLTask) -> datetime.datetime | None:
+def _inputs_ready_at(cache: Cache, body: dict[str, Any]) -> datetime.datetime | None:
     """When the task could first start: its creation (whole seconds), or the completion of
     the last upstream task it reads (fromTask) if later."""
-    times = [parse_time(task.metadata.get("creationTimestamp"))]
-    for upstream in upstreams(task.spec.model_dump(by_alias=True)):
-        body = cache.task(task.namespace, upstream) or {}
-        times.append(parse_time((body.get("status") or {}).get("completionTime")))
+    meta = body["metadata"]
+    times = [parse_time(meta.get("creationTimestamp"))]
+    for upstream in upstreams(body.get("spec") or {}):
+        up = cache.task(meta["namespace"], upstream) or {}
+        times.append(parse_time((up.get("status") or {}).get("completionTime")))
     known = [t for t in times if t is not None]
     return max(known) if known else None
 
@@ -152,7 +153,7 @@ def _decide(kube: Kube, cache: Cache, body: dict[str, Any], task: MLTask, prev: 
             log.info("Created Workflow %s/%s for MLTask attempt %d from %s", namespace,
                      wf_name, status.attempt, decision.start_at)
             metrics.WORKFLOWS_CREATED.labels(action=str(decision.action)).inc()
-            ready = _inputs_ready_at(cache, task)
+            ready = _inputs_ready_at(cache, body)
             if decision.action == Action.START and ready is not None:
                 metrics.WORKFLOW_WAIT.labels(str(task.spec.type)).observe(
                     max((datetime.datetime.now(datetime.UTC) - ready).total_seconds(), 0))
