@@ -55,9 +55,10 @@ e2e: venv tools ## Run the end-to-end tests only (Argo's workflow-controller, kw
 bench: venv tools ## Scale figures beside their floors from the same run (about 35 min; BENCH_ARGS="--help" lists the flags)
 	$(PY) -m bench $(BENCH_ARGS)
 
-lint: venv ## Ruff, and the import layers (import-linter contracts in pyproject.toml)
+lint: venv ## Ruff, the import layers (import-linter contracts in pyproject.toml), mypy --strict
 	$(VENV)/bin/ruff check operator tests manifests
 	$(VENV)/bin/lint-imports pyproject.toml
+	$(VENV)/bin/mypy
 
 cluster-up: venv tools ## Start a local cluster (control plane, scheduler, Argo, kwok nodes) in .cluster/
 	@$(PY) -m harness.controlplane up --dir $(CLUSTER_DIR)

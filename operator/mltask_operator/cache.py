@@ -21,12 +21,13 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from mltask_operator import kinds
 from mltask_operator.api.v1alpha1.common import quantity_value
-from mltask_operator.api.v1alpha1.mltask import WorkVolume
+from mltask_operator.api.v1alpha1.mltask import WorkVolume, input_upstreams
 from mltask_operator.labels import PIPELINE as PIPELINE_LABEL
-from mltask_operator.status import holds_volume
+from mltask_operator.mltask_status import holds_volume
 
-TASK, WORKFLOW, PIPELINE = "MLTask", "Workflow", "Pipeline"
+TASK, WORKFLOW, PIPELINE = kinds.MLTASK.kind, kinds.WORKFLOW.kind, kinds.PIPELINE.kind
 Body = dict[str, Any]
 Key = tuple[str, str]  # (namespace, name)
 
@@ -88,9 +89,7 @@ def slim_workflow(body: Mapping[str, Any]) -> Body:
 
 def upstreams(spec: Mapping[str, Any]) -> set[str]:
     """The MLTasks whose outputs a task's spec reads (input.dataset/model.fromTask)."""
-    inputs = spec.get("input") or {}
-    return {src["fromTask"] for src in (inputs.get("dataset"), inputs.get("model"))
-            if isinstance(src, Mapping) and src.get("fromTask")}
+    return set(input_upstreams(spec.get("input") or {}).values())
 
 
 SLIM = {TASK: slim_object, PIPELINE: slim_object, WORKFLOW: slim_workflow}

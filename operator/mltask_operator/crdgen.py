@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 from pydantic import BaseModel
+from pydantic.config import JsonValue
 
 from mltask_operator.api.v1alpha1 import common
 from mltask_operator.api.v1alpha1 import mltask as mltask_api
@@ -42,7 +43,7 @@ class CRDSpec:
     singular: str
     short_names: list[str]
     printer_columns: list[dict[str, Any]]
-    root_rules: list[dict[str, str]] = field(default_factory=list)
+    root_rules: list[JsonValue] = field(default_factory=list)
     selectable_fields: list[str] = field(default_factory=list)
 
     @property

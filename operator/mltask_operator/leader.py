@@ -123,14 +123,16 @@ class LeaseElector:
             if e.status != 404:
                 raise
             try:
-                self.leases.create_namespaced_lease(self.namespace, self._body(now, now, 0),
-                                                    _request_timeout=left())
+                self.leases.create_namespaced_lease(  # a dict is sent as it is
+                    self.namespace, self._body(now, now, 0),  # type: ignore[arg-type]
+                    _request_timeout=left())
                 return True
             except client.ApiException as e2:
                 if e2.status == 409:
                     return False
                 raise
-        spec = lease.spec
+        spec = lease.spec or client.V1LeaseSpec()
+        meta = lease.metadata or client.V1ObjectMeta()
         self.other_holder = None
         if not may_hold(spec.holder_identity, spec.renew_time, spec.lease_duration_seconds,
                         self.identity, now):
@@ -142,7 +144,8 @@ class LeaseElector:
         try:
             self.leases.replace_namespaced_lease(
                 self.name, self.namespace,
-                self._body(now, acquired, transitions, lease.metadata.resource_version),
+                self._body(now, acquired, transitions,  # type: ignore[arg-type]
+                           meta.resource_version),
                 _request_timeout=left())
             return True
         except client.ApiException as e:
@@ -155,10 +158,11 @@ class LeaseElector:
         try:
             lease = self.leases.read_namespaced_lease(self.name, self.namespace,
                                                       _request_timeout=self.request_timeout)
-            if lease.spec.holder_identity != self.identity:
+            if lease.spec is None or lease.spec.holder_identity != self.identity:
                 return
             self.leases.patch_namespaced_lease(self.name, self.namespace, {
-                "metadata": {"resourceVersion": lease.metadata.resource_version},
+                "metadata": {"resourceVersion": (lease.metadata or client.V1ObjectMeta())
+                             .resource_version},
                 "spec": {"holderIdentity": None, "renewTime": None, "acquireTime": None}},
                 _request_timeout=self.request_timeout)
             log.info("Released Lease %s/%s", self.namespace, self.name)

@@ -12,21 +12,11 @@ from typing import Any
 
 import kopf
 
+from mltask_operator import kinds, metrics
 from mltask_operator import labels as keys
-from mltask_operator import metrics
 from mltask_operator.api.v1alpha1 import mltask as mltask_api
-from mltask_operator.api.v1alpha1 import pipeline as pipeline_api
-from mltask_operator.api.v1alpha1.common import GROUP, VERSION
 from mltask_operator.cache import PIPELINE, TASK, WORKFLOW, Cache
-from mltask_operator.clients.kube import (
-    ARGO_GROUP,
-    ARGO_VERSION,
-    WORKFLOWS,
-    Conflict,
-    Gone,
-    Kube,
-    load_config,
-)
+from mltask_operator.clients.kube import Conflict, Gone, Kube, load_config
 from mltask_operator.handlers.mltask import reconcile_task
 from mltask_operator.handlers.pipeline import reconcile_pipeline
 from mltask_operator.kopf_persistence import NoDiffBase, NoProgress
@@ -54,7 +44,7 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     # Kopf keeps nothing on the objects: no handler needs its progress or diff-base
     # annotations. Its finalizer is named so that Kopf removes the one versions with timers
     # put on every task and pipeline.
-    settings.persistence.finalizer = f"{GROUP}/finalizer"
+    settings.persistence.finalizer = f"{M.group}/finalizer"
     settings.persistence.diffbase_storage = NoDiffBase()
     settings.persistence.progress_storage = NoProgress()
     # A per-object worker of Kopf's keeps its last event's body while it idles: idle briefly,
@@ -89,20 +79,17 @@ def prime(api: Kube, cache: Cache, namespaces: list[str]) -> None:
     """Fill the cache from a paged listing of each kind before any worker runs (Kopf starts
     its watches after the startup handlers): a reconcile never mistakes an object the watch
     has not delivered yet for a missing one. The watches' own listing then queues them all."""
-    for kind, (group, version, plural, selector) in WATCHED.items():
+    for kind, selector in WATCHED:
         count = 0
-        for namespace in namespaces or [None]:
-            count += cache.prime(kind, api.list_objects(group, version, plural, namespace,
-                                                        selector))
-        log.info("Listed %d %ss", count, kind)
+        where: list[str | None] = list(namespaces) or [None]
+        for namespace in where:
+            count += cache.prime(kind.kind, api.list_all(kind, namespace, labels=selector))
+        log.info("Listed %d %ss", count, kind.kind)
 
 
-#: what the operator watches, by the cache's kind: (group, version, plural, label selector)
-WATCHED = {
-    TASK: (GROUP, VERSION, mltask_api.PLURAL, None),
-    WORKFLOW: (ARGO_GROUP, ARGO_VERSION, WORKFLOWS, keys.TASK),
-    PIPELINE: (GROUP, VERSION, pipeline_api.PLURAL, None),
-}
+#: what the operator watches, with a label selector: its own kinds, the Workflows of its tasks
+WATCHED = [(kinds.MLTASK, None), (kinds.WORKFLOW, keys.TASK), (kinds.PIPELINE, None)]
+M, W, P = kinds.MLTASK, kinds.WORKFLOW, kinds.PIPELINE
 
 
 @kopf.on.cleanup()
@@ -161,11 +148,12 @@ def _process(key: ObjectKey) -> float | None:
 
 # -- events: keep what they deliver, queue what they concern (type None: the initial listing)
 
-@kopf.on.event(GROUP, VERSION, mltask_api.PLURAL)
-async def mltask_event(type: str | None, body: kopf.Body, namespace: str, name: str,
+@kopf.on.event(M.group, M.version, M.plural)
+async def mltask_event(type: str | None, body: kopf.Body, namespace: str | None, name: str,
                        labels: kopf.Labels, status: kopf.Status, **_: Any) -> None:
     """A task changed: reconcile it (unless the change is the operator's own write), its
     pipeline, and the tasks waiting for its output once it completes."""
+    namespace = namespace or ""
     if type == "DELETED":
         CACHE.drop(TASK, namespace, name)
     else:
@@ -180,10 +168,11 @@ async def mltask_event(type: str | None, body: kopf.Body, namespace: str, name: 
             QUEUE.add((TASK, namespace, dependent))
 
 
-@kopf.on.event(ARGO_GROUP, ARGO_VERSION, WORKFLOWS, labels={keys.TASK: kopf.PRESENT})
-async def workflow_event(type: str | None, body: kopf.Body, namespace: str, name: str,
+@kopf.on.event(W.group, W.version, W.plural, labels={keys.TASK: kopf.PRESENT})
+async def workflow_event(type: str | None, body: kopf.Body, namespace: str | None, name: str,
                          labels: kopf.Labels, **_: Any) -> None:
     """A task's Workflow changed (Argo's progress, or its deletion): reconcile the task."""
+    namespace = namespace or ""
     if type == "DELETED":
         CACHE.drop(WORKFLOW, namespace, name)
     else:
@@ -193,9 +182,11 @@ async def workflow_event(type: str | None, body: kopf.Body, namespace: str, name
     QUEUE.add((TASK, namespace, labels[keys.TASK]))
 
 
-@kopf.on.event(GROUP, VERSION, pipeline_api.PLURAL)
-async def pipeline_event(type: str | None, body: kopf.Body, namespace: str, name: str,
+@kopf.on.event(P.group, P.version, P.plural)
+async def pipeline_event(type: str | None, body: kopf.Body, namespace: str | None, name: str,
                          **_: Any) -> None:
+    """A pipeline changed: reconcile it (unless the change is the operator's own write)."""
+    namespace = namespace or ""
     if type == "DELETED":
         CACHE.drop(PIPELINE, namespace, name)
     else:

@@ -16,7 +16,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import REGISTRY, Collector
 
 # `_created` series double every counter and histogram and say nothing a graph needs
-disable_created_metrics()
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 TRANSITIONS = Counter("mltask_status_transitions_total",
                       "MLTask status transitions, by the status entered", ["status"])
@@ -73,7 +73,7 @@ def _known_series() -> None:
     """Every series of a closed label set starts at 0, so that rate() and increase() see its
     first event (a series that appears with its first event hides that event)."""
     from mltask_operator.api.v1alpha1.mltask import Phase, StepName, TaskType
-    from mltask_operator.status import EXIT_CODE, INFRASTRUCTURE, REFUSED_REASONS
+    from mltask_operator.mltask_status import EXIT_CODE, INFRASTRUCTURE, REFUSED_REASONS
 
     types, steps = [str(t) for t in TaskType], [str(s) for s in StepName]
     for kind in ("MLTask", "Pipeline"):

@@ -13,76 +13,30 @@ import datetime
 from dataclasses import dataclass, field
 from typing import Any
 
-from mltask_operator import dag
-from mltask_operator.api.v1alpha1.mltask import ExecuteStep, Phase
+from mltask_operator import pipeline_dag as dag
+from mltask_operator.api.v1alpha1.mltask import (
+    Phase,
+)
 from mltask_operator.api.v1alpha1.pipeline import (
+    ACTIVE_STATES,
     KIND,
     Pipeline,
     PipelineSpec,
     PipelineStatus,
     PipelineTask,
-    PipelineTaskStatus,
     TaskState,
 )
-from mltask_operator.builders.mltask import child_name
-from mltask_operator.state_machine import TERMINAL
-from mltask_operator.status import conditions_for, format_duration, parse_time
+from mltask_operator.pipeline_status import (
+    Child,
+    NotCreated,
+    build_status,
+    child_view,
+    names,
+    overall,
+    summary,
+)
 
 S = TaskState
-ACTIVE = frozenset({S.INIT, S.RUNNING, S.RETRY, S.STOPPING})
-
-
-@dataclass(frozen=True)
-class Child:
-    """What the pipeline needs to know of one child MLTask."""
-
-    task: str
-    name: str
-    raw: Phase                # the MLTask's own status.status
-    state: TaskState          # raw, corrected for requests the MLTask has not acted on yet
-    suspend: bool
-    retry_generation: int
-    execute_step: ExecuteStep | None = None
-    attempt: int | None = None
-    message: str | None = None
-    output_uri: str | None = None
-    start_time: datetime.datetime | None = None
-    completion_time: datetime.datetime | None = None
-
-
-def child_view(task: str, body: dict[str, Any]) -> Child:
-    spec = body.get("spec") or {}
-    st = body.get("status") or {}
-    raw = Phase(st.get("status") or Phase.INIT)
-    suspend = bool(spec.get("suspend"))
-    retry_gen = int(spec.get("retryGeneration") or 0)
-    seen_retry = st.get("observedRetryGeneration")
-    state = TaskState(raw)
-    if seen_retry is not None and retry_gen > seen_retry and raw in TERMINAL \
-            and not suspend:
-        state = S.RETRY                      # retry requested, not yet started
-    elif raw == Phase.STOPPED and not suspend:
-        state = S.RUNNING                    # continue requested, not yet started
-    elif suspend and raw in (Phase.INIT, Phase.RUNNING, Phase.RETRY):
-        state = S.STOPPING                   # stop requested, not yet reached
-    step = st.get("executeStep")
-    return Child(
-        task=task, name=body["metadata"]["name"], raw=raw, state=state, suspend=suspend,
-        retry_generation=retry_gen,
-        execute_step=ExecuteStep(step) if step else None, attempt=st.get("attempt"),
-        message=st.get("message"), output_uri=(st.get("outputs") or {}).get("uri"),
-        start_time=parse_time(st.get("startTime")),
-        completion_time=parse_time(st.get("completionTime")),
-    )
-
-
-@dataclass(frozen=True)
-class NotCreated:
-    """Why the API server did not create a task's MLTask."""
-
-    reason: str               # TASK_NAME_TAKEN, TASK_REJECTED or OLD_TASK_LEFT
-    message: str
-    transient: bool = False   # it goes away by itself: wait, fail nothing
 
 
 TASK_NAME_TAKEN = "TaskNameTaken"
@@ -126,33 +80,6 @@ class PipelinePlan:
     invalid: bool = False
 
 
-def _names(names: list[str]) -> str:
-    return ", ".join(names)
-
-
-def overall(tasks: list[PipelineTask], states: dict[str, TaskState], suspended: bool,
-            held: frozenset[str] = frozenset()) -> Phase:
-    """The pipeline's status from its tasks' states (a task without a child is pending).
-    `held`: pending tasks that would start now but for spec.suspend; a suspended pipeline
-    that nothing would move on from (every task completed, failed or blocked by a failure)
-    is failed, not stopped, as a suspended MLTask that failed stays failed."""
-    vals = [states.get(t.name, S.PENDING) for t in tasks]
-    if all(v == S.COMPLETED for v in vals):
-        return Phase.COMPLETED
-    if any(v in ACTIVE for v in vals):
-        if suspended or S.STOPPING in vals:
-            return Phase.STOPPING
-        if S.RUNNING in vals:
-            return Phase.RUNNING
-        if S.RETRY in vals:
-            return Phase.RETRY
-        started = any(v not in (S.PENDING, S.INIT) for v in vals)
-        return Phase.RUNNING if started else Phase.INIT
-    if S.STOPPED in vals or held:
-        return Phase.STOPPED
-    return Phase.FAILED  # something failed, or pending tasks can never start
-
-
 @dataclass
 class _Work:
     """What one planning pass works on; each stage of plan_pipeline updates it in turn."""
@@ -185,7 +112,7 @@ def plan_pipeline(pipeline: Pipeline, children: dict[str, dict[str, Any]],
     if problems:
         msg = "Invalid pipeline: " + "; ".join(problems)
         st.retry_pending = None
-        status = _finish(pipeline.name, st, prev, spec.tasks, {}, {}, Phase.FAILED, msg,
+        status = build_status(pipeline.name, st, prev, spec.tasks, {}, {}, Phase.FAILED, msg,
                          generation, now, reason="InvalidSpec")
         return PipelinePlan(status, invalid=True)
 
@@ -220,7 +147,7 @@ def plan_pipeline(pipeline: Pipeline, children: dict[str, dict[str, Any]],
 
     states, plan = w.states, w.plan
     phase = overall(spec.tasks, states, spec.suspend, frozenset(held))
-    msg = _message(spec.tasks, states, phase, w.waiting, views, w.unmade, spec.fail_fast)
+    msg = summary(spec.tasks, states, phase, w.waiting, views, w.unmade, spec.fail_fast)
     if retry_held:
         held_text = f"retry (retryGeneration {spec.retry_generation}) {HELD}"
         msg += f"; {held_text}"
@@ -228,11 +155,11 @@ def plan_pipeline(pipeline: Pipeline, children: dict[str, dict[str, Any]],
             plan.notes.append(("Warning", "RetryHeld", f"{held_text[0].upper()}{held_text[1:]}:"
                                " set suspend to false too to retry the pipeline"))
     elif w.queue and spec.suspend:
-        msg += f"; retry of {_names(w.queue)} {HELD}"
+        msg += f"; retry of {names(w.queue)} {HELD}"
     first_failed = next((t.name for t in spec.tasks if states.get(t.name) == S.FAILED), None)
     reason = w.unmade[first_failed].reason if phase == Phase.FAILED \
         and first_failed in w.unmade else None
-    plan.status = _finish(pipeline.name, st, prev, spec.tasks, views, states, phase, msg,
+    plan.status = build_status(pipeline.name, st, prev, spec.tasks, views, states, phase, msg,
                           generation, now, reason=reason, waiting=w.waiting, unmade=w.unmade,
                           created={t.name for t in plan.create},
                           started=bool(views or plan.create))
@@ -277,7 +204,7 @@ def _room(w: _Work, not_counted: set[str] | frozenset[str] = frozenset()) -> int
     tasks in `not_counted` aside."""
     if not w.spec.concurrency:
         return None
-    active = sum(1 for n, s in w.states.items() if s in ACTIVE and n not in not_counted)
+    active = sum(1 for n, s in w.states.items() if s in ACTIVE_STATES and n not in not_counted)
     return max(w.spec.concurrency - active, 0)
 
 
@@ -325,9 +252,9 @@ def _start_retries(w: _Work, retried: list[str]) -> None:
             w.waiting[n] = (f"retry waiting: {spec.concurrency} tasks already running "
                             "(concurrency)")
     if retried:
-        text = f"Retry requested: new attempt for {_names(retried)}"
+        text = f"Retry requested: new attempt for {names(retried)}"
         if w.queue and not spec.suspend:
-            text += f"; {_names(w.queue)} wait for room (concurrency {spec.concurrency})"
+            text += f"; {names(w.queue)} wait for room (concurrency {spec.concurrency})"
         w.plan.notes.append(("Normal", "Retrying", text))
 
 
@@ -367,103 +294,20 @@ def _blocked(task: PipelineTask, deps: list[str], states: dict[str, TaskState],
              fail_fast: bool, suspended: bool) -> str | None:
     """Why a task without an MLTask cannot start, or None if it could start now."""
     if unmade:
-        return f"not started: {_names(list(unmade))} could not be created"
+        return f"not started: {names(list(unmade))} could not be created"
     if fail_fast and failed:
-        return f"not started: {_names(failed)} failed (failFast)"
+        return f"not started: {names(failed)} failed (failFast)"
     blocked = [d for d in deps if states.get(d, S.PENDING) != S.COMPLETED]
     if blocked:
         bad = [d for d in blocked if states.get(d) == S.FAILED]
         if bad:
-            return f"not started: {_names(bad)} did not complete"
+            return f"not started: {names(bad)} did not complete"
         return "not started: the pipeline is stopped" if suspended \
-            else f"waiting for {_names(blocked)}"
-    refs = [r for r in (task.spec.input.dataset.from_task,
-                        task.spec.input.model.from_task if task.spec.input.model else None) if r]
-    missing = [r for r in refs if r not in outputs]
+            else f"waiting for {names(blocked)}"
+    missing = [r for r in task.spec.input.upstreams().values() if r not in outputs]
     if missing:
-        return (f"cannot start: {_names(missing)} completed without an output URI (its upload "
+        return (f"cannot start: {names(missing)} completed without an output URI (its upload "
                 "step wrote no result)")
     return None
 
 
-def _message(tasks: list[PipelineTask], states: dict[str, TaskState], phase: Phase,
-             waiting: dict[str, str], views: dict[str, Child], unmade: dict[str, NotCreated],
-             fail_fast: bool) -> str:
-    def with_state(*wanted: TaskState) -> list[str]:
-        return [t.name for t in tasks if states.get(t.name, S.PENDING) in wanted]
-
-    failed = with_state(S.FAILED)
-    if phase == Phase.COMPLETED:
-        return f"All {len(tasks)} tasks completed"
-    if phase == Phase.FAILED:
-        if failed:
-            first = failed[0]
-            why = unmade[first].message if first in unmade else (
-                views[first].message if first in views else None)
-            detail = f": {why}" if why else ""
-            return f"Task {_names(failed)} failed{detail}"
-        stuck = [f"{n} {why}" for n, why in waiting.items()]
-        return "Pipeline cannot go on: " + "; ".join(stuck)
-    if phase in (Phase.STOPPING, Phase.STOPPED):
-        parts = [f"{_names(x)} {what}" for x, what in (
-            (with_state(S.STOPPING, S.INIT, S.RUNNING, S.RETRY), "stopping"),
-            (with_state(S.STOPPED), "stopped"), (with_state(S.PENDING), "not started"),
-            (with_state(S.FAILED), "failed")) if x]
-        return ("Stopping: " if phase == Phase.STOPPING else "Stopped: ") + "; ".join(parts)
-    if phase == Phase.RETRY:
-        return f"Retrying: {_names(with_state(S.RETRY))}"
-    if phase == Phase.INIT:
-        return f"Starting: {_names(with_state(S.INIT))}"
-    running = with_state(S.RUNNING, S.RETRY, S.INIT)
-    out = f"Running: {_names(running)}"
-    if unmade:
-        out += f"; {_names(list(unmade))} could not be created, no new task starts"
-    elif failed:
-        out += f"; {_names(failed)} failed, " + (
-            "no new task starts" if fail_fast else "independent branches go on")
-    return out
-
-
-def _finish(pipeline: str, st: PipelineStatus, prev: PipelineStatus, tasks: list[PipelineTask],
-            views: dict[str, Child], states: dict[str, TaskState], phase: Phase, message: str,
-            generation: int | None, now: datetime.datetime, *, reason: str | None = None,
-            waiting: dict[str, str] | None = None, unmade: dict[str, NotCreated] | None = None,
-            created: set[str] | None = None, started: bool = False) -> PipelineStatus:
-    waiting = waiting or {}
-    unmade = unmade or {}
-    entries = []
-    for t in tasks:
-        v = views.get(t.name)
-        state = states.get(t.name, S.PENDING)
-        if v is None:
-            nc = unmade.get(t.name)
-            entries.append(PipelineTaskStatus(
-                name=t.name, status=state,
-                mltask=child_name(pipeline, t.name) if t.name in (created or ()) else None,
-                message=nc.message if nc else waiting.get(t.name),
-                reason=nc.reason if nc else None))
-            continue
-        entries.append(PipelineTaskStatus(
-            name=t.name, mltask=v.name, status=state, execute_step=v.execute_step,
-            attempt=v.attempt, message=waiting.get(t.name) or v.message,
-            output_uri=v.output_uri, start_time=v.start_time,
-            completion_time=v.completion_time))
-    done = sum(1 for e in entries if e.status == S.COMPLETED)
-    st.tasks = entries
-    st.completed_tasks = done
-    st.progress = f"{done}/{len(tasks)}"
-    st.status = phase
-    st.message = message
-    if started and st.start_time is None:
-        st.start_time = now
-    if phase in TERMINAL:
-        if prev.status != phase or prev.completion_time is None:
-            st.completion_time = now
-    else:
-        st.completion_time = None
-    if st.start_time is not None:
-        end = st.completion_time or now
-        st.duration = format_duration((end - st.start_time).total_seconds())
-    st.conditions = conditions_for(phase, message, prev.conditions, generation, now,
-                                   reason=reason)
-    return st

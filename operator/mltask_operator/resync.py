@@ -17,8 +17,8 @@ import logging
 import threading
 from collections.abc import Callable, Hashable
 
+from mltask_operator.api.v1alpha1.mltask import TERMINAL_PHASES
 from mltask_operator.cache import PIPELINE, TASK, WORKFLOW, Cache
-from mltask_operator.state_machine import TERMINAL
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ def fingerprint(cache: Cache, key: ObjectKey) -> Fingerprint | None:
 
 def active(cache: Cache, key: ObjectKey) -> bool:
     head = cache.head(*key)
-    return head is not None and head.phase not in TERMINAL
+    return head is not None and head.phase not in TERMINAL_PHASES
 
 
 class Resync:

@@ -15,6 +15,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Hashable
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +69,7 @@ class WorkQueue:
         with self._cond:
             n = self._failures.get(key, 0)
             self._failures[key] = n + 1
-        delay = min(self.base_delay * (2 ** n), self.max_delay)
+        delay = min(self.base_delay * 2.0 ** n, self.max_delay)
         self.add_after(key, delay)
         return delay
 
@@ -134,7 +135,7 @@ class WorkQueue:
                 self._ready.append(key)
 
 
-def run_workers(queue: WorkQueue, count: int, process: Callable[[Key], float | None],
+def run_workers(queue: WorkQueue, count: int, process: Callable[[Any], float | None],
                 name: str = "reconcile") -> list[threading.Thread]:
     """Start `count` daemon threads that take keys from `queue` and call `process`; a key whose
     process raises is retried after its backoff, one that returns is forgotten, and queued

@@ -43,7 +43,7 @@ the Workflow CRD has no status subresource), and the operator follows as it woul
 The tasks beyond those (9,000 for 10,000) are seeded, as running 10,000 tasks through today's
 operator would take most of an hour: each seeded task is created with the operator's
 annotations of a task it finished itself (the template), its status is the template's under
-the new name recomputed by the operator's own status function (mltask_operator.status), and
+the new name recomputed by the operator's own status function (mltask_operator.mltask_status), and
 its Workflow is the operator's builder's output as Argo leaves it. The operator runs meanwhile
 and sees every one arrive; the report counts the status writes it made for seeded tasks (0
 means it agreed with what was seeded).

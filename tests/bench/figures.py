@@ -372,7 +372,7 @@ class Phases:
         status = self.template.get("status") or {}
         try:
             from mltask_operator.api.v1alpha1.mltask import MLTask
-            from mltask_operator.status import compute_status
+            from mltask_operator.mltask_status import compute_status
         except ImportError:  # the operator changed: the renamed template status stands
             compute_status = None
 
@@ -612,7 +612,7 @@ class _Recorder:
         self.statuses: list[dict[str, Any]] = []
         self.events: list[tuple[Any, ...]] = []
 
-    def create_workflow(self, body: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+    def create(self, kind: Any, body: dict[str, Any]) -> tuple[dict[str, Any], bool]:
         self.workflows.append(body)
         return body, True
 
@@ -620,7 +620,7 @@ class _Recorder:
         self.pvcs.append(body)
         return True
 
-    def replace_task_status(self, body: dict[str, Any]) -> dict[str, Any]:
+    def replace_status(self, kind: Any, body: dict[str, Any]) -> dict[str, Any]:
         self.statuses.append(body)
         return body
 

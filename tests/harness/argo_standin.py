@@ -23,7 +23,7 @@ from typing import Any
 from kubernetes import client
 
 from mltask_operator.builders import workflow as wfb
-from mltask_operator.status import fnv32a
+from mltask_operator.mltask_status import fnv32a
 
 RETRYABLE = {
     "Always": {"Failed", "Error"},

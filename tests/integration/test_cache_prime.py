@@ -8,7 +8,9 @@ from kubernetes import client
 
 from harness.tasks import example
 from mltask_operator.cache import PIPELINE, TASK, WORKFLOW, Cache
-from mltask_operator.clients.kube import ARGO_GROUP, ARGO_VERSION, WORKFLOWS, Kube
+from mltask_operator.clients.kube import Kube
+from mltask_operator.kinds import MLTASK
+from mltask_operator.kinds import WORKFLOW as WF_KIND
 from mltask_operator.labels import PIPELINE as PIPELINE_LABEL
 from mltask_operator.labels import TASK as TASK_LABEL
 
@@ -16,7 +18,7 @@ pytestmark = pytest.mark.integration
 G, V = "mltask.dev", "v1alpha1"
 
 
-def test_list_objects_pages_through_every_object(api: client.ApiClient, namespace: str,
+def test_list_pages_through_every_object(api: client.ApiClient, namespace: str,
                                                  mltask_crds: list[str]) -> None:
     custom = client.CustomObjectsApi(api)
     for i in range(7):
@@ -33,8 +35,7 @@ def test_list_objects_pages_through_every_object(api: client.ApiClient, namespac
         return rsp
 
     kube.objects.list_namespaced_custom_object = counting  # type: ignore[method-assign]
-    names = [o["metadata"]["name"] for o in kube.list_objects(G, V, "mltasks", namespace,
-                                                              page=3)]
+    names = [o["metadata"]["name"] for o in kube.list_all(MLTASK, namespace, page=3)]
     assert sorted(names) == [f"t{i}" for i in range(7)]
     assert pages == [3, 3, 1], "three pages of at most 3: the continue token is followed"
 
@@ -53,13 +54,15 @@ def test_prime_fills_the_cache_with_tasks_workflows_and_links(
     down["spec"]["input"]["dataset"] = {"fromTask": "p-prep"}
     for body in (up, down):
         custom.create_namespaced_custom_object(G, V, namespace, "mltasks", body)
-    wf = {"apiVersion": f"{ARGO_GROUP}/{ARGO_VERSION}", "kind": "Workflow",
+    wf = {"apiVersion": WF_KIND.api_version, "kind": "Workflow",
           "metadata": {"name": "p-prep-1", "namespace": namespace,
                        "labels": {TASK_LABEL: "p-prep"}},
           "spec": {"entrypoint": "main", "templates": [{"name": "main", "suspend": {}}]}}
-    custom.create_namespaced_custom_object(ARGO_GROUP, ARGO_VERSION, namespace, WORKFLOWS, wf)
+    custom.create_namespaced_custom_object(WF_KIND.group, WF_KIND.version, namespace,
+                                           WF_KIND.plural, wf)
     other = dict(wf, metadata={"name": "not-ours", "namespace": namespace})
-    custom.create_namespaced_custom_object(ARGO_GROUP, ARGO_VERSION, namespace, WORKFLOWS, other)
+    custom.create_namespaced_custom_object(WF_KIND.group, WF_KIND.version, namespace,
+                                           WF_KIND.plural, other)
 
     cache = Cache()
     main.prime(Kube(api), cache, [namespace])

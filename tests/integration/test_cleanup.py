@@ -15,7 +15,7 @@ from harness import argo_standin as argo_fn
 from harness.tasks import RESULT, G, Tasks, V, cond, example
 from harness.waiting import gone, until
 from mltask_operator.labels import ARCHIVED
-from mltask_operator.status import pod_name
+from mltask_operator.mltask_status import pod_name
 
 pytestmark = pytest.mark.integration
 

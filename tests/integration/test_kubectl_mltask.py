@@ -29,6 +29,7 @@ from harness.controlplane import free_port
 from harness.pipelines import DATASET, Pipelines, pipeline_example, task_state
 from harness.tasks import REPO, RESULT, G, Tasks, V, example, step
 from mltask_operator import cli
+from mltask_operator.cli import render, session
 from mltask_operator.labels import ARCHIVED
 
 pytestmark = pytest.mark.integration
@@ -146,7 +147,7 @@ def test_list_filters_on_the_server(tasks: Tasks, argo, namespace: str, mltask, 
 
     every = mltask("list")
     assert every.code == 0
-    assert every.out.splitlines()[0].split() == cli.TASK_HEADERS
+    assert every.out.splitlines()[0].split() == render.TASK_HEADERS
     assert every.names() == ["optimize-digits", "preprocess-digits", TRAIN]
     failed = next(r for r in every.rows() if r[0] == "preprocess-digits")
     assert failed[1:5] == ["preprocessing", "failed", "download", "1"]
@@ -161,7 +162,7 @@ def test_list_filters_on_the_server(tasks: Tasks, argo, namespace: str, mltask, 
     assert nothing.err == f"No mltasks found in namespace {namespace}.\n"
 
     everywhere = mltask("list", "-A", "--type", "preprocessing", ns=None)
-    assert everywhere.out.splitlines()[0].split() == ["NAMESPACE", *cli.TASK_HEADERS]
+    assert everywhere.out.splitlines()[0].split() == ["NAMESPACE", *render.TASK_HEADERS]
     ours = [r for r in everywhere.rows() if r[0] == namespace]
     assert [r[1:4] for r in ours] == [["preprocess-digits", "preprocessing", "failed"]]
     assert all(r[2] == "preprocessing" for r in everywhere.rows())
@@ -345,7 +346,7 @@ def test_concurrent_retries_never_share_a_number(tasks: Tasks, argo, namespace: 
     number instead of writing the same one."""
     _fail_run(tasks, argo, namespace, TRAIN)
     reads: list[int] = []
-    real_get = cli.Session.get
+    real_get = session.Session.get
 
     def get_then_someone_retries(self, target):
         obj = real_get(self, target)
@@ -354,7 +355,7 @@ def test_concurrent_retries_never_share_a_number(tasks: Tasks, argo, namespace: 
             tasks.patch(TRAIN, {"retryGeneration": 1, "suspend": True})
         return obj
 
-    monkeypatch.setattr(cli.Session, "get", get_then_someone_retries)
+    monkeypatch.setattr(session.Session, "get", get_then_someone_retries)
     run = mltask("retry", TRAIN)
     assert run.code == 0, run.err
     # the operator's own status writes may cost the plugin more tries; each read after the
@@ -439,7 +440,7 @@ def test_pipeline_stop_continue_retry(api: client.ApiClient, namespace: str, ope
                and s.get("status") == "running", "train runs")
 
     listed = mltask("list", "pipelines")
-    assert listed.out.splitlines()[0].split() == cli.PIPELINE_HEADERS
+    assert listed.out.splitlines()[0].split() == render.PIPELINE_HEADERS
     assert [r[:3] for r in listed.rows()] == [["digits", "running", "1/3"]]
     assert mltask("list", "--pipeline", "digits").names() == ["digits-preprocess",
                                                                "digits-train"]
@@ -644,7 +645,7 @@ def test_list_hides_archived_ones_unless_asked(store: Store, mltask) -> None:
     assert mltask("list", "pipelines").names() == ["digits"]
     assert mltask("list", "pipelines", "--only-archived").names() == ["digits-2024"]
     listed = mltask("list", "--archived")
-    assert listed.out.splitlines()[0].split() == cli.TASK_HEADERS, "the same columns"
+    assert listed.out.splitlines()[0].split() == render.TASK_HEADERS, "the same columns"
     nothing = mltask("list", "-l", "team=none", "--only-archived")
     assert (nothing.code, nothing.out) == (0, "")
 
@@ -683,7 +684,7 @@ def test_list_pages_through_every_object_once(store: Store, mltask, namespace: s
     run = mltask("list", "--limit", "3")
     while True:
         assert run.code == 0, run.err
-        assert run.out.splitlines()[0].split() == cli.TASK_HEADERS
+        assert run.out.splitlines()[0].split() == render.TASK_HEADERS
         pages.append([r[0] for r in run.rows()])
         if not run.err:
             break
@@ -740,7 +741,7 @@ def test_list_watch_prints_additions_changes_and_removals(store: Store, control_
     watch = Watching(["--kubeconfig", str(control_plane.kubeconfig), "-n", namespace, "list",
                       "-w"])
     try:
-        assert watch.next().split() == cli.TASK_HEADERS
+        assert watch.next().split() == render.TASK_HEADERS
         assert watch.next().split()[:3] == ["a", "training", "<none>"]
 
         store.create("mltasks", "b")

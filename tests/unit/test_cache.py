@@ -14,7 +14,7 @@ from mltask_operator.cache import (
     slim_workflow,
 )
 from mltask_operator.labels import PIPELINE as PIPELINE_LABEL
-from mltask_operator.status import observe_workflow
+from mltask_operator.mltask_status import observe_workflow
 
 
 def task(name: str, rv: str, **extra: Any) -> dict[str, Any]:

@@ -3,6 +3,7 @@ retry and archive patches, which step's pod to read, errors and usage errors; no
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import io
 import json
@@ -15,10 +16,11 @@ import yaml
 
 from harness import argo_standin as argo
 from harness.tasks import REPO, example
-from mltask_operator import cli
+from mltask_operator import cli, kinds
 from mltask_operator.api.v1alpha1.mltask import MLTask, StepName
 from mltask_operator.builders.workflow import ResolvedInputs, build_workflow
-from mltask_operator.status import pod_name
+from mltask_operator.cli import changes, commands, errors, parser, render, targets
+from mltask_operator.mltask_status import pod_name
 
 UTC = datetime.UTC
 NOW = datetime.datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
@@ -39,15 +41,15 @@ class Case:
 # ------------------------------------------------------------------------------- targets
 
 TARGETS = [
-    Case("bare name is an MLTask", "train-digits", cli.Target(cli.MLTASK, "train-digits")),
-    Case("mltask/", "mltask/x", cli.Target(cli.MLTASK, "x")),
-    Case("mlt/", "mlt/x", cli.Target(cli.MLTASK, "x")),
-    Case("mltasks/", "mltasks/x", cli.Target(cli.MLTASK, "x")),
-    Case("fully qualified", "mltasks.mltask.dev/x", cli.Target(cli.MLTASK, "x")),
-    Case("pipeline/", "pipeline/digits", cli.Target(cli.PIPELINE, "digits")),
-    Case("pipelines/", "pipelines/digits", cli.Target(cli.PIPELINE, "digits")),
-    Case("mlp/", "mlp/digits", cli.Target(cli.PIPELINE, "digits")),
-    Case("type is case-insensitive", "Pipeline/digits", cli.Target(cli.PIPELINE, "digits")),
+    Case("bare name is an MLTask", "train-digits", targets.Target(kinds.MLTASK, "train-digits")),
+    Case("mltask/", "mltask/x", targets.Target(kinds.MLTASK, "x")),
+    Case("mlt/", "mlt/x", targets.Target(kinds.MLTASK, "x")),
+    Case("mltasks/", "mltasks/x", targets.Target(kinds.MLTASK, "x")),
+    Case("fully qualified", "mltasks.mltask.dev/x", targets.Target(kinds.MLTASK, "x")),
+    Case("pipeline/", "pipeline/digits", targets.Target(kinds.PIPELINE, "digits")),
+    Case("pipelines/", "pipelines/digits", targets.Target(kinds.PIPELINE, "digits")),
+    Case("mlp/", "mlp/digits", targets.Target(kinds.PIPELINE, "digits")),
+    Case("type is case-insensitive", "Pipeline/digits", targets.Target(kinds.PIPELINE, "digits")),
     Case("unknown type", "pod/x", error="unknown resource type 'pod'"),
     Case("no name", "pipeline/", error="names no object"),
     Case("two slashes", "a/pipeline/x", error="unknown resource type"),
@@ -59,14 +61,14 @@ TARGETS = [
 def test_parse_target(case: Case) -> None:
     if case.error:
         with pytest.raises(ValueError, match=case.error):
-            cli.parse_target(case.given)
+            targets.parse_target(case.given)
     else:
-        assert cli.parse_target(case.given) == case.expected
+        assert targets.parse_target(case.given) == case.expected
 
 
 def test_target_prints_as_kind_slash_name() -> None:
-    assert str(cli.parse_target("mlp/digits")) == "pipeline/digits"
-    assert str(cli.parse_target("x")) == "mltask/x"
+    assert str(targets.parse_target("mlp/digits")) == "pipeline/digits"
+    assert str(targets.parse_target("x")) == "mltask/x"
 
 
 # ----------------------------------------------------------------------------- selectors
@@ -84,7 +86,7 @@ SELECTORS = [
 
 @pytest.mark.parametrize("case", SELECTORS, ids=lambda c: c.name)
 def test_field_selector(case: Case) -> None:
-    assert cli.field_selector(**case.given) == case.expected
+    assert targets.field_selector(**case.given) == case.expected
 
 
 def test_field_selector_paths_are_selectable_fields_of_the_crd() -> None:
@@ -92,7 +94,7 @@ def test_field_selector_paths_are_selectable_fields_of_the_crd() -> None:
     the plugin) filters; a path missing from the CRD would make every list fail."""
     from mltask_operator.api.v1alpha1 import mltask as api
 
-    used = cli.field_selector(type_="t", status="s", pipeline="p")
+    used = targets.field_selector(type_="t", status="s", pipeline="p")
     assert used is not None
     paths = {f".{term.split('=')[0]}" for term in used.split(",")}
     assert paths <= set(api.SELECTABLE_FIELDS)
@@ -102,27 +104,27 @@ def test_field_selector_paths_are_selectable_fields_of_the_crd() -> None:
 
 
 LABELS = [
-    Case("archived ones hidden by default", (None, cli.HIDE), "!mltask.dev/archived"),
-    Case("-l and hidden", ("team=vision", cli.HIDE), "team=vision,!mltask.dev/archived"),
-    Case("--archived: the user's -l alone", ("team=vision", cli.SHOW), "team=vision"),
-    Case("--archived without -l: no selector", (None, cli.SHOW), None),
-    Case("--only-archived", (None, cli.ONLY), "mltask.dev/archived"),
-    Case("--only-archived and a set-based -l", ("env in (a,b)", cli.ONLY),
+    Case("archived ones hidden by default", (None, targets.HIDE), "!mltask.dev/archived"),
+    Case("-l and hidden", ("team=vision", targets.HIDE), "team=vision,!mltask.dev/archived"),
+    Case("--archived: the user's -l alone", ("team=vision", targets.SHOW), "team=vision"),
+    Case("--archived without -l: no selector", (None, targets.SHOW), None),
+    Case("--only-archived", (None, targets.ONLY), "mltask.dev/archived"),
+    Case("--only-archived and a set-based -l", ("env in (a,b)", targets.ONLY),
          "env in (a,b),mltask.dev/archived"),
-    Case("a -l naming the archived label decides alone", ("mltask.dev/archived=true", cli.HIDE),
+    Case("a -l naming the archived label decides alone", ("mltask.dev/archived=true", targets.HIDE),
          "mltask.dev/archived=true"),
 ]
 
 
 @pytest.mark.parametrize("case", LABELS, ids=lambda c: c.name)
 def test_label_selector(case: Case) -> None:
-    assert cli.label_selector(*case.given) == case.expected
+    assert targets.label_selector(*case.given) == case.expected
 
 
 def test_the_archived_label_is_the_operators() -> None:
     from mltask_operator import labels
 
-    assert cli.label_selector(None, cli.ONLY) == labels.ARCHIVED
+    assert targets.label_selector(None, targets.ONLY) == labels.ARCHIVED
 
 
 CONTEXTS = [
@@ -141,7 +143,7 @@ NAMESPACES = [
 @pytest.mark.parametrize("case", NAMESPACES, ids=lambda c: c.name)
 def test_context_namespace(case: Case) -> None:
     active, wanted = case.given
-    assert cli.context_namespace(CONTEXTS, active, wanted) == case.expected
+    assert targets.context_namespace(CONTEXTS, active, wanted) == case.expected
 
 
 # -------------------------------------------------------------------------------- tables
@@ -159,7 +161,7 @@ DURATIONS = [
 
 @pytest.mark.parametrize("case", DURATIONS, ids=lambda c: c.name)
 def test_human_duration_as_kubectl(case: Case) -> None:
-    assert cli.human_duration(case.given) == case.expected
+    assert render.human_duration(case.given) == case.expected
 
 
 def task_obj(name: str, type_: str, status: dict[str, Any] | None, created: int = 300,
@@ -178,7 +180,7 @@ def test_render_list_of_tasks() -> None:
                                                 "attempt": 1, "duration": "2m3s"}),
         task_obj("preprocess", "preprocessing", None, created=30),
     ]
-    assert cli.render_list(cli.MLTASK, items, NOW).splitlines() == [
+    assert render.render_list(kinds.MLTASK, items, NOW).splitlines() == [
         "NAME           TYPE            STATUS    STEP       ATTEMPT   AGE   DURATION",
         "train-digits   training        running   run_task   1         5m    2m3s",
         "preprocess     preprocessing   <none>    <none>     <none>    30s   <none>",
@@ -187,15 +189,15 @@ def test_render_list_of_tasks() -> None:
 
 def test_render_list_all_namespaces_puts_namespace_first() -> None:
     items = [task_obj("a", "training", {"status": "failed"}, namespace="team-a")]
-    header, row = cli.render_list(cli.MLTASK, items, NOW, all_namespaces=True).splitlines()
-    assert header.split() == ["NAMESPACE", *cli.TASK_HEADERS]
+    header, row = render.render_list(kinds.MLTASK, items, NOW, all_namespaces=True).splitlines()
+    assert header.split() == ["NAMESPACE", *render.TASK_HEADERS]
     assert row.split()[:4] == ["team-a", "a", "training", "failed"]
 
 
 def test_render_list_of_pipelines() -> None:
     pipe = {"metadata": {"name": "digits", "creationTimestamp": ago(7200)},
             "status": {"status": "running", "progress": "1/3", "duration": "1h"}}
-    assert cli.render_list(cli.PIPELINE, [pipe], NOW).splitlines() == [
+    assert render.render_list(kinds.PIPELINE, [pipe], NOW).splitlines() == [
         "NAME     STATUS    PROGRESS   AGE    DURATION",
         "digits   running   1/3        120m   1h",
     ]
@@ -209,16 +211,16 @@ TABLE_CELLS = [
 
 @pytest.mark.parametrize("case", TABLE_CELLS, ids=lambda c: c.name)
 def test_cell(case: Case) -> None:
-    assert cli.cell(case.given) == case.expected
+    assert render.cell(case.given) == case.expected
 
 
 def test_render_table_rejects_a_row_of_the_wrong_width() -> None:
     with pytest.raises(ValueError):
-        cli.render_table(["A", "B"], [["only one"]])
+        render.render_table(["A", "B"], [["only one"]])
 
 
 def test_rows_printed_later_keep_the_tables_columns_and_widen_them() -> None:
-    printer = cli.RowPrinter(["NAME", "STATUS"])
+    printer = render.RowPrinter(["NAME", "STATUS"])
     assert printer.table([["a", "running"]]).splitlines() == ["NAME   STATUS", "a      running"]
     assert printer.row(["b", None]) == "b      <none>"
     assert printer.row(["a-much-longer-name", "failed"]) == "a-much-longer-name   failed"
@@ -271,10 +273,10 @@ SORTS = [
 @pytest.mark.parametrize("case", SORTS, ids=lambda c: c.name)
 def test_sort_items(case: Case) -> None:
     items, by = case.given
-    names = [o["metadata"]["name"] for o in cli.sort_items(items, by)]
+    names = [o["metadata"]["name"] for o in render.sort_items(items, by)]
     if "/" in case.expected[0]:
         names = [f"{o['metadata']['namespace']}/{o['metadata']['name']}"
-                 for o in cli.sort_items(items, by)]
+                 for o in render.sort_items(items, by)]
     assert names == case.expected
     assert [o["metadata"]["name"] for o in items] == [o["metadata"]["name"]
                                                       for o in case.given[0]], "not in place"
@@ -282,7 +284,7 @@ def test_sort_items(case: Case) -> None:
 
 def test_sort_by_an_unknown_key() -> None:
     with pytest.raises(ValueError, match="unknown --sort-by 'age'"):
-        cli.sort_items(UNSORTED, "age")
+        render.sort_items(UNSORTED, "age")
 
 
 # -------------------------------------------------------------------------------- paging
@@ -307,11 +309,11 @@ HINTS = [
 
 @pytest.mark.parametrize("case", HINTS, ids=lambda c: c.name)
 def test_next_page_hint_is_the_same_listing_continued(case: Case) -> None:
-    args = cli.build_parser().parse_args(case.given)
-    head, command = cli.next_page_hint(args, "ml", TOKEN).splitlines()
+    args = parser.build_parser().parse_args(case.given)
+    head, command = render.next_page_hint(args, "ml", TOKEN).splitlines()
     assert head == f"More {args.resource.plural}: the next page with"
     assert command == "  " + case.expected
-    again = vars(cli.build_parser().parse_args(shlex.split(command)[2:]))
+    again = vars(parser.build_parser().parse_args(shlex.split(command)[2:]))
     assert again.pop("continue_token") == TOKEN
     assert again.pop("namespace", "ml") == "ml"
     before = vars(args)
@@ -321,8 +323,8 @@ def test_next_page_hint_is_the_same_listing_continued(case: Case) -> None:
 
 
 def test_next_page_hint_says_how_many_are_left() -> None:
-    args = cli.build_parser().parse_args(["list", "pipelines", "--limit", "3"])
-    assert cli.next_page_hint(args, "ml", "t", remaining=4).splitlines()[0] == (
+    args = parser.build_parser().parse_args(["list", "pipelines", "--limit", "3"])
+    assert render.next_page_hint(args, "ml", "t", remaining=4).splitlines()[0] == (
         "More pipelines (4 left): the next page with")
 
 
@@ -372,13 +374,13 @@ def test_list_one_page(case: Case, monkeypatch, capsys) -> None:
     out = capsys.readouterr()
     assert [line.split()[0] for line in out.out.splitlines()[1:]] == names
     assert out.err == err
-    args = cli.build_parser().parse_args(argv)
-    assert session.asked == [(cli.MLTASK, False, None, "!mltask.dev/archived", args.limit,
+    args = parser.build_parser().parse_args(argv)
+    assert session.asked == [(kinds.MLTASK, False, None, "!mltask.dev/archived", args.limit,
                               args.continue_token)]
 
 
 def test_an_expired_continue_token_says_to_start_again(monkeypatch, capsys) -> None:
-    monkeypatch.setattr(cli, "connect", lambda *a: PageSession(cli.ApiCallError("x", 410)))
+    monkeypatch.setattr(cli, "connect", lambda *a: PageSession(errors.ApiCallError("x", 410)))
     assert cli.main(["list", "--limit", "2", "--continue", "old"]) == 1
     assert capsys.readouterr().err == (
         "error: the --continue token has expired (the API server keeps a listing for a few "
@@ -398,7 +400,7 @@ LINES = [
 
 @pytest.mark.parametrize("case", LINES, ids=lambda c: c.name)
 def test_json_lines(case: Case) -> None:
-    assert list(cli.json_lines(case.given)) == case.expected
+    assert list(render.json_lines(case.given)) == case.expected
 
 
 # --------------------------------------------------------------------------------- watch
@@ -414,18 +416,18 @@ def watched(name: str, rv: str, status: str | None = None,
 
 
 GONES = [
-    Case("not found: deleted", (watched("a", "1"), None, cli.HIDE, False), "mltask/a deleted"),
-    Case("-A names the namespace", (watched("a", "1"), None, cli.HIDE, True),
+    Case("not found: deleted", (watched("a", "1"), None, targets.HIDE, False), "mltask/a deleted"),
+    Case("-A names the namespace", (watched("a", "1"), None, targets.HIDE, True),
          "mltask/a in namespace ml deleted"),
     Case("archived while hidden",
          (watched("a", "1"), watched("a", "2", labels={"mltask.dev/archived": "true"}),
-          cli.HIDE, False),
+          targets.HIDE, False),
          "mltask/a archived: hidden from now on (--archived shows archived ones)"),
     Case("out of --status", (watched("a", "1", "running"), watched("a", "2", "completed"),
-                             cli.SHOW, False),
+                             targets.SHOW, False),
          "mltask/a no longer matches the filters (status completed)"),
     Case("unarchived under --only-archived", (watched("a", "1"), watched("a", "2", "failed"),
-                                              cli.ONLY, False),
+                                              targets.ONLY, False),
          "mltask/a no longer matches the filters (status failed)"),
 ]
 
@@ -433,7 +435,7 @@ GONES = [
 @pytest.mark.parametrize("case", GONES, ids=lambda c: c.name)
 def test_gone_message(case: Case) -> None:
     obj, current, archived, every = case.given
-    assert cli.gone_message(cli.MLTASK, obj, current, archived, every) == case.expected
+    assert render.gone_message(kinds.MLTASK, obj, current, archived, every) == case.expected
 
 
 class WatchSession:
@@ -482,18 +484,18 @@ def test_watch_prints_changes_reopens_and_lists_again_when_too_old(monkeypatch,
              {"type": "DELETED", "object": watched("a", "15")},
              {"type": "ERROR", "object": {"kind": "Status", "code": 410,
                                           "message": "too old resource version"}}],
-            cli.ApiCallError("gone", 410),  # the watch request itself: too old
+            errors.ApiCallError("gone", 410),  # the watch request itself: too old
         ],
         found={"a": archived})
     slept: list[float] = []
-    monkeypatch.setattr(cli.time, "sleep", slept.append)
-    monkeypatch.setattr(cli, "_now", lambda: NOW)
+    monkeypatch.setattr(commands.time, "sleep", slept.append)
+    monkeypatch.setattr(commands, "_now", lambda: NOW)
     monkeypatch.setattr(cli, "connect", lambda *a: session)
     assert cli.main(["list", "-w", "--status", "running"]) == 0, "Ctrl-C ends it"
     out, err = capsys.readouterr()
     assert err == ""
     lines = out.splitlines()
-    assert lines[0].split() == cli.TASK_HEADERS
+    assert lines[0].split() == render.TASK_HEADERS
     assert [line.split()[:3] if "/" not in line else line for line in lines[1:]] == [
         ["a", "training", "<none>"],
         ["b", "training", "<none>"],
@@ -561,7 +563,7 @@ def fields(text: str) -> dict[str, str]:
 
 
 def test_describe_task_shows_state_steps_outputs_metrics_conditions() -> None:
-    text = cli.describe_task(COMPLETED)
+    text = render.describe_task(COMPLETED)
     lines = text.splitlines()
     head = fields(text)
     assert (head["Status"], head["Step"], head["Attempt"]) == ("completed", "done", "2")
@@ -579,7 +581,7 @@ def test_describe_task_shows_state_steps_outputs_metrics_conditions() -> None:
 
 
 def test_describe_new_task_says_none() -> None:
-    text = cli.describe_task({"metadata": {"name": "x"}, "spec": {"type": "training"}})
+    text = render.describe_task({"metadata": {"name": "x"}, "spec": {"type": "training"}})
     for section in ("Steps", "Outputs", "Metrics", "Conditions"):
         assert f"{section}:  <none>" in text.splitlines()
 
@@ -596,7 +598,7 @@ def test_describe_pipeline_has_a_row_per_task() -> None:
                             "executeStep": "run_task", "attempt": 1, "message": "Stopped"},
                            {"name": "optimize", "status": "failed", "reason": "TaskNameTaken",
                             "message": "taken"}]}}
-    text = cli.describe_pipeline(pipe)
+    text = render.describe_pipeline(pipe)
     lines = text.splitlines()
     head = fields(text)
     assert (head["Status"], head["Progress"], head["Suspend"]) == ("stopped", "1/3", "true")
@@ -610,8 +612,8 @@ def test_describe_pipeline_has_a_row_per_task() -> None:
 
 # ------------------------------------------------------------------- stop, continue, retry
 
-T = cli.Target(cli.MLTASK, "t")
-P = cli.Target(cli.PIPELINE, "p")
+T = targets.Target(kinds.MLTASK, "t")
+P = targets.Target(kinds.PIPELINE, "p")
 
 
 def obj(status: str | None, suspend: bool = False, retry_generation: int | None = None,
@@ -663,10 +665,10 @@ RETRIES = [
 @pytest.mark.parametrize("case", RETRIES, ids=lambda c: c.name)
 def test_retry_patch(case: Case) -> None:
     if case.error:
-        with pytest.raises(cli.CliError, match=case.error):
-            cli.retry_patch(*case.given)
+        with pytest.raises(errors.CliError, match=case.error):
+            changes.retry_patch(*case.given)
     else:
-        assert cli.retry_patch(*case.given) == case.expected
+        assert changes.retry_patch(*case.given) == case.expected
 
 
 SUSPENDS = [
@@ -695,10 +697,10 @@ SUSPENDS = [
 @pytest.mark.parametrize("case", SUSPENDS, ids=lambda c: c.name)
 def test_suspend_change(case: Case) -> None:
     if case.error:
-        with pytest.raises(cli.CliError, match=case.error):
-            cli.suspend_change(*case.given)
+        with pytest.raises(errors.CliError, match=case.error):
+            changes.suspend_change(*case.given)
     else:
-        assert cli.suspend_change(*case.given).patch == case.expected
+        assert changes.suspend_change(*case.given).patch == case.expected
 
 
 def owned(o: dict[str, Any]) -> dict[str, Any]:
@@ -719,12 +721,12 @@ OWNED = [
 
 @pytest.mark.parametrize("case", OWNED, ids=lambda c: c.name)
 def test_a_pipelines_task_is_acted_on_through_the_pipeline(case: Case) -> None:
-    with pytest.raises(cli.CliError) as e:
-        cli.check_not_owned(T, owned(obj("running")), case.given)
+    with pytest.raises(errors.CliError) as e:
+        targets.check_not_owned(T, owned(obj("running")), case.given)
     assert str(e.value).startswith("mltask t belongs to pipeline digits, which ")
     assert case.expected in str(e.value)
-    cli.check_not_owned(T, obj("running"), case.given)  # standalone: fine
-    cli.check_not_owned(P, owned(obj("running")), case.given)  # not an MLTask target
+    targets.check_not_owned(T, obj("running"), case.given)  # standalone: fine
+    targets.check_not_owned(P, owned(obj("running")), case.given)  # not an MLTask target
 
 
 ARCHIVES = [
@@ -767,7 +769,7 @@ ARCHIVES = [
 
 @pytest.mark.parametrize("case", ARCHIVES, ids=lambda c: c.name)
 def test_archive_change(case: Case) -> None:
-    change = cli.archive_change(*case.given)
+    change = changes.archive_change(*case.given)
     patch, message = case.expected
     assert change.patch == patch
     assert message in change.message, change.message
@@ -781,10 +783,10 @@ class FakeSession:
     def __init__(self, obj: dict[str, Any]) -> None:
         self.obj = obj
 
-    def get(self, target: cli.Target) -> dict[str, Any]:
+    def get(self, target: targets.Target) -> dict[str, Any]:
         return self.obj
 
-    def patch(self, target: cli.Target, body: dict[str, Any]) -> dict[str, Any]:
+    def patch(self, target: targets.Target, body: dict[str, Any]) -> dict[str, Any]:
         raise AssertionError(f"patched {target} with {body}")
 
 
@@ -863,11 +865,11 @@ CHOICES = [
 def test_choose_step(case: Case) -> None:
     steps, execute_step, step, attempt = case.given
     if isinstance(case.expected, str):
-        with pytest.raises(cli.CliError) as e:
-            cli.choose_step("t", steps, execute_step, step, attempt)
+        with pytest.raises(errors.CliError) as e:
+            changes.choose_step("t", steps, execute_step, step, attempt)
         assert str(e.value).startswith(case.expected)
     else:
-        chosen = cli.choose_step("t", steps, execute_step, step, attempt)
+        chosen = changes.choose_step("t", steps, execute_step, step, attempt)
         assert (chosen.step, chosen.pod, chosen.attempt) == case.expected
 
 
@@ -879,9 +881,9 @@ def test_workflow_steps_name_the_pods_of_an_earlier_attempt() -> None:
                         inputs=ResolvedInputs("s3://d/x.zip", None))
     wf = argo.finish_pod(argo.run_pod(wf, "download"), "download")
     wf = argo.run_pod(wf, "run")
-    steps = cli.workflow_steps(wf, 1)
+    steps = changes.workflow_steps(wf, 1)
     assert [(s["name"], s["attempt"]) for s in steps] == [("download", 1), ("run", 1)]
-    chosen = cli.choose_step("t", steps, None, None, 1)
+    chosen = changes.choose_step("t", steps, None, None, 1)
     assert chosen.step == "run"
     assert chosen.pod == pod_name("t-1", "t-1.run(0)", "run")
 
@@ -889,31 +891,31 @@ def test_workflow_steps_name_the_pods_of_an_earlier_attempt() -> None:
 # ------------------------------------------------------------------------------- errors
 
 ERRORS = [
-    Case("404 of a task", (404, "mltasks.mltask.dev \"x\" not found", "get", cli.MLTASK, "x",
+    Case("404 of a task", (404, "mltasks.mltask.dev \"x\" not found", "get", kinds.MLTASK, "x",
                            "ml"), "mltask x not found in namespace ml"),
-    Case("404 of a pipeline", (404, "", "get", cli.PIPELINE, "p", "ml"),
+    Case("404 of a pipeline", (404, "", "get", kinds.PIPELINE, "p", "ml"),
          "pipeline p not found in namespace ml"),
     Case("404 of a list: no CRD", (404, "the server could not find the requested resource",
-                                   "list", cli.MLTASK, None, "ml"),
+                                   "list", kinds.MLTASK, None, "ml"),
          "the server has no mltasks.mltask.dev (are the CRDs installed?)"),
-    Case("403 names verb and resource", (403, "User \"u\" cannot patch", "patch", cli.MLTASK,
+    Case("403 names verb and resource", (403, "User \"u\" cannot patch", "patch", kinds.MLTASK,
                                          "x", "ml"),
          "forbidden: you may not patch mltasks.mltask.dev 'x' in namespace ml"),
-    Case("403 of a cluster-wide list", (403, "no", "list", cli.PIPELINE, None, None),
+    Case("403 of a cluster-wide list", (403, "no", "list", kinds.PIPELINE, None, None),
          "forbidden: you may not list pipelines.mltask.dev in any namespace"),
-    Case("403 of logs", (403, "no", "get", cli.POD_LOG, "pod-1", "ml"),
+    Case("403 of logs", (403, "no", "get", kinds.POD_LOG, "pod-1", "ml"),
          "forbidden: you may not get pods/log 'pod-1' in namespace ml"),
-    Case("422", (422, "spec.retryGeneration may only increase", "patch", cli.MLTASK, "x", "ml"),
+    Case("422", (422, "spec.retryGeneration may only increase", "patch", kinds.MLTASK, "x", "ml"),
          "the API server refused to patch mltasks.mltask.dev 'x' in namespace ml: "
          "spec.retryGeneration may only increase"),
-    Case("500", (500, "boom", "get", cli.MLTASK, "x", "ml"),
+    Case("500", (500, "boom", "get", kinds.MLTASK, "x", "ml"),
          "cannot get mltasks.mltask.dev 'x' in namespace ml: HTTP 500: boom"),
 ]
 
 
 @pytest.mark.parametrize("case", ERRORS, ids=lambda c: c.name)
 def test_api_error_message(case: Case) -> None:
-    assert cli.api_error_message(*case.given).startswith(case.expected)
+    assert errors.api_error_message(*case.given).startswith(case.expected)
 
 
 SERVER_MESSAGES = [
@@ -926,13 +928,13 @@ SERVER_MESSAGES = [
 
 @pytest.mark.parametrize("case", SERVER_MESSAGES, ids=lambda c: c.name)
 def test_server_message(case: Case) -> None:
-    assert cli.server_message(*case.given) == case.expected
+    assert errors.server_message(*case.given) == case.expected
 
 
 def test_write_stream_keeps_a_character_split_across_chunks() -> None:
     out = io.StringIO()
     data = "épochs 1/30 ✓\n".encode()
-    cli.write_stream([data[:1], data[1:14], data[14:]], out)
+    render.write_stream([data[:1], data[1:14], data[14:]], out)
     assert out.getvalue() == "épochs 1/30 ✓\n"
 
 
@@ -946,7 +948,7 @@ ORDERS = [
 
 @pytest.mark.parametrize("case", ORDERS, ids=lambda c: c.name)
 def test_outputs_in_api_order(case: Case) -> None:
-    assert list(cli.in_api_order(case.given, cli.OUTPUT_KEYS)) == case.expected
+    assert list(render.in_api_order(case.given, render.OUTPUT_KEYS)) == case.expected
 
 
 DUMPS = [
@@ -958,7 +960,7 @@ DUMPS = [
 
 @pytest.mark.parametrize("case", DUMPS, ids=lambda c: c.name)
 def test_dump(case: Case) -> None:
-    assert cli.dump(*case.given) == case.expected
+    assert render.dump(*case.given) == case.expected
 
 
 # -------------------------------------------------------------------------------- usage
@@ -1022,7 +1024,9 @@ def test_help_exits_0(capsys) -> None:
 def test_global_flags_before_or_after_the_command(monkeypatch) -> None:
     seen = []
     monkeypatch.setattr(cli, "connect", lambda *a: seen.append(a) or object())
-    monkeypatch.setattr(cli, "cmd_list", lambda s, args: 0)
+    monkeypatch.setattr(parser, "COMMANDS", [
+        dataclasses.replace(c, run=lambda s, args: 0) if c.name == "list" else c
+        for c in commands.COMMANDS])
     assert cli.main(["-n", "a", "--context", "c", "list"]) == 0
     assert cli.main(["list", "-n", "b", "--kubeconfig", "k"]) == 0
     assert cli.main(["list"]) == 0

@@ -10,16 +10,11 @@ import pytest
 from pydantic.alias_generators import to_snake
 
 from harness.pipelines import pipeline_example
-from mltask_operator import dag
+from mltask_operator import pipeline_dag as dag
 from mltask_operator.api.v1alpha1.pipeline import Pipeline
 from mltask_operator.builders.mltask import build_child, child_spec
-from mltask_operator.pipeline_planner import (
-    child_view,
-    name_taken,
-    overall,
-    plan_pipeline,
-    rejected,
-)
+from mltask_operator.pipeline_planner import name_taken, plan_pipeline, rejected
+from mltask_operator.pipeline_status import child_view, overall
 
 NOW = datetime.datetime(2026, 11, 23, 12, 0, tzinfo=datetime.UTC)
 

@@ -22,7 +22,7 @@ from mltask_operator.builders.workflow import (
     ResolvedInputs,
     build_workflow,
 )
-from mltask_operator.status import compute_status, with_hint
+from mltask_operator.mltask_status import compute_status, with_hint
 
 NOW = datetime.datetime(2026, 11, 28, 12, 0, tzinfo=datetime.UTC)
 #: What Pod Security `restricted` asks of every container (pod-level fields count for all).

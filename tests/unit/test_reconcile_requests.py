@@ -14,6 +14,7 @@ from harness.tasks import example
 from mltask_operator.cache import TASK, Cache
 from mltask_operator.clients.kube import Rejected
 from mltask_operator.handlers.mltask import reconcile_task
+from mltask_operator.kinds import Kind
 
 NOW = datetime.datetime(2026, 11, 28, 12, 0, tzinfo=datetime.UTC)
 
@@ -32,8 +33,8 @@ class RecordingKube:
         out["metadata"]["resourceVersion"] = str(self.rv)
         return out
 
-    def create_workflow(self, body: dict[str, Any]) -> tuple[dict[str, Any], bool]:
-        self.calls.append(f"create Workflow {body['metadata']['name']}")
+    def create(self, kind: Kind, body: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+        self.calls.append(f"create {kind.kind} {body['metadata']['name']}")
         return self._next(body), True
 
     def ensure_pvc(self, body: dict[str, Any]) -> bool:
@@ -43,11 +44,13 @@ class RecordingKube:
                            "PersistentVolumeClaim")
         return True
 
-    def delete_workflow(self, namespace: str, name: str) -> None:
-        self.calls.append(f"delete Workflow {name}")
+    def delete(self, kind: Kind, namespace: str, name: str,
+               as_read: dict[str, Any] | None = None) -> bool:
+        self.calls.append(f"delete {kind.kind} {name}")
+        return True
 
-    def replace_task_status(self, body: dict[str, Any]) -> dict[str, Any]:
-        self.calls.append(f"replace MLTask/status {body['status']['status']}")
+    def replace_status(self, kind: Kind, body: dict[str, Any]) -> dict[str, Any]:
+        self.calls.append(f"replace {kind.kind}/status {body['status']['status']}")
         return self._next(body)
 
     def event(self, obj: dict[str, Any], type_: str, reason: str, message: str) -> None:

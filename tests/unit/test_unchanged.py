@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from mltask_operator.api.v1alpha1.mltask import MLTaskStatus, Phase
 from mltask_operator.handlers import unchanged
-from mltask_operator.status import parse_duration as seconds
+from mltask_operator.status_common import parse_duration as seconds
 
 
 def st(duration: str | None, message: str = "Running run_task") -> MLTaskStatus:

@@ -44,12 +44,9 @@ def child_spec(pipeline: Pipeline, task: PipelineTask,
             rt.service_account_name = d.service_account_name
         if rt.priority_class_name is None:
             rt.priority_class_name = d.priority_class_name
-    ds = tpl.input.dataset
-    if ds.from_task:
-        ds.uri, ds.from_task = outputs[ds.from_task], None
-    model = tpl.input.model
-    if model is not None and model.from_task:
-        model.uri, model.from_task = outputs[model.from_task], None
+    for kind, upstream in tpl.input.upstreams().items():
+        source = getattr(tpl.input, kind)
+        source.uri, source.from_task = outputs[upstream], None
     return MLTaskSpec.model_validate({**dict(tpl), "pipeline_ref": {"name": pipeline.name}})
 
 

@@ -189,7 +189,7 @@ def _container(task: MLTask, step: StepName, step_spec: StepSpec, attempt: int,
     resources = _resources(step_spec, gpu_resource)
     if resources:
         container["resources"] = resources
-    mounts = [{"name": WORK_VOLUME, "mountPath": WORKDIR},
+    mounts: list[dict[str, Any]] = [{"name": WORK_VOLUME, "mountPath": WORKDIR},
               {"name": META_VOLUME, "mountPath": META_DIR}]
     if task.spec.config and task.spec.config.config_map_ref:
         mounts.append({"name": CONFIG_VOLUME, "mountPath": CONFIG_DIR, "readOnly": True})
@@ -252,8 +252,8 @@ EXECUTOR_PATCH = json.dumps({
 
 def security_context(step_spec: StepSpec, defaulted: bool) -> dict[str, Any]:
     """The container's securityContext: the restricted defaults, then what the step asks."""
-    out = json.loads(json.dumps(TRANSFER_SECURITY_CONTEXT if defaulted
-                                else CONTAINER_SECURITY_CONTEXT))
+    out: dict[str, Any] = json.loads(json.dumps(TRANSFER_SECURITY_CONTEXT if defaulted
+                                                else CONTAINER_SECURITY_CONTEXT))
     own = step_spec.security_context
     if own is None:
         return out

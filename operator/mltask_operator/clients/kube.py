@@ -1,4 +1,5 @@
-"""Kubernetes API calls of the operator, each with explicit handling of conflicts and absence."""
+"""Kubernetes API calls of the operator and the kubectl plugin, written once and generic over
+the kinds they touch (`mltask_operator.kinds`), with explicit handling of conflicts and absence."""
 
 from __future__ import annotations
 
@@ -8,19 +9,16 @@ import logging
 import os
 import socket
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qs, urlsplit
 
 from kubernetes import client, config
 
 from mltask_operator import metrics
-from mltask_operator.api.v1alpha1 import mltask as mltask_api
-from mltask_operator.api.v1alpha1 import pipeline as pipeline_api
-from mltask_operator.api.v1alpha1.common import API_VERSION, GROUP, VERSION
+from mltask_operator.kinds import MLTASK, WORKFLOW, Kind
 
 log = logging.getLogger(__name__)
 
-ARGO_GROUP, ARGO_VERSION, WORKFLOWS = "argoproj.io", "v1alpha1", "workflows"
 COMPONENT = "mltask-operator"
 
 
@@ -94,9 +92,9 @@ class CountingApiClient(client.ApiClient):
 def load_config() -> client.ApiClient:
     """In-cluster credentials when running in a pod, else the KUBECONFIG."""
     try:
-        config.load_incluster_config()
+        config.load_incluster_config()  # type: ignore[no-untyped-call]
     except config.ConfigException:
-        config.load_kube_config()
+        config.load_kube_config()  # type: ignore[no-untyped-call]
     return CountingApiClient()
 
 
@@ -106,8 +104,8 @@ REQUEST_TIMEOUT = (5.0, 30.0)
 
 
 class Kube:
-    """Typed wrapper over the API calls the reconcilers need (reads come from the watches:
-    `mltask_operator.cache`). Every call has a timeout (REQUEST_TIMEOUT)."""
+    """The API calls of the reconcilers (reads come from the watches: `mltask_operator.cache`)
+    and of the kubectl plugin. Every call has a timeout (REQUEST_TIMEOUT)."""
 
     def __init__(self, api: client.ApiClient) -> None:
         self.api = api
@@ -116,187 +114,163 @@ class Kube:
         self.core = client.CoreV1Api(api)
         self.instance = os.environ.get("POD_NAME") or socket.gethostname()
 
-    def _get(self, group: str, version: str, plural: str, namespace: str,
-             name: str) -> dict[str, Any] | None:
+    # -- custom objects of any kind (MLTask, Pipeline, Workflow)
+
+    def get(self, kind: Kind, namespace: str, name: str) -> dict[str, Any] | None:
+        """The object, or None if there is none of that name."""
         try:
-            return self.objects.get_namespaced_custom_object(
-                group, version, namespace, plural, name, _request_timeout=self.timeout)
+            return cast(dict[str, Any], self.objects.get_namespaced_custom_object(
+                kind.group, kind.version, namespace, kind.plural, name,
+                _request_timeout=self.timeout))
         except client.ApiException as e:
             if e.status == 404:
                 return None
             raise
 
-    def list_objects(self, group: str, version: str, plural: str, namespace: str | None = None,
-                     label_selector: str | None = None, page: int = 500
-                     ) -> Iterator[dict[str, Any]]:
-        """Every object of a kind (in `namespace`, else cluster-wide), one page of `page` in
-        memory at a time."""
+    def list_page(self, kind: Kind, namespace: str | None = None, *, labels: str | None = None,
+                  fields: str | None = None, limit: int = 500,
+                  token: str | None = None) -> dict[str, Any]:
+        """One page of the objects of a kind (in `namespace`, else cluster-wide) matching the
+        selectors: the API server's list, with `metadata.continue` when there is more."""
+        kwargs: dict[str, Any] = {"limit": limit, "_request_timeout": self.timeout}
+        if token:
+            kwargs["_continue"] = token
+        if labels:
+            kwargs["label_selector"] = labels
+        if fields:
+            kwargs["field_selector"] = fields
+        if namespace:
+            return cast(dict[str, Any], self.objects.list_namespaced_custom_object(
+                kind.group, kind.version, namespace, kind.plural, **kwargs))
+        return cast(dict[str, Any], self.objects.list_cluster_custom_object(
+            kind.group, kind.version, kind.plural, **kwargs))
+
+    def list_all(self, kind: Kind, namespace: str | None = None, *, labels: str | None = None,
+             fields: str | None = None, page: int = 500) -> Iterator[dict[str, Any]]:
+        """Every object of a kind matching the selectors, one page of `page` in memory at a
+        time, so a large cluster is never one huge response."""
         token: str | None = None
         while True:
-            kwargs: dict[str, Any] = {"limit": page, "_request_timeout": self.timeout}
-            if token:
-                kwargs["_continue"] = token
-            if label_selector:
-                kwargs["label_selector"] = label_selector
-            if namespace:
-                rsp = self.objects.list_namespaced_custom_object(group, version, namespace,
-                                                                 plural, **kwargs)
-            else:
-                rsp = self.objects.list_cluster_custom_object(group, version, plural, **kwargs)
+            rsp = self.list_page(kind, namespace, labels=labels, fields=fields, limit=page,
+                                 token=token)
             token = (rsp.get("metadata") or {}).get("continue")
             yield from rsp.get("items") or []
             del rsp
             if not token:
                 return
 
-    def _replace_status(self, plural: str, kind: str, body: dict[str, Any]) -> dict[str, Any]:
+    def watch(self, kind: Kind, namespace: str | None = None, *, labels: str | None = None,
+              fields: str | None = None, resource_version: str,
+              seconds: int = 300) -> Any:
+        """A watch of a kind from `resource_version`, as the raw response (JSON lines) the
+        caller streams and closes; the API server ends it after `seconds`."""
+        kwargs: dict[str, Any] = {
+            "watch": True, "resource_version": resource_version, "allow_watch_bookmarks": True,
+            "timeout_seconds": seconds, "_preload_content": False,
+            "_request_timeout": (self.timeout[0], seconds + 30)}
+        if labels:
+            kwargs["label_selector"] = labels
+        if fields:
+            kwargs["field_selector"] = fields
+        if namespace:
+            return self.objects.list_namespaced_custom_object(
+                kind.group, kind.version, namespace, kind.plural, **kwargs)
+        return self.objects.list_cluster_custom_object(kind.group, kind.version, kind.plural,
+                                                       **kwargs)
+
+    def create(self, kind: Kind, body: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+        """Create, or return the existing one of the same name if it is the same owner's
+        (idempotent); whether this call created it. Refused (the kind's schema, an admission
+        policy): Rejected; held by someone else: OwnershipError."""
         meta = body["metadata"]
+        where = f"{kind.kind} {meta['namespace']}/{meta['name']}"
         try:
-            return self.objects.replace_namespaced_custom_object_status(
-                GROUP, VERSION, meta["namespace"], plural, meta["name"], body,
-                _request_timeout=self.timeout)
+            created = cast(dict[str, Any], self.objects.create_namespaced_custom_object(
+                kind.group, kind.version, meta["namespace"], kind.plural, body,
+                _request_timeout=self.timeout))
+            return created, True
         except client.ApiException as e:
-            _raise_conflict_or_gone(e, kind, meta)
-            raise
-
-    # -- MLTask
-
-    def replace_task_status(self, body: dict[str, Any]) -> dict[str, Any]:
-        """Write status with the body's resourceVersion: a concurrent change raises Conflict."""
-        return self._replace_status(mltask_api.PLURAL, mltask_api.KIND, body)
-
-    def create_task(self, body: dict[str, Any]) -> tuple[dict[str, Any], bool]:
-        """Create, or return the existing one of the same name if it is ours (idempotent)."""
-        meta = body["metadata"]
-        try:
-            return self.objects.create_namespaced_custom_object(
-                GROUP, VERSION, meta["namespace"], mltask_api.PLURAL, body,
-                _request_timeout=self.timeout), True
-        except client.ApiException as e:
-            if e.status == 422:
-                raise Rejected(f"MLTask {meta['namespace']}/{meta['name']} was rejected: "
-                               f"{_message(e)}") from e
+            if e.status in (400, 422):
+                raise Rejected(f"{where} was rejected: {_message(e)}", kind.kind) from e
             if e.status != 409:
-                raise
-        existing = self._get(GROUP, VERSION, mltask_api.PLURAL, meta["namespace"], meta["name"])
+                raise RuntimeError(f"Failed to create {where}: {e.status} {e.reason}: "
+                                   f"{_message(e)}") from e
+        existing = self.get(kind, meta["namespace"], meta["name"])
         if existing is None:
-            raise Conflict(f"MLTask {meta['namespace']}/{meta['name']} vanished")
+            raise Conflict(f"{where} vanished")
         _check_owner(existing, body)
         return existing, False
 
-    def delete_task(self, body: dict[str, Any]) -> bool:
-        """Delete an MLTask (its TTL ended) with everything it owns, only as read (uid and
-        resourceVersion preconditions): a change since raises Conflict. False if gone."""
-        return self._delete_object(mltask_api.PLURAL, mltask_api.KIND, body)
+    def patch(self, kind: Kind, namespace: str, name: str,
+              patch: dict[str, Any]) -> dict[str, Any]:
+        """A JSON merge patch (RFC 7386); with metadata.resourceVersion in it, a concurrent
+        change raises Conflict."""
+        try:
+            return cast(dict[str, Any], self.objects.patch_namespaced_custom_object(
+                kind.group, kind.version, namespace, kind.plural, name, patch,
+                _content_type="application/merge-patch+json", _request_timeout=self.timeout))
+        except client.ApiException as e:
+            _raise_conflict_or_gone(e, kind.kind, {"namespace": namespace, "name": name})
+            raise
 
-    def label_task(self, body: dict[str, Any], key: str, value: str | None) -> dict[str, Any]:
-        """Set (or, with None, remove) one label of an MLTask, as read (resourceVersion)."""
-        return self._label(mltask_api.PLURAL, mltask_api.KIND, body, key, value)
+    def patch_spec(self, kind: Kind, namespace: str, name: str,
+                   spec: dict[str, Any]) -> dict[str, Any]:
+        return self.patch(kind, namespace, name, {"spec": spec})
 
-    def _delete_object(self, plural: str, kind: str, body: dict[str, Any]) -> bool:
+    def label(self, kind: Kind, body: dict[str, Any], key: str,
+              value: str | None) -> dict[str, Any]:
+        """Set (or, with None, remove) one label of an object, as read (resourceVersion)."""
+        meta = body["metadata"]
+        return self.patch(kind, meta["namespace"], meta["name"], {"metadata": {
+            "resourceVersion": meta.get("resourceVersion"), "labels": {key: value}}})
+
+    def replace_status(self, kind: Kind, body: dict[str, Any]) -> dict[str, Any]:
+        """Write status with the body's resourceVersion: a concurrent change raises Conflict."""
         meta = body["metadata"]
         try:
+            return cast(dict[str, Any], self.objects.replace_namespaced_custom_object_status(
+                kind.group, kind.version, meta["namespace"], kind.plural, meta["name"], body,
+                _request_timeout=self.timeout))
+        except client.ApiException as e:
+            _raise_conflict_or_gone(e, kind.kind, meta)
+            raise
+
+    def delete(self, kind: Kind, namespace: str, name: str,
+               as_read: dict[str, Any] | None = None) -> bool:
+        """Delete an object and, in the background, what it owns; False if it is gone. With
+        `as_read`, only that very object as it was read (uid and resourceVersion
+        preconditions): a change since raises Conflict."""
+        options = client.V1DeleteOptions(propagation_policy="Background")
+        if as_read is not None:
+            meta = as_read["metadata"]
+            options.preconditions = client.V1Preconditions(
+                uid=meta.get("uid"), resource_version=meta.get("resourceVersion"))
+        try:
             self.objects.delete_namespaced_custom_object(
-                GROUP, VERSION, meta["namespace"], plural, meta["name"],
-                body=client.V1DeleteOptions(
-                    propagation_policy="Background",
-                    preconditions=client.V1Preconditions(
-                        uid=meta.get("uid"), resource_version=meta.get("resourceVersion"))),
+                kind.group, kind.version, namespace, kind.plural, name, body=options,
                 _request_timeout=self.timeout)
             return True
         except client.ApiException as e:
             if e.status == 404:
                 return False
-            _raise_conflict_or_gone(e, kind, meta)
+            _raise_conflict_or_gone(e, kind.kind, {"namespace": namespace, "name": name})
             raise
-
-    def _label(self, plural: str, kind: str, body: dict[str, Any], key: str,
-               value: str | None) -> dict[str, Any]:
-        meta = body["metadata"]
-        patch = {"metadata": {"resourceVersion": meta.get("resourceVersion"),
-                              "labels": {key: value}}}
-        try:
-            return self.objects.patch_namespaced_custom_object(
-                GROUP, VERSION, meta["namespace"], plural, meta["name"], patch,
-                _request_timeout=self.timeout)
-        except client.ApiException as e:
-            _raise_conflict_or_gone(e, kind, meta)
-            raise
-
-    def patch_task_spec(self, namespace: str, name: str,
-                        spec: dict[str, Any]) -> dict[str, Any]:
-        return self.objects.patch_namespaced_custom_object(
-            GROUP, VERSION, namespace, mltask_api.PLURAL, name, {"spec": spec},
-            _request_timeout=self.timeout)
-
-    # -- Pipeline
-
-    def replace_pipeline_status(self, body: dict[str, Any]) -> dict[str, Any]:
-        """Write status with the body's resourceVersion: a concurrent change raises Conflict."""
-        return self._replace_status(pipeline_api.PLURAL, pipeline_api.KIND, body)
-
-    def delete_pipeline(self, body: dict[str, Any]) -> bool:
-        """Delete a Pipeline (its TTL ended) with its tasks, only as read. False if gone."""
-        return self._delete_object(pipeline_api.PLURAL, pipeline_api.KIND, body)
-
-    def label_pipeline(self, body: dict[str, Any], key: str,
-                       value: str | None) -> dict[str, Any]:
-        return self._label(pipeline_api.PLURAL, pipeline_api.KIND, body, key, value)
-
-    # -- Workflow
-
-    def create_workflow(self, body: dict[str, Any]) -> tuple[dict[str, Any], bool]:
-        """Create, or return the existing one of the same name if it is ours (idempotent)."""
-        meta = body["metadata"]
-        try:
-            created = self.objects.create_namespaced_custom_object(
-                ARGO_GROUP, ARGO_VERSION, meta["namespace"], WORKFLOWS, body,
-                _request_timeout=self.timeout)
-            return created, True
-        except client.ApiException as e:
-            if e.status in (400, 422):  # Argo's schema, or an admission policy, refused it
-                raise Rejected(f"Workflow {meta['namespace']}/{meta['name']} was rejected: "
-                               f"{_message(e)}", "Workflow") from e
-            if e.status != 409:
-                raise RuntimeError(
-                    f"Failed to create Workflow {meta['namespace']}/{meta['name']}: "
-                    f"{e.status} {e.reason}: {_message(e)}") from e
-        existing = self._get(ARGO_GROUP, ARGO_VERSION, WORKFLOWS, meta["namespace"],
-                             meta["name"])
-        if existing is None:
-            raise Conflict(f"Workflow {meta['namespace']}/{meta['name']} vanished")
-        _check_owner(existing, body)
-        return existing, False
-
-    def delete_workflow(self, namespace: str, name: str) -> None:
-        """Delete a Workflow this reconcile created (its volume was refused); gone is fine."""
-        try:
-            self.objects.delete_namespaced_custom_object(
-                ARGO_GROUP, ARGO_VERSION, namespace, WORKFLOWS, name,
-                propagation_policy="Background", _request_timeout=self.timeout)
-        except client.ApiException as e:
-            if e.status != 404:
-                raise
 
     def stop_workflow(self, namespace: str, name: str) -> dict[str, Any] | None:
         """Argo's graceful shutdown: running pods are stopped, exit handlers still run.
         Returns the Workflow as patched, None if it is gone."""
         try:
-            return self.objects.patch_namespaced_custom_object(
-                ARGO_GROUP, ARGO_VERSION, namespace, WORKFLOWS, name,
-                {"spec": {"shutdown": "Stop"}}, _request_timeout=self.timeout)
-        except client.ApiException as e:
-            if e.status != 404:
-                raise
+            return self.patch_spec(WORKFLOW, namespace, name, {"shutdown": "Stop"})
+        except Gone:
             return None
 
-    # -- PVC
+    # -- core objects: working volumes, pods, Events
 
     def ensure_pvc(self, body: dict[str, Any]) -> bool:
         meta = body["metadata"]
         try:
-            self.core.create_namespaced_persistent_volume_claim(
-                meta["namespace"], body, _request_timeout=self.timeout)
+            self.core.create_namespaced_persistent_volume_claim(  # a dict is sent as it is
+                meta["namespace"], body, _request_timeout=self.timeout)  # type: ignore[arg-type]
             return True
         except client.ApiException as e:
             if e.status in (400, 403, 422):  # invalid, or refused by a quota or a policy
@@ -304,7 +278,7 @@ class Kube:
                                f"rejected: {_message(e)}", "PersistentVolumeClaim") from e
             if e.status != 409:
                 raise
-        existing = self.api.sanitize_for_serialization(
+        existing = self.api.sanitize_for_serialization(  # type: ignore[no-untyped-call]
             self.core.read_namespaced_persistent_volume_claim(
                 meta["name"], meta["namespace"], _request_timeout=self.timeout))
         _check_owner(existing, body)
@@ -332,7 +306,23 @@ class Kube:
             if e.status != 404:
                 raise
 
-    # -- Events
+    def pod_exists(self, namespace: str, name: str) -> bool:
+        try:
+            self.core.read_namespaced_pod(name, namespace, _request_timeout=self.timeout)
+            return True
+        except client.ApiException as e:
+            if e.status == 404:
+                return False
+            raise
+
+    def pod_log(self, namespace: str, pod: str, container: str, *, follow: bool = False,
+                tail: int | None = None) -> Any:
+        """A container's log through the API server (the kubelet's), as the raw response the
+        caller streams; following it, no read timeout."""
+        return self.core.read_namespaced_pod_log(
+            pod, namespace, container=container, follow=follow, tail_lines=tail,
+            _preload_content=False,
+            _request_timeout=self.timeout[0] if follow else self.timeout)
 
     def event(self, obj: dict[str, Any], type_: str, reason: str, message: str) -> None:
         """Record a Kubernetes Event on an MLTask or Pipeline; never fails the reconcile."""
@@ -343,8 +333,8 @@ class Kube:
             "kind": "Event",
             "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
             "involvedObject": {
-                "apiVersion": obj.get("apiVersion", API_VERSION),
-                "kind": obj.get("kind", mltask_api.KIND),
+                "apiVersion": obj.get("apiVersion", MLTASK.api_version),
+                "kind": obj.get("kind", MLTASK.kind),
                 "name": meta["name"],
                 "namespace": meta["namespace"],
                 "uid": meta.get("uid"),
@@ -360,35 +350,12 @@ class Kube:
             "count": 1,
         }
         try:
-            self.core.create_namespaced_event(meta["namespace"], body,
+            self.core.create_namespaced_event(meta["namespace"], body,  # type: ignore[arg-type]
                                               _request_timeout=self.timeout)
         except Exception as e:  # noqa: BLE001 - an Event is best effort
             log.warning("Failed to record Event %s on %s %s/%s: %s", reason,
-                        obj.get("kind", mltask_api.KIND), meta["namespace"], meta["name"],
+                        obj.get("kind", MLTASK.kind), meta["namespace"], meta["name"],
                         getattr(e, "reason", None) or e)
-
-
-def list_objects(objects: client.CustomObjectsApi, plural: str, namespace: str | None, *,
-                 field_selector: str | None = None,
-                 label_selector: str | None = None) -> list[dict[str, Any]]:
-    """Every mltask.dev object of `plural` in `namespace` (None: the whole cluster) matching
-    the selectors, read page by page so a large cluster is never one huge response."""
-    items: list[dict[str, Any]] = []
-    args: dict[str, Any] = {"limit": 500}
-    if field_selector:
-        args["field_selector"] = field_selector
-    if label_selector:
-        args["label_selector"] = label_selector
-    while True:
-        if namespace is None:
-            page = objects.list_cluster_custom_object(GROUP, VERSION, plural, **args)
-        else:
-            page = objects.list_namespaced_custom_object(GROUP, VERSION, namespace, plural,
-                                                         **args)
-        items.extend(page["items"])
-        args["_continue"] = page["metadata"].get("continue")
-        if not args["_continue"]:
-            return items
 
 
 def _raise_conflict_or_gone(e: client.ApiException, kind: str, meta: dict[str, Any]) -> None:
@@ -402,7 +369,7 @@ def _raise_conflict_or_gone(e: client.ApiException, kind: str, meta: dict[str, A
 
 def _message(e: client.ApiException) -> str:
     try:
-        return str(json.loads(e.body).get("message") or e.reason)
+        return str(json.loads(e.body or "").get("message") or e.reason)
     except (TypeError, ValueError):
         return str(e.reason)
 

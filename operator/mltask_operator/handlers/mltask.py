@@ -7,7 +7,7 @@ deterministic names, and status is written with the read resourceVersion.
 
 Starting an attempt takes four requests: create the Workflow (first: one the cluster refuses
 leaves nothing behind), create the working volume, write the status, record the Event. What the
-task no longer needs (`mltask_operator.release`) is deleted before the status that records it
+task no longer needs (`mltask_operator.mltask_release`) is deleted before the status that records it
 is written; a finished task's TTL is waited for on the work queue (the returned delay).
 """
 
@@ -17,10 +17,11 @@ import datetime
 import logging
 from typing import Any
 
+from mltask_operator import kinds, metrics
 from mltask_operator import labels as keys
-from mltask_operator import metrics
-from mltask_operator import release as rel
+from mltask_operator import mltask_release as rel
 from mltask_operator.api.v1alpha1.mltask import (
+    TERMINAL_PHASES,
     MLTask,
     MLTaskStatus,
     Phase,
@@ -30,19 +31,23 @@ from mltask_operator.api.v1alpha1.mltask import (
 from mltask_operator.builders import workflow as wfb
 from mltask_operator.cache import TASK, WORKFLOW, Cache, upstreams
 from mltask_operator.clients.kube import Kube, OwnershipError, Rejected
-from mltask_operator.handlers import Clock, unchanged, utcnow
-from mltask_operator.planner import Action, Plan, plan
-from mltask_operator.settings import CleanupDefaults, RunStepDefaults, TransferDefaults
-from mltask_operator.state_machine import TERMINAL, begin_attempt
-from mltask_operator.status import (
+from mltask_operator.handlers import Clock, utcnow, write_status
+from mltask_operator.mltask_planner import Action, Plan, plan
+from mltask_operator.mltask_state_machine import begin_attempt
+from mltask_operator.mltask_status import (
     EXIT_CODE,
     FINISHED_NODE_PHASES,
     WorkflowObservation,
     compute_status,
+    observe_workflow,
+)
+from mltask_operator.settings import CleanupDefaults, RunStepDefaults, TransferDefaults
+from mltask_operator.status_common import (
+    Transition,
     conditions_for,
     format_duration,
-    observe_workflow,
     parse_time,
+    transition,
 )
 
 log = logging.getLogger(__name__)
@@ -66,12 +71,11 @@ def resolve_inputs(cache: Cache, task: MLTask) -> wfb.ResolvedInputs:
             raise InputsNotReady(f"MLTask {name} produces a {out.get('kind')}, not a {kind}")
         return str(out["uri"])
 
-    ds = task.spec.input.dataset
-    dataset = ds.uri if ds.uri else from_task(str(ds.from_task), "dataset")
-    model = None
-    if task.spec.input.model:
-        m = task.spec.input.model
-        model = m.uri if m.uri else from_task(str(m.from_task), "model")
+    refs = task.spec.input.upstreams()
+    inputs = task.spec.input
+    dataset = from_task(refs["dataset"], "dataset") if "dataset" in refs else inputs.dataset.uri
+    model = (from_task(refs["model"], "model") if "model" in refs
+             else inputs.model.uri if inputs.model else None)
     return wfb.ResolvedInputs(dataset_uri=str(dataset), model_uri=model)
 
 
@@ -207,19 +211,20 @@ def _finish(kube: Kube, cache: Cache, body: dict[str, Any], task: MLTask, prev: 
     release = rel.plan_release(task, new, prev, obs, existing, labelled, cleanup, now)
     if release.expire_in is not None and release.expire_in <= 0:
         ttl = rel.ttl_seconds(task, cleanup)
-        if kube.delete_task(body):
+        if kube.delete(kinds.MLTASK, namespace, task.name, as_read=body):
             log.info("Deleted MLTask %s/%s: %ss after it %s (ttlSecondsAfterFinished)",
                      namespace, task.name, ttl, new.status)
             metrics.TTL_DELETED.labels(kind="MLTask").inc()
         return None
     _release(kube, cache, task, release)
     if release.archived_label is not None:
-        body = cache.wrote(TASK, body, kube.label_task(body, keys.ARCHIVED, "true"
-                                                       if release.archived_label else None))
+        body = cache.wrote(TASK, body, kube.label(kinds.MLTASK, body, keys.ARCHIVED, "true"
+                                                  if release.archived_label else None))
         log.info("%s MLTask %s/%s", "Archived" if release.archived_label else "Unarchived",
                  namespace, task.name)
     new = rel.record_release(task, new, release, now)
-    if _write(kube, cache, body, task, prev, new, why=why) is not body:
+    if write_status(kube, cache, kinds.MLTASK, body, prev, new,
+                    _transition(body, prev, new, why)) is not body:
         _observe(task, prev, new, obs)
     return release.expire_in
 
@@ -229,8 +234,9 @@ def _observe(task: MLTask, prev: MLTaskStatus, new: MLTaskStatus,
     """Metrics of what a status write records: a task that ended, steps that finished,
     automatic retries and their causes."""
     type_ = str(task.spec.type)
-    if new.status in TERMINAL and (prev.status not in TERMINAL or prev.attempt != new.attempt) \
-            and new.start_time and new.completion_time:
+    ended = new.status in TERMINAL_PHASES and (prev.status not in TERMINAL_PHASES
+                                               or prev.attempt != new.attempt)
+    if ended and new.start_time and new.completion_time:
         metrics.TASK_DURATION.labels(type_, str(new.status)).observe(
             (new.completion_time - new.start_time).total_seconds())
     before = {s.name: s for s in prev.steps or [] if s.attempt == new.attempt}
@@ -254,7 +260,7 @@ def _observe(task: MLTask, prev: MLTaskStatus, new: MLTaskStatus,
 def _release(kube: Kube, cache: Cache, task: MLTask, release: rel.Release) -> None:
     namespace = task.namespace
     for name in release.workflows:
-        kube.delete_workflow(namespace, name)
+        kube.delete(kinds.WORKFLOW, namespace, name)
         cache.forget(WORKFLOW, namespace, name)
         log.info("Deleted Workflow %s/%s of MLTask %s (and its pods)", namespace, name,
                  task.name)
@@ -274,13 +280,13 @@ def _start(kube: Kube, cache: Cache, task: MLTask,
     it). The Workflow goes first so that one the cluster refuses (Argo's schema, an admission
     policy) leaves nothing behind; a volume refused (a quota, a policy) takes the Workflow
     just created with it. Returns the Workflow and whether this call created it."""
-    wf, created = kube.create_workflow(wf_body)
+    wf, created = kube.create(kinds.WORKFLOW, wf_body)
     wf = cache.wrote(WORKFLOW, None, wf) if created else wf
     try:
         kube.ensure_pvc(wfb.build_work_pvc(task))
     except (Rejected, OwnershipError):
         if created:
-            kube.delete_workflow(task.namespace, wf_body["metadata"]["name"])
+            kube.delete(kinds.WORKFLOW, task.namespace, wf_body["metadata"]["name"])
             cache.forget(WORKFLOW, task.namespace, wf_body["metadata"]["name"])
         raise
     return wf, created
@@ -364,30 +370,19 @@ def _waiting(task: MLTask, status: MLTaskStatus, message: str,
                    reason="WaitingForInputs")
 
 
-def _write(kube: Kube, cache: Cache, body: dict[str, Any], task: MLTask, prev: MLTaskStatus,
-           new: MLTaskStatus, why: str | None = None) -> dict[str, Any]:
-    """Replace the status if it changed, and record an Event for every transition (its message:
-    `why`, else the new status message)."""
-    if unchanged(new, prev) and body.get("status"):
-        return body
-    out = dict(body)
-    out["status"] = new.to_k8s()
-    written = cache.wrote(TASK, body, kube.replace_task_status(out))
-    ns, name = task.namespace, task.name
-    if (new.status, new.execute_step, new.attempt) != (prev.status, prev.execute_step,
-                                                       prev.attempt) or not body.get("status"):
-        warn = new.status in (Phase.FAILED,) or (new.status == Phase.RETRY
-                                                  and prev.status != Phase.RETRY)
-        reason = {Phase.FAILED: "Failed", Phase.COMPLETED: "Completed", Phase.STOPPED: "Stopped",
-                  Phase.RETRY: "Retrying", Phase.STOPPING: "Stopping"}.get(new.status,
-                                                                           "StatusChanged")
-        before, after = f"{prev.status}/{prev.execute_step}", f"{new.status}/{new.execute_step}"
-        msg = (f"{before} -> {after}" if before != after else after) + (
-            f" (attempt {new.attempt}): {why or new.message or ''}")
-        kube.event(body, "Warning" if warn else "Normal", reason, msg)
-        log.info("MLTask %s/%s: %s", ns, name, msg)
-        metrics.TRANSITIONS.labels(status=str(new.status)).inc()
-    return written
+def _transition(body: dict[str, Any], prev: MLTaskStatus, new: MLTaskStatus,
+                why: str | None) -> Transition | None:
+    """The Event of a task's status write: one for every change of status, step or attempt
+    (its message: `why`, else the new status message); a retry's start is a Warning."""
+    if (new.status, new.execute_step, new.attempt) == (prev.status, prev.execute_step,
+                                                       prev.attempt) and body.get("status"):
+        return None
+    before, after = f"{prev.status}/{prev.execute_step}", f"{new.status}/{new.execute_step}"
+    message = (f"{before} -> {after}" if before != after else after) + (
+        f" (attempt {new.attempt}): {why or new.message or ''}")
+    warning = new.status == Phase.FAILED or (new.status == Phase.RETRY
+                                             and prev.status != Phase.RETRY)
+    return transition(new.status, message, warning=warning)
 
 
 __all__ = ["StepName", "reconcile_task", "resolve_inputs"]

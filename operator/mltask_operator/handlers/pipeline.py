@@ -16,23 +16,18 @@ import datetime
 import logging
 from typing import Any
 
-from mltask_operator import labels, metrics
-from mltask_operator import release as rel
-from mltask_operator.api.v1alpha1.mltask import Phase
+from mltask_operator import kinds, labels, metrics
+from mltask_operator import mltask_release as rel
+from mltask_operator.api.v1alpha1.mltask import TERMINAL_PHASES, Phase
 from mltask_operator.api.v1alpha1.pipeline import KIND, Pipeline, PipelineStatus
 from mltask_operator.builders.mltask import build_child
 from mltask_operator.cache import PIPELINE, TASK, Cache
 from mltask_operator.clients.kube import Kube, OwnershipError, Rejected
-from mltask_operator.handlers import Clock, unchanged, utcnow
-from mltask_operator.pipeline_planner import (
-    NotCreated,
-    PipelinePlan,
-    name_taken,
-    plan_pipeline,
-    rejected,
-)
+from mltask_operator.handlers import Clock, utcnow, write_status
+from mltask_operator.pipeline_planner import PipelinePlan, name_taken, plan_pipeline, rejected
+from mltask_operator.pipeline_status import NotCreated
 from mltask_operator.settings import CleanupDefaults
-from mltask_operator.state_machine import TERMINAL
+from mltask_operator.status_common import Transition, archived_condition, transition
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +49,7 @@ def reconcile_pipeline(kube: Kube, cache: Cache, namespace: str, name: str,
     ttl = ttl if ttl is not None else cleanup.ttl_seconds_after_finished
     expire_in = rel.expires_in(prev.status, prev.completion_time, ttl, now)
     if expire_in is not None and expire_in <= 0:
-        if kube.delete_pipeline(body):
+        if kube.delete(kinds.PIPELINE, namespace, name, as_read=body):
             log.info("Deleted %s %s/%s and its tasks: %ss after it %s "
                      "(ttlSecondsAfterFinished)", KIND, namespace, name, ttl, prev.status)
             metrics.TTL_DELETED.labels(kind=KIND).inc()
@@ -63,8 +58,8 @@ def reconcile_pipeline(kube: Kube, cache: Cache, namespace: str, name: str,
     archived = pipeline.spec.archived
     for child in children.values():
         if bool((child.get("spec") or {}).get("archived")) != archived:
-            patched = kube.patch_task_spec(namespace, child["metadata"]["name"],
-                                           {"archived": archived})
+            patched = kube.patch_spec(kinds.MLTASK, namespace, child["metadata"]["name"],
+                                      {"archived": archived})
             cache.wrote(TASK, child, patched)
             log.info("%s MLTask %s/%s of Pipeline %s", "Archiving" if archived
                      else "Unarchiving", namespace, child["metadata"]["name"], name)
@@ -80,23 +75,24 @@ def reconcile_pipeline(kube: Kube, cache: Cache, namespace: str, name: str,
                + [(c, {"suspend": False}, "Continuing") for c in decision.resume]
                + [(c, {"suspend": False, "retryGeneration": g}, "Retrying")
                   for c, g in decision.retry.items()])
-    for child, spec, verb in patches:
-        patched = kube.patch_task_spec(namespace, child, spec)
-        cache.wrote(TASK, cache.task(namespace, child), patched)
-        log.info("%s MLTask %s/%s of Pipeline %s", verb, namespace, child, name)
+    for child_name, spec, verb in patches:
+        patched = kube.patch_spec(kinds.MLTASK, namespace, child_name, spec)
+        cache.wrote(TASK, cache.task(namespace, child_name), patched)
+        log.info("%s MLTask %s/%s of Pipeline %s", verb, namespace, child_name, name)
     decision = _create_children(kube, cache, body, planned, children, decision, now)
     labelled = labels.ARCHIVED in (pipeline.metadata.get("labels") or {})
     status = decision.status
-    ended = status.status in TERMINAL
+    ended = status.status in TERMINAL_PHASES
     if (archived and ended and not labelled) or (labelled and not archived):
-        body = cache.wrote(PIPELINE, body, kube.label_pipeline(
-            body, labels.ARCHIVED, "true" if archived else None))
+        body = cache.wrote(PIPELINE, body, kube.label(
+            kinds.PIPELINE, body, labels.ARCHIVED, "true" if archived else None))
         log.info("%s %s %s/%s", "Archived" if archived else "Unarchived", KIND, namespace,
                  name)
-    status.conditions = rel.archived_condition(status.conditions, archived, ended,
+    status.conditions = archived_condition(status.conditions, archived, ended,
                                                pipeline.metadata.get("generation"), now,
                                                "pipeline")
-    _write(kube, cache, body, prev, status)
+    write_status(kube, cache, kinds.PIPELINE, body, prev, status,
+                 _transition(body, prev, status))
     return rel.expires_in(status.status, status.completion_time, ttl, now)
 
 
@@ -126,7 +122,7 @@ def _create_children(kube: Kube, cache: Cache, body: dict[str, Any], pipeline: P
             child = build_child(pipeline, task, decision.outputs)
             child_name = child["metadata"]["name"]
             try:
-                made, created = kube.create_task(child)
+                made, created = kube.create(kinds.MLTASK, child)
                 children[task.name] = cache.wrote(TASK, None, made) if created else made
             except Rejected as e:
                 failure = rejected(str(e))
@@ -151,23 +147,10 @@ def _create_children(kube: Kube, cache: Cache, body: dict[str, Any], pipeline: P
     return decision
 
 
-_REASONS = {Phase.FAILED: "Failed", Phase.COMPLETED: "Completed", Phase.STOPPED: "Stopped",
-            Phase.RETRY: "Retrying", Phase.STOPPING: "Stopping", Phase.RUNNING: "Running"}
-
-
-def _write(kube: Kube, cache: Cache, body: dict[str, Any], prev: PipelineStatus,
-           new: PipelineStatus) -> None:
-    """Replace the status if it changed, and record an Event for every status transition."""
-    if unchanged(new, prev) and body.get("status"):
-        return
-    out = dict(body)
-    out["status"] = new.to_k8s()
-    cache.wrote(PIPELINE, body, kube.replace_pipeline_status(out))
-    meta = body["metadata"]
-    if new.status != prev.status or not body.get("status"):
-        warn = new.status == Phase.FAILED
-        text = f"{prev.status} -> {new.status}: {new.message or ''}"
-        kube.event(body, "Warning" if warn else "Normal",
-                   _REASONS.get(new.status, "StatusChanged"), text)
-        log.info("%s %s/%s: %s", KIND, meta["namespace"], meta["name"], text)
-        metrics.PIPELINE_TRANSITIONS.labels(status=str(new.status)).inc()
+def _transition(body: dict[str, Any], prev: PipelineStatus,
+                new: PipelineStatus) -> Transition | None:
+    """The Event of a pipeline's status write: one for every change of status."""
+    if new.status == prev.status and body.get("status"):
+        return None
+    return transition(new.status, f"{prev.status} -> {new.status}: {new.message or ''}",
+                      warning=new.status == Phase.FAILED)

@@ -18,7 +18,7 @@ import stat
 import tarfile
 import zipfile
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO
 
 from mltask_operator.transfer.errors import TransferError
 
@@ -167,7 +167,7 @@ class _Writer:
         os.makedirs(path, exist_ok=True)
         self._check(name, os.path.realpath(path))
 
-    def file(self, name: str, rel: str, src: BinaryIO, mode: int) -> None:
+    def file(self, name: str, rel: str, src: IO[bytes], mode: int) -> None:
         parent, base = self._place(name, rel)
         path = os.path.join(parent, base)
         self._clear(name, path)

@@ -36,13 +36,15 @@ def ca_bundle(env: Mapping[str, str]) -> str | None:
 def pool(url: str, env: Mapping[str, str], policy: Policy) -> urllib3.PoolManager:
     """A pool for `url`: the CA file if set, a proxy if the environment names one for it."""
     timeout = urllib3.Timeout(connect=policy.connect_timeout, read=policy.read_timeout)
-    options = {"timeout": timeout, "cert_reqs": "CERT_REQUIRED", "ca_certs": ca_bundle(env)}
+    ca = ca_bundle(env)
     scheme = url.split("://", 1)[0]
     host = urllib3.util.parse_url(url).host or ""
     proxy = urllib.request.getproxies_environment().get(scheme)
-    if proxy and not urllib.request.proxy_bypass_environment(host):
-        return urllib3.ProxyManager(proxy, **options)
-    return urllib3.PoolManager(**options)
+    bypass = urllib.request.proxy_bypass_environment(host)  # type: ignore[attr-defined]
+    if proxy and not bypass:
+        return urllib3.ProxyManager(proxy, timeout=timeout, cert_reqs="CERT_REQUIRED",
+                                    ca_certs=ca)
+    return urllib3.PoolManager(timeout=timeout, cert_reqs="CERT_REQUIRED", ca_certs=ca)
 
 
 def download(uri: HttpUri, dest: Path, env: Mapping[str, str], policy: Policy) -> int:

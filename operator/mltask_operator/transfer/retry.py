@@ -37,7 +37,7 @@ class Policy:
     def backoff(self, attempt: int, rand: Callable[[], float] = random.random) -> float:
         """Seconds to wait after failed attempt number `attempt` (1, 2, ...): exponential from
         0.5 s, capped, half of it random so that many pods do not retry in step."""
-        base = min(self.max_backoff, 0.5 * 2 ** (attempt - 1))
+        base: float = min(self.max_backoff, 0.5 * 2.0 ** (attempt - 1))
         return base / 2 + rand() * base / 2
 
 

@@ -211,7 +211,7 @@ class Store:
 
     # -- listing -----------------------------------------------------------------------------
 
-    def list(self, uri: S3Uri) -> list[Obj]:
+    def objects(self, uri: S3Uri) -> list[Obj]:
         """The objects `uri` names: one exact object, or every object under a folder."""
         if not uri.is_folder:
             return [self._head(uri)]
@@ -317,8 +317,11 @@ class Store:
             for path, size, target in files:
                 slots.acquire()
                 reader = HashingReader(path.open("rb"))
-                sub = _Subscriber("upload", target, size, None, meter, per_object,
-                                  done=lambda r=reader: (r.close(), slots.release()))
+                def done(r: HashingReader = reader) -> None:
+                    r.close()
+                    slots.release()
+
+                sub = _Subscriber("upload", target, size, None, meter, per_object, done=done)
                 future = manager.upload(reader, target.bucket, target.key, subscribers=[sub])
                 readers.append((reader, future, target, path, size))
             for _, future, target, _, _ in readers:
@@ -418,10 +421,11 @@ class _RetryLog(logging.Handler):
             attempt = getattr(self._cause, "attempt", 0)
             what, _, cause = text.partition(": ")
             delay = record.args[0] if isinstance(record.args, tuple) and record.args else None
-            log_retry(what, cause, attempt, self.attempts, float(delay) if delay else None)
+            log_retry(what, cause, attempt, self.attempts,
+                      float(str(delay)) if delay else None)
         elif record.name == "s3transfer.download" and msg.startswith("Retrying exception"):
             args = record.args if isinstance(record.args, tuple) else ()
             if len(args) == 3:
                 cause = " ".join(str(args[0]).split())
-                log_retry("GetObject body", f"interrupted ({cause})", int(args[1]) + 1,
-                          int(args[2]), None)
+                log_retry("GetObject body", f"interrupted ({cause})", int(str(args[1])) + 1,
+                          int(str(args[2])), None)

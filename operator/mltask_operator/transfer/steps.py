@@ -14,7 +14,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from mltask_operator.transfer import archive, https, progress, uris
 from mltask_operator.transfer.errors import ContractError, TransferError
@@ -117,7 +117,7 @@ def _copy(item: Input, staging: Path, env: Mapping[str, str], policy: Policy,
     uri = item.uri
     if isinstance(uri, uris.S3Uri):
         assert store is not None
-        objs = store.list(uri)
+        objs = store.objects(uri)
         total = sum(o.size for o in objs)
         what = progress.count(len(objs), "object")
         progress.log(f"download {uri} ({what}, {progress.format_size(total)}) to {item.dest} "
@@ -239,7 +239,7 @@ def upload(env: Mapping[str, str]) -> None:
                            [f.rel for f in files], meter)
     meter.finish()
     one = len(files) == 1 and (not uri.is_folder or (not subfolders and "/" not in files[0].rel))
-    result = {
+    result: dict[str, Any] = {
         "uri": str(targets[0]) if one else str(uri),
         "size": digests[0].size if one else sum(d.size for d in digests),
         "sha256": digests[0].sha256 if one else manifest_sha256(digests),

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 from pydantic.alias_generators import to_camel
+from pydantic.config import JsonDict
 
 GROUP = "mltask.dev"
 VERSION = "v1alpha1"
@@ -60,9 +61,9 @@ DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?
 
 
 def cel(rule: str, message: str, *, field_path: str | None = None,
-        reason: str | None = None) -> dict[str, str]:
+        reason: str | None = None) -> JsonDict:
     """One `x-kubernetes-validations` entry."""
-    out = {"rule": rule, "message": message}
+    out: JsonDict = {"rule": rule, "message": message}
     if field_path:
         out["fieldPath"] = field_path
     if reason:
@@ -303,7 +304,7 @@ def _extended(k: str) -> str:
             f" && !{k}.startsWith('requests.')))")
 
 
-def _whole_units(field: str) -> dict[str, str]:
+def _whole_units(field: str) -> JsonDict:
     value = f"string(self.{field}[k])"
     return cel(f"!has(self.{field}) || self.{field}.all(k, !{_extended('k')}"
                f" || !isQuantity({value}) || quantity({value}).isInteger())",

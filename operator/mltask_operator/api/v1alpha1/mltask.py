@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from enum import StrEnum
+from typing import Any
 
 from pydantic import ConfigDict, Field
+from pydantic.config import JsonDict, JsonValue
 
 from mltask_operator.api.v1alpha1.common import (
     CREDENTIAL_NAME,
@@ -76,7 +79,7 @@ DOWNLOAD_FORMS = ("s3://bucket/key, s3://bucket/folder/, https://host/path/file 
 
 # ------------------------------------------------------------------------------------ inputs
 
-_ONE_SOURCE = [cel("has(self.uri) != has(self.fromTask)",
+_ONE_SOURCE: list[JsonValue] = [cel("has(self.uri) != has(self.fromTask)",
                    "set exactly one of uri or fromTask", reason="FieldValueInvalid")]
 
 
@@ -118,6 +121,17 @@ class ModelInput(Model):
                                 ".tgz, .tar.bz2, .tar.xz) into the input folder. Off by default.")
 
 
+#: What a task reads, by the kind of output each input takes from an upstream task.
+INPUT_KINDS = ("dataset", "model")
+
+
+def input_upstreams(inputs: Mapping[str, Any]) -> dict[str, str]:
+    """The upstream task each input of a spec's `input` (as the API serves it) names with
+    fromTask, by kind ("dataset", "model"): the one place that reads them."""
+    return {kind: str(src["fromTask"]) for kind in INPUT_KINDS
+            if isinstance(src := inputs.get(kind), Mapping) and src.get("fromTask")}
+
+
 class Inputs(Model):
     """What the download step fetches into the working volume."""
 
@@ -125,6 +139,10 @@ class Inputs(Model):
     model: ModelInput | None = Field(default=None,
                                      description="The trained model to start from "
                                      "(optimization only).")
+
+    def upstreams(self) -> dict[str, str]:
+        """input_upstreams of these inputs."""
+        return input_upstreams(self.model_dump(by_alias=True, exclude_none=True))
 
 
 class ConfigSpec(Model):
@@ -353,7 +371,7 @@ IMMUTABLE_FIELDS = ["type", "pipelineRef", "input", "config", "steps", "output",
                     "runtime"]
 
 
-def _immutable(field: str) -> dict[str, str]:
+def _immutable(field: str) -> JsonDict:
     return cel(
         f"has(self.{field}) == has(oldSelf.{field}) && "
         f"(!has(self.{field}) || self.{field} == oldSelf.{field})",
@@ -363,7 +381,7 @@ def _immutable(field: str) -> dict[str, str]:
 
 
 #: Rules on what a task of each type needs; they hold for MLTasks and for Pipeline tasks.
-TYPE_RULES = [
+TYPE_RULES: list[JsonValue] = [
     cel("self.type != 'optimization' || has(self.input.model)",
         "spec.input.model is required when type is optimization",
         field_path=".input", reason="FieldValueRequired"),
@@ -385,7 +403,7 @@ TYPE_RULES = [
 ]
 
 #: What the project's own transfer steps can serve, checked only where the task uses them.
-TRANSFER_RULES = [
+TRANSFER_RULES: list[JsonValue] = [
     cel("has(self.steps.download) || !has(self.input.dataset.uri)"
         f" || self.input.dataset.uri.matches(r'{DOWNLOAD_URI}')",
         f"the default download step reads {DOWNLOAD_FORMS}; for another scheme set "
@@ -403,7 +421,7 @@ TRANSFER_RULES = [
         "your own", field_path=".output.uri", reason="FieldValueInvalid"),
 ]
 
-def archived_rule(kind: str) -> dict[str, str]:
+def archived_rule(kind: str) -> JsonDict:
     """While archived, neither retry (retryGeneration up) nor continue (suspend true ->
     false); unarchiving in the same change is allowed."""
     return cel(
@@ -416,7 +434,7 @@ def archived_rule(kind: str) -> dict[str, str]:
         field_path=".archived", reason="FieldValueForbidden")
 
 
-_SPEC_RULES = [
+_SPEC_RULES: list[JsonValue] = [
     *TYPE_RULES,
     *TRANSFER_RULES,
     *(_immutable(f) for f in IMMUTABLE_FIELDS),
@@ -491,6 +509,14 @@ class Phase(StrEnum):
     STOPPING = "stopping"
     STOPPED = "stopped"
     RETRY = "retry"
+
+
+#: Phases of a task (or pipeline) at work: a stop, its Workflow or a retry may still move it.
+ACTIVE_PHASES = frozenset({Phase.INIT, Phase.RUNNING, Phase.RETRY, Phase.STOPPING})
+#: Phases only a new attempt (retry, continue) leaves.
+TERMINAL_PHASES = frozenset({Phase.COMPLETED, Phase.FAILED, Phase.STOPPED})
+#: Phases of a task that ran to its end (not stopped): its TTL runs from then.
+FINISHED_PHASES = frozenset({Phase.COMPLETED, Phase.FAILED})
 
 
 class ExecuteStep(StrEnum):
@@ -608,7 +634,7 @@ class MLTask(Resource):
     status: MLTaskStatus | None = Field(default=None, description="Observed state.")
 
 
-ROOT_RULES = [
+ROOT_RULES: list[JsonValue] = [
     cel(f"size(self.metadata.name) <= {MAX_NAME_LENGTH}",
         f"metadata.name must be at most {MAX_NAME_LENGTH} characters (Workflow and pod names "
         "are derived from it)", reason="FieldValueInvalid"),
@@ -617,7 +643,7 @@ ROOT_RULES = [
         reason="FieldValueInvalid"),
 ]
 
-PRINTER_COLUMNS = [
+PRINTER_COLUMNS: list[dict[str, Any]] = [
     {"name": "Type", "type": "string", "jsonPath": ".spec.type"},
     {"name": "Status", "type": "string", "jsonPath": ".status.status"},
     {"name": "Step", "type": "string", "jsonPath": ".status.executeStep"},

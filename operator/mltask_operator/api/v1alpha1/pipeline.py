@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Any
 
 from pydantic import ConfigDict, Field
+from pydantic.config import JsonDict, JsonValue
 
 from mltask_operator.api.v1alpha1.common import (
     DNS_LABEL,
@@ -81,13 +83,13 @@ _BAD_MODEL_REF = ("has(t.spec.input.model) && has(t.spec.input.model.fromTask) &
                   "u.spec.type != 'preprocessing')")
 
 
-def _each_task(bad: str, message: str, reason: str = "FieldValueInvalid") -> dict[str, str]:
+def _each_task(bad: str, message: str, reason: str = "FieldValueInvalid") -> JsonDict:
     # A messageExpression naming the task would exceed the API server's CEL cost budget; the
     # operator's own check (dag.validate) names it if such a spec ever gets through.
     return cel(f"!self.tasks.exists(t, {bad})", message, field_path=".tasks", reason=reason)
 
 
-_SPEC_RULES = [
+_SPEC_RULES: list[JsonValue] = [
     _each_task(_UNKNOWN_DEP, "dependsOn names a task that is not in the pipeline"),
     _each_task(_SELF_DEP, "a task cannot depend on itself"),
     _each_task(_SELF_INPUT, "a task cannot take its input from itself (fromTask names the task)"),
@@ -165,6 +167,11 @@ class TaskState(StrEnum):
     RETRY = "retry"
 
 
+#: The states of a pipeline task at work: its MLTask's ACTIVE_PHASES.
+ACTIVE_STATES = frozenset({TaskState.INIT, TaskState.RUNNING, TaskState.RETRY,
+                           TaskState.STOPPING})
+
+
 class PipelineTaskStatus(Model):
     """Summary of one task of the pipeline."""
 
@@ -233,7 +240,7 @@ class Pipeline(Resource):
 
 
 _LONG = f"size(self.metadata.name) + 1 + size(t.name) > {MAX_NAME_LENGTH}"
-ROOT_RULES = [
+ROOT_RULES: list[JsonValue] = [
     cel(f"size(self.metadata.name) <= {MAX_NAME_LENGTH - 2}",
         f"metadata.name must be at most {MAX_NAME_LENGTH - 2} characters",
         reason="FieldValueInvalid"),
@@ -246,7 +253,7 @@ ROOT_RULES = [
         reason="FieldValueInvalid"),
 ]
 
-PRINTER_COLUMNS = [
+PRINTER_COLUMNS: list[dict[str, Any]] = [
     {"name": "Status", "type": "string", "jsonPath": ".status.status"},
     {"name": "Progress", "type": "string", "jsonPath": ".status.progress"},
     {"name": "Message", "type": "string", "jsonPath": ".status.message", "priority": 1},

@@ -11,9 +11,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from mltask_operator.api.v1alpha1.mltask import MLTask, MLTaskStatus, Phase, StepName
-from mltask_operator.state_machine import TERMINAL, Cause
-from mltask_operator.status import ACTIVE, first_unfinished
+from mltask_operator.api.v1alpha1.mltask import (
+    ACTIVE_PHASES,
+    TERMINAL_PHASES,
+    MLTask,
+    MLTaskStatus,
+    Phase,
+    StepName,
+)
+from mltask_operator.mltask_state_machine import Cause
+from mltask_operator.mltask_status import first_unfinished
 
 
 class Action(StrEnum):
@@ -56,11 +63,11 @@ def plan(task: MLTask, status: MLTaskStatus, workflow_exists: bool) -> Plan:
             return Plan(Action.CONTINUE, attempt=1, start_at=StepName.DOWNLOAD)
         return Plan(Action.START, attempt=1, start_at=StepName.DOWNLOAD)
     if retry_requested(task, status):
-        if status.status in TERMINAL and not held:
+        if status.status in TERMINAL_PHASES and not held:
             return Plan(Action.RETRY, attempt=status.attempt + 1, start_at=StepName.DOWNLOAD)
-        if status.status in ACTIVE:
+        if status.status in ACTIVE_PHASES:
             return Plan(Action.IGNORE_RETRY)
-        if status.status in TERMINAL and held:
+        if status.status in TERMINAL_PHASES and held:
             return Plan(Action.HOLD_RETRY)  # kept as a request: runs once no longer held
     if status.status == Phase.STOPPING and not workflow_exists:
         return Plan(Action.STOP_WITHOUT_WORKFLOW)  # nothing is left for Argo to shut down
@@ -75,7 +82,7 @@ def plan(task: MLTask, status: MLTaskStatus, workflow_exists: bool) -> Plan:
         start = StepName.DOWNLOAD if released else (
             first_unfinished(status.steps or []) or StepName.UPLOAD)
         return Plan(Action.CONTINUE, attempt=status.attempt + 1, start_at=start)
-    if status.status in ACTIVE and not workflow_exists:
+    if status.status in ACTIVE_PHASES and not workflow_exists:
         return Plan(Action.ENSURE, attempt=status.attempt,
                     start_at=first_unfinished(status.steps or []) or StepName.DOWNLOAD)
     return Plan(Action.OBSERVE)

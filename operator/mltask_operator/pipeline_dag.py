@@ -9,10 +9,8 @@ from mltask_operator.api.v1alpha1.pipeline import PipelineSpec, PipelineTask
 def dependencies(task: PipelineTask) -> list[str]:
     """dependsOn plus the tasks whose outputs the task's inputs name, without repeats."""
     deps = list(task.depends_on or [])
-    refs = [task.spec.input.dataset.from_task,
-            task.spec.input.model.from_task if task.spec.input.model else None]
-    for ref in refs:
-        if ref and ref not in deps:
+    for ref in task.spec.input.upstreams().values():
+        if ref not in deps:
             deps.append(ref)
     return deps
 
@@ -62,27 +60,16 @@ def validate(spec: PipelineSpec) -> list[str]:
                 problems.append(f"task {t.name}: depends on itself")
             elif dep not in by_name:
                 problems.append(f"task {t.name}: dependsOn names unknown task {dep}")
-        ds = t.spec.input.dataset.from_task
-        if ds:
-            up = by_name.get(ds)
-            if ds == t.name:
-                problems.append(f"task {t.name}: input.dataset.fromTask names the task itself")
+        for kind, up_name in t.spec.input.upstreams().items():
+            up = by_name.get(up_name)
+            where = f"task {t.name}: input.{kind}.fromTask"
+            if up_name == t.name:
+                problems.append(f"{where} names the task itself")
             elif up is None:
-                problems.append(f"task {t.name}: input.dataset.fromTask names unknown task {ds}")
-            elif up.spec.type != TaskType.PREPROCESSING:
-                problems.append(f"task {t.name}: input.dataset.fromTask {ds} is a "
-                                f"{up.spec.type} task and produces no dataset")
-        model = t.spec.input.model.from_task if t.spec.input.model else None
-        if model:
-            up = by_name.get(model)
-            if model == t.name:
-                problems.append(f"task {t.name}: input.model.fromTask names the task itself")
-            elif up is None:
-                problems.append(f"task {t.name}: input.model.fromTask names unknown task "
-                                f"{model}")
-            elif up.spec.type == TaskType.PREPROCESSING:
-                problems.append(f"task {t.name}: input.model.fromTask {model} is a "
-                                "preprocessing task and produces no model")
+                problems.append(f"{where} names unknown task {up_name}")
+            elif (up.spec.type == TaskType.PREPROCESSING) != (kind == "dataset"):
+                problems.append(f"{where} {up_name} is a {up.spec.type} task and produces no "
+                                f"{kind}")
     if not problems:
         cycle = find_cycle(graph(spec))
         if cycle:

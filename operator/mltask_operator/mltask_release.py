@@ -12,23 +12,25 @@ from __future__ import annotations
 import datetime
 from dataclasses import dataclass, field
 
-from mltask_operator.api.v1alpha1.common import Condition
-from mltask_operator.api.v1alpha1.mltask import MLTask, MLTaskStatus, Phase, ReleasedStatus
+from mltask_operator.api.v1alpha1.mltask import (
+    FINISHED_PHASES,
+    TERMINAL_PHASES,
+    MLTask,
+    MLTaskStatus,
+    Phase,
+    ReleasedStatus,
+)
 from mltask_operator.builders.workflow import work_pvc_name, workflow_name
-from mltask_operator.settings import CleanupDefaults
-from mltask_operator.state_machine import TERMINAL
-from mltask_operator.status import (
+from mltask_operator.mltask_status import (
     FINISHED_NODE_PHASES,
     WorkflowObservation,
     holds_volume,
-    set_condition,
 )
+from mltask_operator.settings import CleanupDefaults
+from mltask_operator.status_common import ARCHIVED, archived_condition
 
-#: Phases after which a task's TTL runs (the Job convention: finished, not stopped).
-FINISHED = frozenset({Phase.COMPLETED, Phase.FAILED})
 #: The Workflow names status.released keeps (the latest).
 MAX_RELEASED_WORKFLOWS = 64
-ARCHIVED = "Archived"
 
 
 @dataclass
@@ -69,7 +71,7 @@ def ttl_seconds(task: MLTask, defaults: CleanupDefaults) -> int | None:
 def expires_in(phase: Phase, completion: datetime.datetime | None, ttl: int | None,
                now: datetime.datetime) -> float | None:
     """Seconds until a finished object's TTL ends (<= 0: it has), None if it has no TTL."""
-    if ttl is None or phase not in FINISHED or completion is None:
+    if ttl is None or phase not in FINISHED_PHASES or completion is None:
         return None
     return (completion + datetime.timedelta(seconds=ttl) - now).total_seconds()
 
@@ -82,7 +84,7 @@ def plan_release(task: MLTask, status: MLTaskStatus, prev: MLTaskStatus,
     attempt's Workflow; `workflows`: the task's Workflows that exist; `labelled`: whether it
     carries the archived label."""
     archived = task.spec.archived
-    ended = status.status in TERMINAL
+    ended = status.status in TERMINAL_PHASES
     out = Release()
     current = workflow_name(task.name, status.attempt) if status.attempt else None
     if archived and ended:
@@ -131,31 +133,9 @@ def record_release(task: MLTask, status: MLTaskStatus, release: Release,
         rel.time = now
         new.released = rel
     new.conditions = archived_condition(new.conditions, task.spec.archived,
-                                        new.status in TERMINAL,
+                                        new.status in TERMINAL_PHASES,
                                         task.metadata.get("generation"), now, "task")
     return new
-
-
-def archived_condition(conditions: list[Condition] | None, archived: bool, ended: bool,
-                       generation: int | None, now: datetime.datetime,
-                       what: str) -> list[Condition] | None:
-    """The Archived condition: True once archived and ended (what it held released), False
-    while an archived object is still stopping, and after it was unarchived; absent for an
-    object never archived."""
-    had = any(c.type == ARCHIVED for c in conditions or [])
-    if not archived and not had:
-        return conditions
-    if archived and ended:
-        state, reason, message = "True", "Archived", (
-            f"Archived: the {what} keeps its status, outputs and metrics; its Workflows, pods "
-            "and working volume were released")
-    elif archived:
-        state, reason, message = "False", "Stopping", f"Archiving: the {what} is stopping first"
-    else:
-        state, reason, message = "False", "Unarchived", f"Unarchived: the {what} can be " \
-            "retried and continued again"
-    return set_condition(list(conditions or []), ARCHIVED, state, reason, message, generation,
-                         now)
 
 
 def new_attempt_volume(status: MLTaskStatus) -> MLTaskStatus:

@@ -13,9 +13,8 @@ from mltask_operator.api.v1alpha1.mltask import (
     ReleasedStatus,
     StepStatus,
 )
-from mltask_operator.planner import Action, plan
-from mltask_operator.release import (
-    archived_condition,
+from mltask_operator.mltask_planner import Action, plan
+from mltask_operator.mltask_release import (
     expires_in,
     new_attempt_volume,
     plan_release,
@@ -23,8 +22,9 @@ from mltask_operator.release import (
     ttl_seconds,
     volume_held,
 )
+from mltask_operator.mltask_status import StepObservation, WorkflowObservation
 from mltask_operator.settings import CleanupDefaults
-from mltask_operator.status import StepObservation, WorkflowObservation
+from mltask_operator.status_common import archived_condition
 
 NOW = datetime.datetime(2026, 12, 2, 12, 0, tzinfo=datetime.UTC)
 DEFAULTS = CleanupDefaults()

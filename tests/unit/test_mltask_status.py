@@ -13,7 +13,7 @@ from harness import argo_standin as argo
 from harness.tasks import RESULT, example
 from mltask_operator.api.v1alpha1.mltask import MLTask, MLTaskStatus, StepName, StepStatus
 from mltask_operator.builders.workflow import ResolvedInputs, build_workflow
-from mltask_operator.status import (
+from mltask_operator.mltask_status import (
     LOG_TAIL_BYTES,
     LOG_TAIL_LINES,
     compute_status,

@@ -6,8 +6,8 @@ import pytest
 
 from harness.tasks import example
 from mltask_operator.api.v1alpha1.mltask import MLTask, MLTaskStatus, StepStatus
-from mltask_operator.planner import Action, Plan, plan, retry_requested
-from mltask_operator.state_machine import Cause, begin_attempt
+from mltask_operator.mltask_planner import Action, Plan, plan, retry_requested
+from mltask_operator.mltask_state_machine import Cause, begin_attempt
 
 ALL = ("init", "running", "completed", "failed", "stopping", "stopped", "retry")
 ACTIVE = ("init", "running", "retry", "stopping")

@@ -7,7 +7,7 @@ import itertools
 import pytest
 
 from mltask_operator.api.v1alpha1.mltask import Phase
-from mltask_operator.state_machine import (
+from mltask_operator.mltask_state_machine import (
     Cause,
     TransitionError,
     advance,

@@ -12,10 +12,11 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from mltask_operator.api.v1alpha1.common import Condition
 from mltask_operator.api.v1alpha1.mltask import (
+    ACTIVE_PHASES,
     EXECUTE_STEP_OF,
     STEP_ORDER,
+    TERMINAL_PHASES,
     ExecuteStep,
     MLTask,
     MLTaskStatus,
@@ -25,12 +26,12 @@ from mltask_operator.api.v1alpha1.mltask import (
     StepStatus,
 )
 from mltask_operator.builders.workflow import INFRASTRUCTURE_FAILURE, METRICS_PARAM, RESULT_PARAM
-from mltask_operator.state_machine import TERMINAL, advance
+from mltask_operator.mltask_state_machine import advance
+from mltask_operator.status_common import conditions_for, format_duration, parse_time
 
 SUCCEEDED, FAILED, ERROR, RUNNING, PENDING = "Succeeded", "Failed", "Error", "Running", "Pending"
 DONE_PHASES = {SUCCEEDED, "Skipped", "Omitted"}
 FINISHED_NODE_PHASES = {SUCCEEDED, FAILED, ERROR, "Skipped", "Omitted"}
-ACTIVE = {Phase.INIT, Phase.RUNNING, Phase.RETRY, Phase.STOPPING}
 #: Why an attempt could not start (its condition reason): nothing of it was made, so a first
 #: attempt refused this way made no working volume either.
 REFUSED_REASONS = frozenset({"WorkflowRejected", "VolumeRejected", "NameTaken"})
@@ -58,12 +59,6 @@ def pod_name(workflow: str, node_name: str, template: str) -> str:
     if len(prefix) > 253 - 10 - 1:
         prefix = prefix[: 253 - 10 - 1]
     return f"{prefix}-{fnv32a(node_name)}"
-
-
-def parse_time(value: str | None) -> datetime.datetime | None:
-    if not value:
-        return None
-    return datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
 @dataclass
@@ -215,90 +210,6 @@ def observe_workflow(wf: dict[str, Any]) -> WorkflowObservation:
     )
 
 
-# ----------------------------------------------------------------------------- conditions
-
-CONDITION_TYPES = ("Succeeded", "Running", "Stopped", "Failed", "Ready")
-
-
-def set_condition(conditions: list[Condition], type_: str, status: str, reason: str,
-                  message: str, generation: int | None,
-                  now: datetime.datetime) -> list[Condition]:
-    """Upsert a condition; lastTransitionTime moves only when its status changes."""
-    out: list[Condition] = []
-    found = False
-    for c in conditions:
-        if c.type == type_:
-            found = True
-            changed = c.status != status
-            out.append(Condition(
-                type=type_, status=status, reason=reason, message=message,
-                last_transition_time=now if changed else c.last_transition_time,
-                observed_generation=generation,
-            ))
-        else:
-            out.append(c)
-    if not found:
-        out.append(Condition(type=type_, status=status, reason=reason, message=message,
-                             last_transition_time=now, observed_generation=generation))
-    return out
-
-
-_REASONS = {
-    Phase.INIT: "Initializing",
-    Phase.RUNNING: "Running",
-    Phase.RETRY: "Retrying",
-    Phase.STOPPING: "Stopping",
-    Phase.STOPPED: "Stopped",
-    Phase.COMPLETED: "Completed",
-    Phase.FAILED: "Failed",
-}
-
-
-def conditions_for(phase: Phase, message: str, prev: list[Condition] | None,
-                   generation: int | None, now: datetime.datetime,
-                   reason: str | None = None) -> list[Condition]:
-    reason = reason or _REASONS[phase]
-    conds = list(prev or [])
-
-    def put(type_: str, status: str) -> None:
-        nonlocal conds
-        conds = set_condition(conds, type_, status, reason, message, generation, now)
-
-    put("Succeeded", "True" if phase == Phase.COMPLETED
-        else "False" if phase in (Phase.FAILED, Phase.STOPPED) else "Unknown")
-    put("Running", "True" if phase in (Phase.RUNNING, Phase.RETRY, Phase.STOPPING) else "False")
-    put("Stopped", "True" if phase == Phase.STOPPED else "False")
-    put("Failed", "True" if phase == Phase.FAILED else "False")
-    put("Ready", "True" if phase == Phase.COMPLETED else "False")
-    return conds
-
-
-# ---------------------------------------------------------------------------------- status
-
-
-_DURATION = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
-
-
-def parse_duration(duration: str | None) -> int | None:
-    """The inverse of format_duration: `1h2m3s` -> 3723; None if it is not one."""
-    m = _DURATION.match(duration or "")
-    if not duration or not m:
-        return None
-    h, mi, s = (int(g or 0) for g in m.groups())
-    return h * 3600 + mi * 60 + s
-
-
-def format_duration(seconds: float) -> str:
-    seconds = int(max(seconds, 0))
-    h, rem = divmod(seconds, 3600)
-    m, s = divmod(rem, 60)
-    if h:
-        return f"{h}h{m}m{s}s"
-    if m:
-        return f"{m}m{s}s"
-    return f"{s}s"
-
-
 def _step_status(obs: StepObservation, attempt: int) -> StepStatus:
     return StepStatus(
         name=obs.name, phase=obs.phase, attempt=attempt, pod=obs.pod, node_id=obs.node_id,
@@ -417,7 +328,7 @@ def compute_status(task: MLTask, wf: dict[str, Any] | None,
     attempt = prev.attempt
     generation = task.metadata.get("generation")
     obs = observe_workflow(wf) if wf is not None else None
-    if obs is None and prev.status in TERMINAL:
+    if obs is None and prev.status in TERMINAL_PHASES:
         # Ended with nothing left to observe (refused, stopped before a Workflow, or its
         # Workflow deleted since): the status says how it ended, reasons included.
         return prev.model_copy(update={"observed_generation": generation})
@@ -450,7 +361,8 @@ def compute_status(task: MLTask, wf: dict[str, Any] | None,
     elif not started or current_obs is None:
         # between two steps the task is running, even when this is its first observation
         # (e.g. after an operator restart); before any step it keeps init
-        proposed = (Phase.RUNNING if started or prev.status not in ACTIVE else prev.status)
+        proposed = (Phase.RUNNING if started or prev.status not in ACTIVE_PHASES
+                    else prev.status)
         if not started and not steps:
             execute_step = ExecuteStep.PREPARE_FILE  # a continued attempt keeps its next step
         message = f"Starting {execute_step}" if started else "Workflow created, waiting for pods"
@@ -464,10 +376,10 @@ def compute_status(task: MLTask, wf: dict[str, Any] | None,
     elif current_obs.latest_pod_phase == RUNNING or current_obs.phase == RUNNING:
         proposed, message = Phase.RUNNING, f"Running {execute_step}"
     else:
-        proposed = prev.status if prev.status in ACTIVE else Phase.RUNNING
+        proposed = prev.status if prev.status in ACTIVE_PHASES else Phase.RUNNING
         message = f"Waiting for the {current} pod"
         if current_obs.message:  # e.g. the image cannot be pulled, or may not run as root
-            message += f": {with_hint(current, current_obs.message)}"
+            message += f": {with_hint(current_obs.name, current_obs.message)}"
 
     phase = advance(prev.status, proposed)
     if phase != proposed:  # a stale observation: keep what we had
@@ -485,7 +397,7 @@ def compute_status(task: MLTask, wf: dict[str, Any] | None,
 
     start_time = prev.start_time or (obs.started_at if obs else None) or now
     completion = None
-    if phase in TERMINAL:
+    if phase in TERMINAL_PHASES:
         completion = (prev.completion_time if prev.status == phase and prev.completion_time
                       else (obs.finished_at if obs and obs.finished_at else now))
     duration = format_duration(((completion or now) - start_time).total_seconds())

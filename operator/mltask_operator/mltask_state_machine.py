@@ -35,7 +35,6 @@ NEW_ATTEMPT: dict[Cause, dict[Phase, Phase]] = {
     Cause.RETRY: {P.FAILED: P.RETRY, P.STOPPED: P.RETRY, P.COMPLETED: P.RETRY},
     Cause.CONTINUE: {P.STOPPED: P.RUNNING},
 }
-TERMINAL = frozenset({P.COMPLETED, P.FAILED, P.STOPPED})
 
 
 class TransitionError(ValueError):
