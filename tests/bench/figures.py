@@ -458,9 +458,10 @@ class Phases:
         """Requests per finished task per minute, over one resync cycle: from the start of
         one resync pass to the start of the next, at most `window_s` (with no pass seen, a
         window of `window_s`)."""
-        # a cycle is the pass itself plus the interval: today a pass of 10,000 tasks lasts
-        # about 100 s, so the first start is waited for as long as the longest window
-        start = self.resync_passes(time.monotonic(), time.monotonic() + window_s)
+        # an operator whose resync lists (before issue 13) starts a pass within an interval;
+        # one that walks its memory never lists: then the window is a fixed one, at once
+        now = time.monotonic()
+        start = self.resync_passes(now, now + self.settings.resync_seconds + 10)
         a = self.meter.sample()
         end = self.resync_passes(a.t + 1, a.t + window_s) if start else None
         if end is None:
