@@ -1,18 +1,45 @@
-"""Pure: a Pipeline's task graph: dependencies (explicit and implied by fromTask) and validation."""
+"""Pure: a Pipeline's task graph: dependencies (explicit, implied by fromTask and by the tasks
+a `when` reads) and validation."""
 
 from __future__ import annotations
 
+from mltask_operator import pipeline_when
 from mltask_operator.api.v1alpha1.mltask import TaskType
 from mltask_operator.api.v1alpha1.pipeline import PipelineSpec, PipelineTask
 
 
 def dependencies(task: PipelineTask) -> list[str]:
-    """dependsOn plus the tasks whose outputs the task's inputs name, without repeats."""
+    """dependsOn, the tasks whose outputs the task's inputs name and the tasks its `when`
+    reads, without repeats."""
     deps = list(task.depends_on or [])
-    for ref in task.spec.input.upstreams().values():
+    refs = list(task.spec.input.upstreams().values())
+    if task.when:
+        refs += pipeline_when.references(task.when)
+    for ref in refs:
         if ref not in deps:
             deps.append(ref)
     return deps
+
+
+def order(spec: PipelineSpec) -> list[PipelineTask]:
+    """The tasks, each after the tasks it depends on (spec order otherwise); the graph must be
+    acyclic (validate)."""
+    deps = graph(spec)
+    by_name = {t.name: t for t in spec.tasks}
+    done: set[str] = set()
+    out: list[PipelineTask] = []
+
+    def visit(name: str) -> None:
+        if name in done or name not in by_name:
+            return
+        done.add(name)
+        for dep in deps[name]:
+            visit(dep)
+        out.append(by_name[name])
+
+    for t in spec.tasks:
+        visit(t.name)
+    return out
 
 
 def graph(spec: PipelineSpec) -> dict[str, list[str]]:
@@ -70,6 +97,16 @@ def validate(spec: PipelineSpec) -> list[str]:
             elif (up.spec.type == TaskType.PREPROCESSING) != (kind == "dataset"):
                 problems.append(f"{where} {up_name} is a {up.spec.type} task and produces no "
                                 f"{kind}")
+        if t.when:
+            where = f"task {t.name}: when {t.when!r}"
+            why = pipeline_when.check(t.when)
+            if why:
+                problems.append(f"{where}: {why}")
+            for ref in pipeline_when.references(t.when):
+                if ref == t.name:
+                    problems.append(f"{where} reads the task itself")
+                elif ref not in by_name:
+                    problems.append(f"{where} names unknown task {ref}")
     if not problems:
         cycle = find_cycle(graph(spec))
         if cycle:

@@ -11,15 +11,18 @@ from __future__ import annotations
 
 import datetime
 from dataclasses import dataclass, field
+from collections.abc import Mapping
 from typing import Any
 
 from mltask_operator import pipeline_dag as dag
+from mltask_operator import pipeline_when
 from mltask_operator.api.v1alpha1.mltask import (
     Phase,
 )
 from mltask_operator.api.v1alpha1.pipeline import (
     ACTIVE_STATES,
     KIND,
+    FailurePolicy,
     Pipeline,
     PipelineSpec,
     PipelineStatus,
@@ -27,7 +30,13 @@ from mltask_operator.api.v1alpha1.pipeline import (
     TaskState,
 )
 from mltask_operator.pipeline_status import (
+    FAILURE_IGNORED,
+    UPSTREAM_FAILED,
+    UPSTREAM_SKIPPED,
+    WHEN_ERROR,
+    WHEN_FALSE,
     Child,
+    Ended,
     NotCreated,
     build_status,
     child_view,
@@ -90,14 +99,50 @@ class _Work:
     plan: PipelinePlan
     unmade: dict[str, NotCreated]              # tasks whose MLTask could not be created
     queue: list[str]                           # tasks a retry has yet to restart
+    children: dict[str, dict[str, Any]] = field(default_factory=dict)  # task -> MLTask body
+    params: Mapping[str, Any] = field(default_factory=dict)  # the parameters' typed values
     waiting: dict[str, str] = field(default_factory=dict)  # task name -> why it waits
+    ended: dict[str, Ended] = field(default_factory=dict)  # tasks ended without an MLTask
+
+    def policy(self, task: str) -> FailurePolicy:
+        """What the task's failure does: its onFailure, else spec.failFast's. A task whose
+        MLTask could not be created, or whose when could not be evaluated, stops the
+        pipeline whatever its policy."""
+        if task in self.unmade or (task in self.ended and self.ended[task].reason == WHEN_ERROR):
+            return FailurePolicy.STOP
+        t = next((t for t in self.spec.tasks if t.name == task), None)
+        if t is not None and t.on_failure is not None:
+            return t.on_failure
+        return FailurePolicy.STOP if self.spec.fail_fast else FailurePolicy.CONTINUE
+
+    def ignored(self) -> frozenset[str]:
+        """The failed tasks whose failure the pipeline ignores (onFailure Ignore)."""
+        return frozenset(n for n, s in self.states.items()
+                         if s == S.FAILED and self.policy(n) == FailurePolicy.IGNORE)
+
+    def stop_text(self, stopping: list[str]) -> str | None:
+        """Why no new task starts: the failures in `stopping` and what made them stop."""
+        if not stopping:
+            return None
+        errors = [n for n in stopping if n in self.ended]
+        if errors:
+            return f"the when of {names(errors)} could not be evaluated"
+        own = all(t.on_failure is not None for t in self.spec.tasks if t.name in stopping)
+        return f"{names(stopping)} failed ({'onFailure Stop' if own else 'failFast'})"
+
+    def stopping(self) -> list[str]:
+        """The failed tasks, in spec order, whose failure keeps any new task from starting."""
+        return [t.name for t in self.spec.tasks if self.states.get(t.name) == S.FAILED
+                and self.policy(t.name) == FailurePolicy.STOP]
 
 
 def plan_pipeline(pipeline: Pipeline, children: dict[str, dict[str, Any]],
                   now: datetime.datetime,
-                  not_created: dict[str, NotCreated] | None = None) -> PipelinePlan:
+                  not_created: dict[str, NotCreated] | None = None,
+                  params: Mapping[str, Any] | None = None) -> PipelinePlan:
     """Decide; `children` maps task name -> child MLTask body (only the existing ones);
-    `not_created`: tasks whose MLTask this reconcile failed to create (plan again with it)."""
+    `not_created`: tasks whose MLTask this reconcile failed to create (plan again with it);
+    `params`: the pipeline's parameters' values, which `when` expressions read."""
     spec = pipeline.spec
     prev = pipeline.status or PipelineStatus()
     st = prev.model_copy(deep=True)
@@ -127,7 +172,8 @@ def plan_pipeline(pipeline: Pipeline, children: dict[str, dict[str, Any]],
         unmade={e.name: NotCreated(e.reason, e.message or "") for e in prev.tasks or []
                 if e.status == S.FAILED and e.reason in NOT_CREATED and e.name in deps
                 and e.name not in views},
-        queue=[n for n in prev.retry_pending or [] if n in views and views[n].state in ended])
+        queue=[n for n in prev.retry_pending or [] if n in views and views[n].state in ended],
+        children=children, params=params or {})
     w.plan.outputs = {n: v.output_uri for n, v in views.items()
                       if v.state == S.COMPLETED and v.output_uri}
 
@@ -146,8 +192,10 @@ def plan_pipeline(pipeline: Pipeline, children: dict[str, dict[str, Any]],
     held = _start_ready(w, deps)
 
     states, plan = w.states, w.plan
-    phase = overall(spec.tasks, states, spec.suspend, frozenset(held))
-    msg = summary(spec.tasks, states, phase, w.waiting, views, w.unmade, spec.fail_fast)
+    ignored = w.ignored()
+    phase = overall(spec.tasks, states, spec.suspend, frozenset(held), ignored)
+    msg = summary(spec.tasks, states, phase, w.waiting, views, w.unmade, bool(w.stopping()),
+                  w.ended, ignored)
     if retry_held:
         held_text = f"retry (retryGeneration {spec.retry_generation}) {HELD}"
         msg += f"; {held_text}"
@@ -156,13 +204,18 @@ def plan_pipeline(pipeline: Pipeline, children: dict[str, dict[str, Any]],
                                " set suspend to false too to retry the pipeline"))
     elif w.queue and spec.suspend:
         msg += f"; retry of {names(w.queue)} {HELD}"
-    first_failed = next((t.name for t in spec.tasks if states.get(t.name) == S.FAILED), None)
-    reason = w.unmade[first_failed].reason if phase == Phase.FAILED \
-        and first_failed in w.unmade else None
+    first_failed = next((t.name for t in spec.tasks if states.get(t.name) == S.FAILED
+                         and t.name not in ignored), None)
+    reason = None
+    if phase == Phase.FAILED and first_failed in w.unmade:
+        reason = w.unmade[first_failed].reason
+    elif phase == Phase.FAILED and first_failed in w.ended:
+        reason = w.ended[first_failed].reason
     plan.status = build_status(pipeline.name, st, prev, spec.tasks, views, states, phase, msg,
                           generation, now, reason=reason, waiting=w.waiting, unmade=w.unmade,
                           created={t.name for t in plan.create},
-                          started=bool(views or plan.create))
+                          started=bool(views or plan.create), ended=w.ended,
+                          ignored=ignored)
     return plan
 
 
@@ -259,18 +312,22 @@ def _start_retries(w: _Work, retried: list[str]) -> None:
 
 
 def _start_ready(w: _Work, deps: dict[str, list[str]]) -> list[str]:
-    """Start every task whose dependencies completed, within the concurrency limit. Returns
-    the tasks that would start now but for spec.suspend."""
+    """Settle, dependencies first, every task without an MLTask whose dependencies ended: skip
+    it, fail it (a when that cannot be evaluated) or start it, within the concurrency limit.
+    Returns the tasks that would start now but for spec.suspend."""
     spec, states = w.spec, w.states
-    failed = [n for n in deps if states.get(n) == S.FAILED]
     queued = set(w.queue) if not spec.suspend else set()
     room = _room(w, queued)
     held: list[str] = []
-    for t in spec.tasks:
+    create: list[PipelineTask] = []
+    for t in dag.order(spec):
         if t.name in w.views or t.name in w.unmade or t.name in w.waiting:
             continue
-        why = _blocked(t, deps[t.name], states, w.plan.outputs, failed, w.unmade,
-                       spec.fail_fast, spec.suspend)
+        stopping = w.stopping()
+        if not stopping and _settle(w, t, deps[t.name]):
+            continue
+        why = _blocked(t, deps[t.name], states, w.plan.outputs, w.stop_text(stopping),
+                       w.unmade, spec.suspend)
         if why:
             w.waiting[t.name] = why
             continue
@@ -282,22 +339,72 @@ def _start_ready(w: _Work, deps: dict[str, list[str]]) -> list[str]:
             w.waiting[t.name] = (f"waiting: {spec.concurrency} tasks already running "
                                  "(concurrency)")
             continue
-        w.plan.create.append(t)
+        create.append(t)
         states[t.name] = S.INIT
         if room is not None:
             room -= 1
+    w.plan.create += [t for t in spec.tasks if t in create]
     return held
 
 
+_FINISHED_OK = (S.COMPLETED, S.SKIPPED)
+
+
+def _settle(w: _Work, task: PipelineTask, deps: list[str]) -> bool:
+    """Once every dependency of `task` completed, was skipped or failed with its failure
+    ignored: skip the task if it needs what a skipped or ignored task did not make, or if its
+    when is false; fail it if its when cannot be evaluated. True if it was settled so."""
+    states = w.states
+    if any(states.get(d, S.PENDING) not in _FINISHED_OK and
+           not (states.get(d) == S.FAILED and w.policy(d) == FailurePolicy.IGNORE)
+           for d in deps):
+        return False
+    failed = [d for d in deps if states.get(d) == S.FAILED]
+    inputs = set(task.spec.input.upstreams().values())
+    skipped_inputs = [d for d in deps if d in inputs and states.get(d) == S.SKIPPED]
+    if failed:
+        ended = Ended(S.SKIPPED, UPSTREAM_FAILED,
+                      f"skipped: {names(failed)} failed (onFailure Ignore)")
+    elif skipped_inputs:
+        ended = Ended(S.SKIPPED, UPSTREAM_SKIPPED,
+                      f"skipped: {names(skipped_inputs)} was skipped and made no output")
+    elif deps and all(states.get(d) == S.SKIPPED for d in deps):
+        ended = Ended(S.SKIPPED, UPSTREAM_SKIPPED, f"skipped: {names(deps)} skipped")
+    elif task.when:
+        outcome = pipeline_when.evaluate(
+            task.when, {d: _when_view(w, d) for d in deps}, w.params)
+        if outcome.error is not None:
+            ended = Ended(S.FAILED, WHEN_ERROR,
+                          f"when {task.when!r} could not be evaluated: {outcome.error}")
+        elif outcome.value:
+            return False
+        else:
+            ended = Ended(S.SKIPPED, WHEN_FALSE, f"skipped: when {task.when!r} is false")
+    else:
+        return False
+    w.ended[task.name] = ended
+    states[task.name] = ended.state
+    return True
+
+
+def _when_view(w: _Work, task: str) -> dict[str, Any]:
+    """What a `when` sees of an upstream task: its state, metrics and outputs."""
+    status = (w.children.get(task) or {}).get("status") or {}
+    return {"status": str(w.states.get(task, S.PENDING)),
+            "metrics": dict(status.get("metrics") or {}),
+            "outputs": dict(status.get("outputs") or {})}
+
+
 def _blocked(task: PipelineTask, deps: list[str], states: dict[str, TaskState],
-             outputs: dict[str, str], failed: list[str], unmade: dict[str, NotCreated],
-             fail_fast: bool, suspended: bool) -> str | None:
-    """Why a task without an MLTask cannot start, or None if it could start now."""
+             outputs: dict[str, str], stopping: str | None, unmade: dict[str, NotCreated],
+             suspended: bool) -> str | None:
+    """Why a task without an MLTask cannot start, or None if it could start now;
+    `stopping`: why no new task starts (a failure that stops the pipeline), if one does."""
     if unmade:
         return f"not started: {names(list(unmade))} could not be created"
-    if fail_fast and failed:
-        return f"not started: {names(failed)} failed (failFast)"
-    blocked = [d for d in deps if states.get(d, S.PENDING) != S.COMPLETED]
+    if stopping:
+        return f"not started: {stopping}"
+    blocked = [d for d in deps if states.get(d, S.PENDING) not in _FINISHED_OK]
     if blocked:
         bad = [d for d in blocked if states.get(d) == S.FAILED]
         if bad:
@@ -309,5 +416,3 @@ def _blocked(task: PipelineTask, deps: list[str], states: dict[str, TaskState],
         return (f"cannot start: {names(missing)} completed without an output URI (its upload "
                 "step wrote no result)")
     return None
-
-

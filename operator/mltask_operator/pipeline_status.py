@@ -69,6 +69,24 @@ def child_view(task: str, body: dict[str, Any]) -> Child:
     )
 
 
+#: Why a task ended without an MLTask, or why its failure did not fail the pipeline.
+WHEN_FALSE = "WhenFalse"
+UPSTREAM_SKIPPED = "UpstreamSkipped"
+UPSTREAM_FAILED = "UpstreamFailed"
+WHEN_ERROR = "WhenError"
+FAILURE_IGNORED = "FailureIgnored"
+
+
+@dataclass(frozen=True)
+class Ended:
+    """A task settled without an MLTask: skipped, or failed because its when could not be
+    evaluated. Worked out again at each reconcile from its upstream tasks."""
+
+    state: TaskState          # SKIPPED or FAILED
+    reason: str               # WHEN_FALSE, UPSTREAM_SKIPPED, UPSTREAM_FAILED or WHEN_ERROR
+    message: str
+
+
 @dataclass(frozen=True)
 class NotCreated:
     """Why the API server did not create a task's MLTask."""
@@ -83,13 +101,15 @@ def names(names: list[str]) -> str:
 
 
 def overall(tasks: list[PipelineTask], states: dict[str, TaskState], suspended: bool,
-            held: frozenset[str] = frozenset()) -> Phase:
+            held: frozenset[str] = frozenset(), ignored: frozenset[str] = frozenset()) -> Phase:
     """The pipeline's status from its tasks' states (a task without a child is pending).
     `held`: pending tasks that would start now but for spec.suspend; a suspended pipeline
     that nothing would move on from (every task completed, failed or blocked by a failure)
-    is failed, not stopped, as a suspended MLTask that failed stays failed."""
+    is failed, not stopped, as a suspended MLTask that failed stays failed. `ignored`: failed
+    tasks whose failure does not fail the pipeline (onFailure Ignore); with the skipped
+    ones they count as done."""
     vals = [states.get(t.name, S.PENDING) for t in tasks]
-    if all(v == S.COMPLETED for v in vals):
+    if all(v in (S.COMPLETED, S.SKIPPED) or t.name in ignored for t, v in zip(tasks, vals)):
         return Phase.COMPLETED
     if any(v in ACTIVE_STATES for v in vals):
         if suspended or S.STOPPING in vals:
@@ -107,18 +127,32 @@ def overall(tasks: list[PipelineTask], states: dict[str, TaskState], suspended: 
 
 def summary(tasks: list[PipelineTask], states: dict[str, TaskState], phase: Phase,
              waiting: dict[str, str], views: dict[str, Child], unmade: dict[str, NotCreated],
-             fail_fast: bool) -> str:
+             stopping: bool, ended: dict[str, Ended] | None = None,
+             ignored: frozenset[str] = frozenset()) -> str:
+    """The pipeline's message; `stopping`: a failure keeps new tasks from starting."""
+    ended = ended or {}
+
     def with_state(*wanted: TaskState) -> list[str]:
         return [t.name for t in tasks if states.get(t.name, S.PENDING) in wanted]
 
-    failed = with_state(S.FAILED)
+    failed = [n for n in with_state(S.FAILED) if n not in ignored]
+    skipped = with_state(S.SKIPPED)
     if phase == Phase.COMPLETED:
-        return f"All {len(tasks)} tasks completed"
+        if not skipped and not ignored:
+            return f"All {len(tasks)} tasks completed"
+        done = len(with_state(S.COMPLETED))
+        parts = [f"{done} of {len(tasks)} tasks completed"]
+        if skipped:
+            parts.append(f"{names(skipped)} skipped")
+        if ignored:
+            parts.append(f"{names(sorted(ignored))} failed (onFailure Ignore)")
+        return "; ".join(parts)
     if phase == Phase.FAILED:
         if failed:
             first = failed[0]
             why = unmade[first].message if first in unmade else (
-                views[first].message if first in views else None)
+                ended[first].message if first in ended else (
+                    views[first].message if first in views else None))
             detail = f": {why}" if why else ""
             return f"Task {names(failed)} failed{detail}"
         stuck = [f"{n} {why}" for n, why in waiting.items()]
@@ -139,7 +173,7 @@ def summary(tasks: list[PipelineTask], states: dict[str, TaskState], phase: Phas
         out += f"; {names(list(unmade))} could not be created, no new task starts"
     elif failed:
         out += f"; {names(failed)} failed, " + (
-            "no new task starts" if fail_fast else "independent branches go on")
+            "no new task starts" if stopping else "independent branches go on")
     return out
 
 
@@ -147,30 +181,38 @@ def build_status(pipeline: str, st: PipelineStatus, prev: PipelineStatus, tasks:
             views: dict[str, Child], states: dict[str, TaskState], phase: Phase, message: str,
             generation: int | None, now: datetime.datetime, *, reason: str | None = None,
             waiting: dict[str, str] | None = None, unmade: dict[str, NotCreated] | None = None,
-            created: set[str] | None = None, started: bool = False) -> PipelineStatus:
+            created: set[str] | None = None, started: bool = False,
+            ended: dict[str, Ended] | None = None,
+            ignored: frozenset[str] = frozenset()) -> PipelineStatus:
     waiting = waiting or {}
     unmade = unmade or {}
+    ended = ended or {}
     entries = []
     for t in tasks:
         v = views.get(t.name)
         state = states.get(t.name, S.PENDING)
         if v is None:
             nc = unmade.get(t.name)
+            settled = ended.get(t.name)
             entries.append(PipelineTaskStatus(
                 name=t.name, status=state,
                 mltask=child_name(pipeline, t.name) if t.name in (created or ()) else None,
-                message=nc.message if nc else waiting.get(t.name),
-                reason=nc.reason if nc else None))
+                message=nc.message if nc else (
+                    settled.message if settled else waiting.get(t.name)),
+                reason=nc.reason if nc else (settled.reason if settled else None)))
             continue
         entries.append(PipelineTaskStatus(
             name=t.name, mltask=v.name, status=state, execute_step=v.execute_step,
             attempt=v.attempt, message=waiting.get(t.name) or v.message,
             output_uri=v.output_uri, start_time=v.start_time,
-            completion_time=v.completion_time))
+            completion_time=v.completion_time,
+            reason=FAILURE_IGNORED if t.name in ignored else None))
     done = sum(1 for e in entries if e.status == S.COMPLETED)
+    skipped = sum(1 for e in entries if e.status == S.SKIPPED)
     st.tasks = entries
     st.completed_tasks = done
-    st.progress = f"{done}/{len(tasks)}"
+    st.skipped_tasks = skipped or None
+    st.progress = f"{done}/{len(tasks)}" + (f" ({skipped} skipped)" if skipped else "")
     st.status = phase
     st.message = message
     if started and st.start_time is None:

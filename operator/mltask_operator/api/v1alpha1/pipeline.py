@@ -54,6 +54,18 @@ class PipelineDefaults(Model):
         "runtime.priorityClassName.")
 
 
+class FailurePolicy(StrEnum):
+    """What a task's failure does to the rest of its pipeline."""
+
+    STOP = "Stop"            # no new task starts; the pipeline fails once the running ones end
+    CONTINUE = "Continue"    # branches that do not depend on it go on; the pipeline fails
+    IGNORE = "Ignore"        # its dependents are skipped; the pipeline may still complete
+
+
+#: The longest `when` expression.
+MAX_WHEN_LENGTH = 2048
+
+
 class PipelineTask(Model):
     """One node of the DAG: an MLTask spec, run once the tasks it depends on completed."""
 
@@ -69,6 +81,19 @@ class PipelineTask(Model):
     spec: TaskTemplate = Field(description="The MLTask spec. input.dataset.fromTask names the "
                                "preprocessing task whose dataset to use; input.model.fromTask "
                                "the training or optimization task whose model to use.")
+    when: str | None = Field(
+        default=None, min_length=1, max_length=MAX_WHEN_LENGTH,
+        description="Run the task only if this CEL expression is true, evaluated once the "
+        "tasks it depends on have finished, e.g. tasks.train.metrics.accuracy >= 0.9. It "
+        "reads tasks.<name>.status, .metrics and .outputs of the tasks it names (they "
+        "become dependencies) and params.<name>. False: the task is skipped, and so is every "
+        "task that needs its output or depends on nothing else. An expression that cannot be "
+        "evaluated (an unknown metric, a type error) fails the pipeline.")
+    on_failure: FailurePolicy | None = Field(
+        default=None, description="What the task's failure does: Stop (no new task starts, "
+        "the pipeline fails), Continue (branches that do not depend on it go on, the "
+        "pipeline fails) or Ignore (its dependents are skipped, the pipeline may still "
+        "complete). Unset: Stop if spec.failFast (the default), Continue otherwise.")
 
 
 _UNKNOWN_DEP = ("has(t.dependsOn) && t.dependsOn.exists(d, !self.tasks.exists(u, u.name == d))")
@@ -128,7 +153,8 @@ class PipelineSpec(Model):
     fail_fast: bool = Field(default=True,
                             description="true (default): once a task fails no new task starts, "
                             "and the pipeline fails when the running ones end. false: branches "
-                            "that do not depend on the failed task go on.")
+                            "that do not depend on the failed task go on. A task's onFailure "
+                            "overrides it.")
     concurrency: int | None = Field(default=None, ge=1, le=MAX_TASKS,
                                     description="At most this many tasks run at once; "
                                     "unlimited if unset.")
@@ -165,6 +191,7 @@ class TaskState(StrEnum):
     STOPPING = "stopping"
     STOPPED = "stopped"
     RETRY = "retry"
+    SKIPPED = "skipped"
 
 
 #: The states of a pipeline task at work: its MLTask's ACTIVE_PHASES.
@@ -180,7 +207,9 @@ class PipelineTaskStatus(Model):
                                "created.")
     status: TaskState = Field(default=TaskState.PENDING,
                               description="pending (not created yet: waiting for its "
-                              "dependencies), or the MLTask's status.")
+                              "dependencies), skipped (never created: its when was false, or "
+                              "what it needs was skipped or failed with onFailure Ignore), or "
+                              "the MLTask's status.")
     execute_step: ExecuteStep | None = Field(default=None, description="The MLTask's "
                                              "executeStep.")
     attempt: int | None = Field(default=None, ge=0, description="The MLTask's attempt.")
@@ -192,8 +221,11 @@ class PipelineTaskStatus(Model):
     completion_time: Time | None = Field(default=None, description="When the task ended.")
     reason: str | None = Field(default=None, max_length=64, description="Why the task failed "
                                "without an MLTask: TaskNameTaken (an MLTask the pipeline does "
-                               "not own has its name) or TaskRejected (the API server refused "
-                               "the MLTask). It stays failed until the pipeline is retried.")
+                               "not own has its name), TaskRejected (the API server refused "
+                               "the MLTask; it stays failed until the pipeline is retried) or "
+                               "WhenError (its when could not be evaluated). Why it was "
+                               "skipped: WhenFalse, UpstreamSkipped or UpstreamFailed. Why its "
+                               "failure did not fail the pipeline: FailureIgnored.")
 
 
 class PipelineStatus(Model):
@@ -203,8 +235,10 @@ class PipelineStatus(Model):
                           "stopping, stopped or retry.")
     message: str | None = Field(default=None, description="Human-readable summary.")
     progress: str | None = Field(default=None, description="Completed tasks / all tasks, "
-                                 "e.g. 2/3.")
+                                 "e.g. 2/3, and the skipped ones: 1/3 (1 skipped).")
     completed_tasks: int = Field(default=0, ge=0, description="Number of completed tasks.")
+    skipped_tasks: int | None = Field(default=None, ge=0, description="Number of skipped "
+                                      "tasks, once one was skipped.")
     total_tasks: int = Field(default=0, ge=0, description="Number of tasks.")
     start_time: Time | None = Field(default=None, description="When the first task was "
                                     "created.")
