@@ -10,8 +10,8 @@ on the children is remembered in the status: the tasks a retry has yet to restar
 from __future__ import annotations
 
 import datetime
-from dataclasses import dataclass, field
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from mltask_operator import pipeline_dag as dag
@@ -30,7 +30,6 @@ from mltask_operator.api.v1alpha1.pipeline import (
     TaskState,
 )
 from mltask_operator.pipeline_status import (
-    FAILURE_IGNORED,
     UPSTREAM_FAILED,
     UPSTREAM_SKIPPED,
     WHEN_ERROR,

@@ -109,7 +109,8 @@ def overall(tasks: list[PipelineTask], states: dict[str, TaskState], suspended: 
     tasks whose failure does not fail the pipeline (onFailure Ignore); with the skipped
     ones they count as done."""
     vals = [states.get(t.name, S.PENDING) for t in tasks]
-    if all(v in (S.COMPLETED, S.SKIPPED) or t.name in ignored for t, v in zip(tasks, vals)):
+    if all(v in (S.COMPLETED, S.SKIPPED) or t.name in ignored
+           for t, v in zip(tasks, vals, strict=True)):
         return Phase.COMPLETED
     if any(v in ACTIVE_STATES for v in vals):
         if suspended or S.STOPPING in vals:

@@ -113,3 +113,25 @@ def test_stop_and_continue_cascade_through_argo(pipes: Pipelines, tasks: Tasks) 
     assert train["attempt"] == 2, "continue is a new attempt from the unfinished step"
     assert [(s["name"], s["attempt"]) for s in train["steps"]] == [
         ("download", 1), ("run", 2), ("upload", 2)]
+
+
+@pytest.mark.parametrize("accuracy", [0.97, 0.6], ids=["above", "below"])
+def test_optimization_runs_only_above_the_threshold_under_argo(pipes: Pipelines,
+                                                                accuracy: float) -> None:
+    """The metrics come from the run step's output parameter as Argo's controller reports it;
+    the operator reads them from the MLTask's status and evaluates the optimize task's when."""
+    body = set_run_env(pipeline_example("digits"), "train",
+                       E2E_METRICS=f'{{"accuracy": {accuracy}}}')
+    next(t for t in body["spec"]["tasks"] if t["name"] == "optimize")["when"] = \
+        "tasks.train.metrics.accuracy >= 0.9"
+    pipes.create(body)
+    st = pipes.wait_state("digits", "completed", timeout=150)
+    train = pipes.children()["digits-train"]["status"]
+    assert train["metrics"]["accuracy"] == accuracy
+    if accuracy >= 0.9:
+        assert (st["progress"], task_state(st, "optimize")["status"]) == ("3/3", "completed")
+        assert "digits-optimize" in pipes.children()
+    else:
+        assert st["progress"] == "2/3 (1 skipped)"
+        assert task_state(st, "optimize")["status"] == "skipped"
+        assert sorted(pipes.children()) == ["digits-preprocess", "digits-train"]
