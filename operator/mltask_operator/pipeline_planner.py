@@ -16,6 +16,7 @@ from typing import Any
 
 from mltask_operator import pipeline_dag as dag
 from mltask_operator import pipeline_when
+from mltask_operator import pipeline_params as params
 from mltask_operator.api.v1alpha1.mltask import (
     Phase,
 )
@@ -137,11 +138,9 @@ class _Work:
 
 def plan_pipeline(pipeline: Pipeline, children: dict[str, dict[str, Any]],
                   now: datetime.datetime,
-                  not_created: dict[str, NotCreated] | None = None,
-                  params: Mapping[str, Any] | None = None) -> PipelinePlan:
+                  not_created: dict[str, NotCreated] | None = None) -> PipelinePlan:
     """Decide; `children` maps task name -> child MLTask body (only the existing ones);
-    `not_created`: tasks whose MLTask this reconcile failed to create (plan again with it);
-    `params`: the pipeline's parameters' values, which `when` expressions read."""
+    `not_created`: tasks whose MLTask this reconcile failed to create (plan again with it)."""
     spec = pipeline.spec
     prev = pipeline.status or PipelineStatus()
     st = prev.model_copy(deep=True)
@@ -152,7 +151,7 @@ def plan_pipeline(pipeline: Pipeline, children: dict[str, dict[str, Any]],
         # The retryGeneration a pipeline is created with is its baseline, not a request.
         st.observed_retry_generation = spec.retry_generation
 
-    problems = dag.validate(spec)
+    problems = dag.validate(spec) + params.validate(spec)
     if problems:
         msg = "Invalid pipeline: " + "; ".join(problems)
         st.retry_pending = None
@@ -172,7 +171,7 @@ def plan_pipeline(pipeline: Pipeline, children: dict[str, dict[str, Any]],
                 if e.status == S.FAILED and e.reason in NOT_CREATED and e.name in deps
                 and e.name not in views},
         queue=[n for n in prev.retry_pending or [] if n in views and views[n].state in ended],
-        children=children, params=params or {})
+        children=children, params=params.resolve(spec))
     w.plan.outputs = {n: v.output_uri for n, v in views.items()
                       if v.state == S.COMPLETED and v.output_uri}
 

@@ -23,9 +23,10 @@ from typing import Any
 
 from cel_expr_python import cel
 
-#: `tasks.name` or `tasks['name']` / `tasks["name"]`: the tasks an expression reads.
-_REFERENCE = re.compile(
-    r"""\btasks\s*(?:\.\s*([A-Za-z_][A-Za-z0-9_]*)|\[\s*(?:'([^']*)'|"([^"]*)")\s*\])""")
+#: `VAR.name` or `VAR['name']` / `VAR["name"]`: the names an expression reads through VAR.
+_REFERENCE = r"""\b{var}\s*(?:\.\s*([A-Za-z_][A-Za-z0-9_]*)|\[\s*(?:'([^']*)'|"([^"]*)")\s*\])"""
+_TASKS = re.compile(_REFERENCE.format(var="tasks"))
+_PARAMS = re.compile(_REFERENCE.format(var="params"))
 
 _ENV = cel.NewEnv(variables={"tasks": cel.Type.Map(cel.Type.STRING, cel.Type.DYN),
                              "params": cel.Type.Map(cel.Type.STRING, cel.Type.DYN)})
@@ -47,8 +48,18 @@ class Outcome:
 
 def references(expression: str) -> list[str]:
     """The task names the expression reads through `tasks`, in order, without repeats."""
+    return _names(_TASKS, expression)
+
+
+def parameter_references(expression: str) -> list[str]:
+    """The parameter names the expression reads through `params`, in order, without
+    repeats."""
+    return _names(_PARAMS, expression)
+
+
+def _names(pattern: re.Pattern[str], expression: str) -> list[str]:
     out: list[str] = []
-    for m in _REFERENCE.finditer(expression):
+    for m in pattern.finditer(expression):
         name = next(g for g in m.groups() if g is not None)
         if name not in out:
             out.append(name)

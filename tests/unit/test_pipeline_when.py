@@ -174,13 +174,16 @@ def test_a_when_waits_for_what_it_reads() -> None:
     assert out.create == [] and entry(out, "optimize") == ("pending", None, "waiting for train")
 
 
-def test_parameters_reach_the_expression() -> None:
-    p = pipeline(tasks={"optimize": {"when": "tasks.train.metrics.accuracy >= params.min"}})
-    children = {"preprocess": child(p, "preprocess", "completed"),
-                "train": child(p, "train", "completed", metrics={"accuracy": 0.8})}
-    assert [t.name for t in plan_pipeline(p, children, NOW, params={"min": 0.75}).create] == [
-        "optimize"]
-    assert plan_pipeline(p, children, NOW, params={"min": 0.85}).create == []
+def test_parameters_reach_the_expression_typed() -> None:
+    def run(minimum: str) -> list[str]:
+        p = pipeline(tasks={"optimize": {"when": "tasks.train.metrics.accuracy >= params.min"}},
+                     parameters=[{"name": "min", "type": "float", "default": "0.5",
+                                  "value": minimum}])
+        children = {"preprocess": child(p, "preprocess", "completed"),
+                    "train": child(p, "train", "completed", metrics={"accuracy": 0.8})}
+        return [t.name for t in plan_pipeline(p, children, NOW).create]
+    assert run("0.75") == ["optimize"]
+    assert run("0.85") == []
 
 
 def test_a_when_with_no_value_fails_the_pipeline_naming_task_expression_and_why() -> None:
@@ -200,9 +203,10 @@ def test_a_when_with_no_value_fails_the_pipeline_naming_task_expression_and_why(
 
 def test_a_when_error_starts_nothing_more_but_lets_running_tasks_end() -> None:
     p = pipeline("parallel-training",
-                 tasks={"train-mlp": {"when": "params.epochs > 'x'"}})
+                 tasks={"train-mlp": {"when": "params.epochs > 'x'"}},
+                 parameters=[{"name": "epochs", "type": "int", "default": "3"}])
     pre = child(p, "preprocess", "completed")
-    out = plan_pipeline(p, {"preprocess": pre}, NOW, params={"epochs": 3})
+    out = plan_pipeline(p, {"preprocess": pre}, NOW)
     assert entry(out, "train-mlp")[:2] == ("failed", "WhenError")
     assert out.create == [], "a failed condition stops the pipeline like failFast"
     assert entry(out, "train-logreg")[2] == ("not started: the when of train-mlp could not be "

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from mltask_operator import labels
+from mltask_operator import pipeline_params as params
 from mltask_operator.api.v1alpha1.common import API_VERSION
 from mltask_operator.api.v1alpha1.mltask import KIND as MLTASK_KIND
 from mltask_operator.api.v1alpha1.mltask import MLTaskSpec
@@ -28,9 +29,10 @@ def child_labels(pipeline: str, task: str) -> dict[str, str]:
 
 def child_spec(pipeline: Pipeline, task: PipelineTask,
                outputs: dict[str, str]) -> MLTaskSpec:
-    """The task's spec with the pipeline defaults it does not override, and every fromTask
-    replaced by the URI the upstream task produced (`outputs`: task name -> output URI)."""
-    tpl = task.spec.model_copy(deep=True)
+    """The task's spec with its $(params.NAME) placeholders replaced by the pipeline's
+    parameters, the pipeline defaults it does not override, and every fromTask replaced by the
+    URI the upstream task produced (`outputs`: task name -> output URI)."""
+    tpl = params.apply(task.spec, params.resolve(pipeline.spec))
     d = pipeline.spec.defaults
     if d is not None:
         if tpl.storage is None and d.storage is not None:

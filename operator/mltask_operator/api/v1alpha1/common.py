@@ -61,9 +61,12 @@ DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?
 
 
 def cel(rule: str, message: str, *, field_path: str | None = None,
-        reason: str | None = None) -> JsonDict:
-    """One `x-kubernetes-validations` entry."""
+        reason: str | None = None, message_expression: str | None = None) -> JsonDict:
+    """One `x-kubernetes-validations` entry; `message` is the fallback of a
+    `message_expression` (a CEL string expression) that fails to evaluate."""
     out: JsonDict = {"rule": rule, "message": message}
+    if message_expression:
+        out["messageExpression"] = message_expression
     if field_path:
         out["fieldPath"] = field_path
     if reason:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, WithJsonSchema
 from pydantic.config import JsonDict, JsonValue
 
 from mltask_operator.api.v1alpha1.common import (
@@ -64,6 +64,94 @@ class FailurePolicy(StrEnum):
 
 #: The longest `when` expression.
 MAX_WHEN_LENGTH = 2048
+
+
+class ParameterType(StrEnum):
+    """How a parameter's value is written and checked, and what a condition sees."""
+
+    STRING = "string"
+    INT = "int"
+    FLOAT = "float"
+    BOOL = "bool"
+
+
+MAX_PARAMETERS = 64
+#: A parameter name is a CEL identifier, so a condition can say `params.learningRate`.
+PARAMETER_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
+#: How a value of each type is written (RE2, also Python's `re`). An int fits in 64 bits.
+VALUE_PATTERNS = {
+    ParameterType.INT: r"^[-+]?[0-9]{1,18}$",
+    ParameterType.FLOAT: r"^[-+]?([0-9]+[.]?[0-9]*|[.][0-9]+)([eE][-+]?[0-9]{1,2})?$",
+    ParameterType.BOOL: r"^(true|false)$",
+}
+MAX_VALUE_LENGTH = 1024
+
+
+def _fits(value: str) -> str:
+    """CEL: the string `value` is written as a value of the parameter's type."""
+    checks = " : ".join(f"self.type == '{t}' ? {value}.matches(r'{pattern}')"
+                        for t, pattern in VALUE_PATTERNS.items())
+    return f"({checks} : true)"
+
+
+def _param_rule(rule: str, says: str, field: str) -> JsonDict:
+    """A rule on one parameter whose message names it (`says` follows the name)."""
+    return cel(rule, f"a parameter {says}", field_path=f".{field}", reason="FieldValueInvalid",
+               message_expression=f"'parameter ' + self.name + ' {says}'")
+
+
+_PARAMETER_RULES: list[JsonValue] = [
+    # A CEL rule rather than a schema enum: the API server checks no rule of an object whose
+    # schema it refused, and this one names the parameter.
+    _param_rule(f"self.type in {[t.value for t in ParameterType]}",
+                "has an unknown type: use string, int, float or bool", "type"),
+    cel("has(self.value) || has(self.default)", "a parameter has no value and no default",
+        reason="FieldValueRequired",
+        message_expression="'parameter ' + self.name + ' has no value and no default'"),
+    _param_rule(f"!has(self.default) || {_fits('self.default')}",
+                "default is not written as a value of its type (int: 5, float: 0.01 or 1e-3, "
+                "bool: true or false)", "default"),
+    _param_rule(f"!has(self.value) || {_fits('self.value')}",
+                "value is not written as a value of its type (int: 5, float: 0.01 or 1e-3, "
+                "bool: true or false)", "value"),
+    _param_rule(f"!has(self.enum) || self.enum.all(e, {_fits('e')})",
+                "enum has an item not written as a value of its type", "enum"),
+    _param_rule("!has(self.enum) || !has(self.default) || self.default in self.enum",
+                "default is not one of its enum", "default"),
+    _param_rule("!has(self.enum) || !has(self.value) || self.value in self.enum",
+                "value is not one of its enum", "value"),
+]
+
+
+#: In the schema a string, not an enum: the CEL rule naming the parameter says what is wrong.
+_TypeName = Annotated[ParameterType, WithJsonSchema({"type": "string", "maxLength": 16})]
+
+
+class PipelineParameter(Model):
+    """A typed input of the pipeline, referenced from its tasks' specs as $(params.NAME)."""
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": _PARAMETER_RULES})
+
+    name: str = Field(min_length=1, max_length=63, pattern=PARAMETER_NAME,
+                      description="Name, unique in the pipeline: letters, digits and _, not "
+                      "starting with a digit. Tasks reference it as $(params.NAME).")
+    type: _TypeName = Field(default=ParameterType.STRING,
+                            description="string (default), int, float or bool: how the value "
+                            "is written (int 5, float 0.01 or 1e-3, bool true or false) and "
+                            "checked.")
+    description: str | None = Field(default=None, max_length=1024,
+                                    description="What the parameter sets.")
+    default: str | None = Field(default=None, max_length=MAX_VALUE_LENGTH,
+                                description="The value when value is not set, written as a "
+                                "string (quoted in YAML: \"0.01\").")
+    value: str | None = Field(default=None, max_length=MAX_VALUE_LENGTH,
+                              description="This run's value (kubectl mltask run --param "
+                              "NAME=VALUE sets it); the default if unset.")
+    enum: list[str] | None = Field(
+        default=None, min_length=1, max_length=64,
+        description="The allowed values, as written; value and default must be one of them.",
+        json_schema_extra={"x-kubernetes-list-type": "set",
+                           "items": {"type": "string", "maxLength": 256}})
 
 
 class PipelineTask(Model):
@@ -125,6 +213,11 @@ _SPEC_RULES: list[JsonValue] = [
     cel("self.tasks == oldSelf.tasks",
         "spec.tasks cannot change once the pipeline exists; create a new Pipeline instead",
         field_path=".tasks", reason="FieldValueForbidden"),
+    cel("has(self.parameters) == has(oldSelf.parameters) && "
+        "(!has(self.parameters) || self.parameters == oldSelf.parameters)",
+        "spec.parameters cannot change once the pipeline exists; create a new Pipeline "
+        "instead (kubectl mltask run -f FILE --param NAME=VALUE)", field_path=".parameters",
+        reason="FieldValueForbidden"),
     cel("has(self.defaults) == has(oldSelf.defaults) && "
         "(!has(self.defaults) || self.defaults == oldSelf.defaults)",
         "spec.defaults cannot change once the pipeline exists", field_path=".defaults",
@@ -146,6 +239,13 @@ class PipelineSpec(Model):
                                     description="Free-text description of the pipeline.")
     defaults: PipelineDefaults | None = Field(
         default=None, description="Settings every task inherits unless it sets its own.")
+    parameters: list[PipelineParameter] | None = Field(
+        default=None, max_length=MAX_PARAMETERS,
+        description="Typed inputs of the pipeline. A task's config.parameters values, "
+        "steps.*.args items and steps.*.env[].value may reference one as $(params.NAME), "
+        "replaced by its value when the task's MLTask is created; $$(params.NAME) stands for "
+        "a literal $(params.NAME).",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]})
     tasks: list[PipelineTask] = Field(
         min_length=1, max_length=MAX_TASKS, description="The tasks, in any order; dependsOn "
         "and fromTask define the DAG.",
