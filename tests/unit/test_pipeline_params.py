@@ -99,7 +99,7 @@ def test_resolve_gives_the_value_else_the_default_typed() -> None:
     body["spec"]["parameters"][0]["value"] = "0.01"       # learningRate
     assert params.resolve(pipeline(body).spec) == {
         "learningRate": 0.01, "epochs": 40, "hiddenUnits": "128", "pruneFraction": 0.5,
-        "seed": 0}
+        "seed": 0, "minAccuracy": 0.9}
     assert params.resolve(pipeline(pipeline_example("digits")).spec) == {}
 
 
@@ -209,3 +209,33 @@ def test_the_planner_fails_a_pipeline_with_a_bad_reference_and_starts_nothing() 
 def test_the_planner_starts_a_valid_pipeline_with_parameters() -> None:
     plan = plan_pipeline(pipeline(), {}, NOW)
     assert not plan.invalid and [t.name for t in plan.create] == ["preprocess"]
+
+
+def test_a_when_reading_an_unknown_parameter_is_named_with_its_task() -> None:
+    body = pipeline_example("params")
+    _task(body, "optimize")["when"] = "params.minAccuracy > 0.5 && params['maxLoss'] < 1.0"
+    assert params.validate(pipeline(body).spec) == [
+        "task optimize: when \"params.minAccuracy > 0.5 && params['maxLoss'] < 1.0\" reads "
+        "unknown parameter maxLoss"]
+
+
+def test_the_example_optimizes_only_above_its_min_accuracy() -> None:
+    def optimizes(accuracy: float, minimum: str | None = None) -> bool:
+        body = pipeline_example("params")
+        if minimum is not None:
+            next(p for p in body["spec"]["parameters"]
+                 if p["name"] == "minAccuracy")["value"] = minimum
+        p = pipeline(body)
+        children = {}
+        for name in ("preprocess", "train"):
+            t = next(x for x in p.spec.tasks if x.name == name)
+            c = build_child(p, t, {"preprocess": "s3://up/"})
+            c["status"] = {"status": "completed", "attempt": 1, "observedRetryGeneration": 0,
+                           "outputs": {"kind": "x", "name": "x", "uri": f"s3://{name}/",
+                                       "sha256": "ab" * 32}}
+            if name == "train":
+                c["status"]["metrics"] = {"accuracy": accuracy}
+            children[name] = c
+        return [t.name for t in plan_pipeline(p, children, NOW).create] == ["optimize"]
+    assert optimizes(0.95) and not optimizes(0.85)
+    assert optimizes(0.85, minimum="0.8")
