@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mltask_operator import pipeline_dag as dag
-from mltask_operator import pipeline_when
 from mltask_operator import pipeline_params as params
+from mltask_operator import pipeline_when
 from mltask_operator.api.v1alpha1.mltask import (
     Phase,
 )
