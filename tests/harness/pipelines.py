@@ -7,6 +7,7 @@ from typing import Any
 
 import yaml
 
+from harness import argo_standin as argo_fn
 from harness.tasks import REPO, G, Resources, V
 from harness.tasks import P as TASKS
 
@@ -51,6 +52,26 @@ class Pipelines(Resources):
                 return found
             time.sleep(0.1)
         raise AssertionError(f"MLTask {name} was not created; have {sorted(self.children())}")
+
+
+def succeed(argo: argo_fn.ArgoStandIn, ns: str, wf: str, result: dict[str, Any],
+            metrics: dict[str, float] | None = None) -> None:
+    """Workflow `wf`, once the operator created it, succeeds with the upload step's `result`
+    and the run step's `metrics`."""
+    argo.wait_for(ns, wf)
+    argo.update(ns, wf, argo_fn.succeed_all, result=result,
+                metrics=metrics or {"accuracy": 0.9})
+
+
+def through_training(pipes: Pipelines, argo: argo_fn.ArgoStandIn, accuracy: float,
+                     pipeline: str = "digits") -> None:
+    """The preprocess and train tasks of a digits pipeline example succeed, the training
+    reporting `accuracy`."""
+    pipes.wait_child(f"{pipeline}-preprocess")
+    succeed(argo, pipes.ns, f"{pipeline}-preprocess-1", DATASET)
+    pipes.wait_child(f"{pipeline}-train")
+    succeed(argo, pipes.ns, f"{pipeline}-train-1", model_result("digits-mlp"),
+            {"accuracy": accuracy})
 
 
 def task_state(status: dict[str, Any], task: str) -> dict[str, Any]:

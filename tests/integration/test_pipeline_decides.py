@@ -12,7 +12,15 @@ import pytest
 from kubernetes import client
 
 from harness import argo_standin as argo_fn
-from harness.pipelines import DATASET, Pipelines, model_result, pipeline_example, task_state
+from harness.pipelines import (
+    DATASET,
+    Pipelines,
+    model_result,
+    pipeline_example,
+    succeed,
+    task_state,
+    through_training,
+)
 from harness.tasks import cond
 
 pytestmark = pytest.mark.integration
@@ -23,13 +31,6 @@ GATE = "tasks.train.metrics.accuracy >= 0.9"
 @pytest.fixture
 def pipes(api: client.ApiClient, namespace: str, operator) -> Pipelines:
     return Pipelines(api, namespace)
-
-
-def _succeed(argo, ns: str, wf: str, result: dict[str, Any],
-             metrics: dict[str, float] | None = None) -> None:
-    argo.wait_for(ns, wf)
-    argo.update(ns, wf, argo_fn.succeed_all, result=result,
-                metrics=metrics or {"accuracy": 0.9})
 
 
 def _fail_run(argo, ns: str, wf: str) -> None:
@@ -48,22 +49,15 @@ def _gated(when: str = GATE) -> dict[str, Any]:
     return body
 
 
-def _through_training(pipes: Pipelines, argo, ns: str, accuracy: float) -> None:
-    pipes.wait_child("digits-preprocess")
-    _succeed(argo, ns, "digits-preprocess-1", DATASET)
-    pipes.wait_child("digits-train")
-    _succeed(argo, ns, "digits-train-1", model_result("digits-mlp"), {"accuracy": accuracy})
-
-
 @pytest.mark.parametrize("accuracy", [0.95, 0.5], ids=["above", "below"])
 def test_optimization_runs_only_above_the_accuracy_threshold(pipes: Pipelines, argo,
                                                              namespace: str, control_plane,
                                                              accuracy: float) -> None:
     pipes.create(_gated())
-    _through_training(pipes, argo, namespace, accuracy)
+    through_training(pipes, argo, accuracy)
     if accuracy >= 0.9:
         pipes.wait_child("digits-optimize")
-        _succeed(argo, namespace, "digits-optimize-1", model_result("digits-mlp-int8"))
+        succeed(argo, namespace, "digits-optimize-1", model_result("digits-mlp-int8"))
         st = pipes.wait_state("digits", "completed")
         assert (st["progress"], st.get("skippedTasks")) == ("3/3", None)
         return
@@ -84,7 +78,7 @@ def test_optimization_runs_only_above_the_accuracy_threshold(pipes: Pipelines, a
 def test_a_when_that_cannot_be_evaluated_fails_the_pipeline(pipes: Pipelines, argo,
                                                            namespace: str) -> None:
     pipes.create(_gated("tasks.train.metrics.loss < 0.1"))
-    _through_training(pipes, argo, namespace, 0.95)
+    through_training(pipes, argo, 0.95)
     st = pipes.wait_state("digits", "failed")
     why = ("when 'tasks.train.metrics.loss < 0.1' could not be evaluated: Key not found in "
            'map : "loss"')
@@ -134,11 +128,11 @@ def test_an_ignored_failure_skips_its_dependents_and_the_pipeline_completes(
         pipes: Pipelines, argo, namespace: str) -> None:
     pipes.create(_sweep("Ignore"))
     pipes.wait_child("digits-sweep-preprocess")
-    _succeed(argo, namespace, "digits-sweep-preprocess-1", DATASET)
+    succeed(argo, namespace, "digits-sweep-preprocess-1", DATASET)
     pipes.wait_child("digits-sweep-train-logreg")
     _fail_run(argo, namespace, "digits-sweep-train-logreg-1")
     pipes.wait_child("digits-sweep-train-mlp")
-    _succeed(argo, namespace, "digits-sweep-train-mlp-1", model_result("digits-mlp"))
+    succeed(argo, namespace, "digits-sweep-train-mlp-1", model_result("digits-mlp"))
     st = pipes.wait_state("digits-sweep", "completed")
     logreg, follow = task_state(st, "train-logreg"), task_state(st, "finetune")
     assert (logreg["status"], logreg["reason"]) == ("failed", "FailureIgnored")
@@ -156,7 +150,7 @@ def test_a_tasks_policy_overrides_failfast(pipes: Pipelines, argo, namespace: st
     body["spec"]["tasks"].sort(key=lambda t: t["name"] != "train-logreg")  # logreg first
     pipes.create(body)
     pipes.wait_child("digits-sweep-preprocess")
-    _succeed(argo, namespace, "digits-sweep-preprocess-1", DATASET)
+    succeed(argo, namespace, "digits-sweep-preprocess-1", DATASET)
     pipes.wait_child("digits-sweep-train-logreg")
     _fail_run(argo, namespace, "digits-sweep-train-logreg-1")
     if policy == "Stop":
@@ -169,7 +163,7 @@ def test_a_tasks_policy_overrides_failfast(pipes: Pipelines, argo, namespace: st
     pipes.wait_child("digits-sweep-train-mlp")
     st = pipes.wait_state("digits-sweep", "running")
     assert "train-logreg failed, independent branches go on" in st["message"]
-    _succeed(argo, namespace, "digits-sweep-train-mlp-1", model_result("digits-mlp"))
+    succeed(argo, namespace, "digits-sweep-train-mlp-1", model_result("digits-mlp"))
     st = pipes.wait_state("digits-sweep", "failed")
     assert task_state(st, "finetune")["status"] == "pending"
     assert st["progress"] == "2/4"
