@@ -91,7 +91,31 @@ def wait_holder(api: client.ApiClient, among: set[str], timeout: float = 60) -> 
         if holder in among:
             return holder
         time.sleep(0.2)
-    raise AssertionError(f"Lease {RELEASE_NS}/{LEASE} held by {holder!r}, not one of {among}")
+    raise AssertionError(f"Lease {RELEASE_NS}/{LEASE} held by {holder!r}, not one of {among}"
+                         f"\n{_election_report(api, among | {holder} if holder else among)}")
+
+
+def _election_report(api: client.ApiClient, pods: set[str]) -> str:
+    """What a failed handover leaves to read: the Lease, and each pod's state and log tail."""
+    lines = []
+    try:
+        spec = client.CoordinationV1Api(api).read_namespaced_lease(LEASE, RELEASE_NS).spec
+        lines.append(f"Lease: holder {spec.holder_identity} renewed {spec.renew_time} "
+                     f"duration {spec.lease_duration_seconds}s transitions "
+                     f"{spec.lease_transitions}; now {time.strftime('%H:%M:%S', time.gmtime())}")
+    except client.ApiException as e:
+        lines.append(f"Lease: HTTP {e.status}")
+    core = client.CoreV1Api(api)
+    for name in sorted(pods):
+        try:
+            pod = core.read_namespaced_pod(name, RELEASE_NS)
+            state = [c.state.to_dict() for c in pod.status.container_statuses or []]
+            log = core.read_namespaced_pod_log(name, RELEASE_NS, tail_lines=15)
+        except client.ApiException as e:
+            lines.append(f"pod {name}: HTTP {e.status}")
+            continue
+        lines.append(f"pod {name}: deleted {pod.metadata.deletion_timestamp}, {state}\n{log}")
+    return "\n".join(lines)
 
 
 def memory_at_rest(cluster: RealNodeCluster, pod: str) -> int:
