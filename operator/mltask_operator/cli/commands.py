@@ -1,6 +1,6 @@
 """The commands, one function each, registered with `command` (its name, help and
 arguments): list, describe, stop, continue, retry, archive, unarchive, logs, outputs,
-metrics."""
+metrics, run."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ from mltask_operator.cli.changes import (
     suspend_change,
     workflow_steps,
 )
-from mltask_operator.cli.errors import ApiCallError, CliError
+from mltask_operator.cli.errors import ApiCallError, CliError, UsageError
 from mltask_operator.cli.render import (
     OUTPUT_KEYS,
     SORT_KEYS,
@@ -48,6 +48,7 @@ from mltask_operator.cli.render import (
     render_list,
     sort_items,
 )
+from mltask_operator.cli.runs import load_pipeline, parse_param, run_body
 from mltask_operator.cli.session import Session
 from mltask_operator.cli.targets import (
     HIDE,
@@ -75,6 +76,8 @@ class Command:
     help: str
     description: str
     arguments: Callable[[argparse.ArgumentParser], None]
+    #: What the command reads and checks before connecting (UsageError: exit 2).
+    prepare: Callable[[argparse.Namespace], None] | None = None
 
 
 #: Every command, in the order `--help` lists them.
@@ -82,14 +85,15 @@ COMMANDS: list[Command] = []
 
 
 def command(name: str, help: str, *, description: str | None = None,
-            arguments: Callable[[argparse.ArgumentParser], None] = target_argument
+            arguments: Callable[[argparse.ArgumentParser], None] = target_argument,
+            prepare: Callable[[argparse.Namespace], None] | None = None,
             ) -> Callable[[Callable[[Session, argparse.Namespace], int]],
                           Callable[[Session, argparse.Namespace], int]]:
     """Register the decorated function as the command `name` (by default it takes a
-    TARGET)."""
+    TARGET; `prepare` runs before connecting)."""
     def register(run: Callable[[Session, argparse.Namespace], int]
                  ) -> Callable[[Session, argparse.Namespace], int]:
-        COMMANDS.append(Command(name, run, help, description or help, arguments))
+        COMMANDS.append(Command(name, run, help, description or help, arguments, prepare))
         return run
     return register
 
@@ -371,3 +375,65 @@ def cmd_outputs(s: Session, args: argparse.Namespace) -> int:
 @command("metrics", "print status.metrics", arguments=output_arguments)
 def cmd_metrics(s: Session, args: argparse.Namespace) -> int:
     return _status_field(s, args, "metrics")
+
+
+def _run_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-f", "--filename", required=True, metavar="FILE",
+                   help="a YAML file of one Pipeline (apiVersion mltask.dev/v1alpha1); - reads "
+                   "stdin")
+    p.add_argument("--param", dest="params", action="append", default=[], metavar="NAME=VALUE",
+                   type=arg_type(parse_param, "param"),
+                   help="set parameter NAME's value (spec.parameters[].value) for this run, "
+                   "checked against its type and enum; repeat for each parameter")
+    p.add_argument("--name", help="the new Pipeline's exact name (default: generated from "
+                   "FILE's metadata.name)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the Pipeline that would be created, as YAML, once the API "
+                   "server checked it (server-side dry run, dryRun=All); create nothing")
+
+
+def _read_run(args: argparse.Namespace) -> None:
+    """Read FILE and build the Pipeline to create (args.pipeline), before any API call."""
+    source = "stdin" if args.filename == "-" else args.filename
+    try:
+        if args.filename == "-":
+            text = sys.stdin.read()
+        else:
+            with open(args.filename, encoding="utf-8") as f:
+                text = f.read()
+    except (OSError, UnicodeDecodeError) as e:
+        raise UsageError(f"cannot read {source}: {e}") from None
+    args.pipeline = run_body(load_pipeline(text, source), args.params, args.name, source)
+
+
+@command("run", "create a new Pipeline from a file, with parameter values "
+         "(--param NAME=VALUE)",
+         description="Create a new Pipeline from the one in FILE, which is left as it is. Its "
+         "name is generated, <FILE's metadata.name>-<5 random characters> "
+         "(metadata.generateName), unless --name gives one. Each --param NAME=VALUE sets the "
+         "value of parameter NAME, checked against the parameter's type and enum before "
+         "anything is sent. The namespace: -n, else FILE's metadata.namespace, else the "
+         "context's.",
+         arguments=_run_arguments, prepare=_read_run)
+def cmd_run(s: Session, args: argparse.Namespace) -> int:
+    body: dict[str, Any] = args.pipeline
+    meta = body["metadata"]
+    meta["namespace"] = getattr(args, "namespace", None) or meta.get("namespace") or s.namespace
+    resource = f"{PIPELINE.singular}.{PIPELINE.group}"
+    try:
+        created = s.create(PIPELINE, body, dry_run=args.dry_run)
+    except ApiCallError as e:
+        if e.status == 409 and meta.get("name"):
+            raise CliError(f"{e}: choose another --name, or leave --name out for a "
+                           "generated name") from e
+        raise
+    if args.dry_run:
+        print(dump(body, "yaml"))
+        shown = meta.get("name") or f"{meta['generateName']}<random>"
+        print(f"{resource}/{shown} checked by the API server (server dry run): nothing "
+              f"created in namespace {meta['namespace']}", file=sys.stderr)
+        return 0
+    print(f"{resource}/{created['metadata']['name']} created")
+    for name, value in args.params:
+        print(f"  {name}={value}")
+    return 0

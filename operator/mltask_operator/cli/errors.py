@@ -11,6 +11,11 @@ class CliError(Exception):
     """What the user is told on stderr, without a traceback; the command exits 1."""
 
 
+class UsageError(Exception):
+    """Bad usage found after the arguments were parsed (a file that holds no valid Pipeline,
+    an unknown --param): the command exits 2 before any API call."""
+
+
 class ApiCallError(CliError):
     """An API call failed: `status` is the HTTP status (0 when the server was not reached),
     `server` what the API server said."""
@@ -28,7 +33,7 @@ def server_message(body: str | bytes | None, reason: str | None) -> str:
         message = json.loads(text or "").get("message")
     except (ValueError, AttributeError, UnicodeDecodeError):
         message = None
-    return str(message or reason or "no message").strip()
+    return " ".join(str(message or reason or "no message").split())  # one line
 
 
 def api_error_message(status: int, message: str, verb: str, kind: Kind, name: str | None,
@@ -38,13 +43,19 @@ def api_error_message(status: int, message: str, verb: str, kind: Kind, name: st
     where = f"in namespace {namespace}" if namespace else "in any namespace"
     obj = f"{kind.qualified} {name!r}" if name else kind.qualified
     if status == 404:
-        if name:
+        if verb == "create" and message.startswith("namespaces "):
+            return f"cannot create {obj}: namespace {namespace} not found"
+        if name and verb != "create":
             return f"{kind.singular} {name} not found {where}"
         return f"the server has no {kind.qualified} (are the CRDs installed?): {message}"
     if status == 403:
         return f"forbidden: you may not {verb} {obj} {where}: {message}"
     if status == 401:
         return f"unauthorized: the API server refused the kubeconfig's credentials: {message}"
+    if status == 409 and verb == "create":
+        if name:
+            return f"{kind.singular} {name} already exists {where} (AlreadyExists)"
+        return f"cannot create {obj} {where}: the generated name is taken: {message}"
     if status == 409:
         return f"conflict: {obj} changed while this command ran: {message}"
     if status in (400, 422):

@@ -22,6 +22,8 @@ EXAMPLES = f"""examples:
   {PROG} unarchive pipeline/digits
   {PROG} logs train-digits --step run -f
   {PROG} outputs train-digits -o json
+  {PROG} run -f examples/pipeline-params.yaml --param learningRate=0.01 --param epochs=20
+  {PROG} run -f pipeline.yaml --name digits-lr01 --param learningRate=0.01 --dry-run
 """
 
 
@@ -39,13 +41,13 @@ def build_parser() -> argparse.ArgumentParser:
         prog=PROG, parents=[common], epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Act on MLTasks and Pipelines: list, describe, stop, continue, retry, "
-        "archive, unarchive, logs, outputs, metrics. TARGET is an MLTask NAME, or pipeline/NAME "
-        "(also mlp/NAME).")
+        "archive, unarchive, logs, outputs, metrics; run a Pipeline from a file with parameter "
+        "values. TARGET is an MLTask NAME, or pipeline/NAME (also mlp/NAME).")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for c in COMMANDS:
         p = sub.add_parser(c.name, parents=[common], help=c.help, description=c.description)
         c.arguments(p)
-        p.set_defaults(func=c.run)
+        p.set_defaults(func=c.run, prepare=c.prepare)
     return parser
 
 

@@ -88,6 +88,15 @@ class Session:
     def get_workflow(self, name: str) -> dict[str, Any]:
         return self._get(WORKFLOW, name)
 
+    def create(self, kind: Kind, body: dict[str, Any], dry_run: bool = False
+               ) -> dict[str, Any]:
+        """A new object in its metadata.namespace (named by metadata.name, which must be free,
+        or metadata.generateName); `dry_run`: checked by the API server, not stored."""
+        meta = body["metadata"]
+        return self.call(lambda: self.kube.create_new(kind, meta["namespace"], body,
+                                                      dry_run=dry_run),
+                         "create", kind, meta.get("name"), meta["namespace"])
+
     def patch(self, target: Target, body: dict[str, Any]) -> dict[str, Any]:
         return self.call(lambda: self.kube.patch(target.kind, self.namespace, target.name, body),
                          "patch", target.kind, target.name, self.namespace)

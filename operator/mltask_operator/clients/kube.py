@@ -201,6 +201,19 @@ class Kube:
         _check_owner(existing, body)
         return existing, False
 
+    def create_new(self, kind: Kind, namespace: str, body: dict[str, Any], *,
+                   dry_run: bool = False) -> dict[str, Any]:
+        """Create an object that is new: metadata.generateName gives it a name, or its
+        metadata.name must be free (else 409). Unknown fields are refused (strict field
+        validation); the API server's error is raised as it is. `dry_run`: the server checks
+        the object (dryRun=All) and stores nothing."""
+        kwargs: dict[str, Any] = {"field_validation": "Strict",
+                                  "_request_timeout": self.timeout}
+        if dry_run:
+            kwargs["dry_run"] = "All"
+        return cast(dict[str, Any], self.objects.create_namespaced_custom_object(
+            kind.group, kind.version, namespace, kind.plural, body, **kwargs))
+
     def patch(self, kind: Kind, namespace: str, name: str,
               patch: dict[str, Any]) -> dict[str, Any]:
         """A JSON merge patch (RFC 7386); with metadata.resourceVersion in it, a concurrent
