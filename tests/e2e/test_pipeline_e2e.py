@@ -135,3 +135,29 @@ def test_optimization_runs_only_above_the_threshold_under_argo(pipes: Pipelines,
         assert st["progress"] == "2/3 (1 skipped)"
         assert task_state(st, "optimize")["status"] == "skipped"
         assert sorted(pipes.children()) == ["digits-preprocess", "digits-train"]
+
+
+@pytest.mark.parametrize("reported", ["0.95", "0.85"], ids=["above", "below"])
+def test_parameters_reach_the_pods_and_the_condition_under_argo(pipes: Pipelines,
+                                                                reported: str) -> None:
+    """The parameters example: the training's env is written with a parameter, which the
+    operator replaces before Argo's controller runs the pod; what the run step then reports
+    decides, against params.minAccuracy, whether the optimization runs."""
+    body = pipeline_example("params")
+    body["spec"]["parameters"].append({"name": "reported", "type": "float", "default": "0",
+                                       "value": reported})
+    set_run_env(body, "train", E2E_METRICS='{"accuracy": $(params.reported)}',
+                PYTHONHASHSEED="$(params.seed)")
+    pipes.create(body)
+    st = pipes.wait_state("digits-tuned", "completed", timeout=150)
+    train = pipes.children()["digits-tuned-train"]
+    env = {e["name"]: e["value"] for e in train["spec"]["steps"]["run"]["env"]}
+    assert env == {"E2E_METRICS": f'{{"accuracy": {float(reported)!r}}}', "PYTHONHASHSEED": "0"}
+    assert train["spec"]["config"]["parameters"]["learningRate"] == "0.001"
+    assert train["status"]["metrics"]["accuracy"] == float(reported)
+    if float(reported) >= 0.9:
+        assert (st["progress"], task_state(st, "optimize")["status"]) == ("3/3", "completed")
+    else:
+        assert st["progress"] == "2/3 (1 skipped)"
+        assert task_state(st, "optimize")["reason"] == "WhenFalse"
+        assert sorted(pipes.children()) == ["digits-tuned-preprocess", "digits-tuned-train"]
