@@ -25,6 +25,7 @@ from mltask_operator import kinds
 from mltask_operator.api.v1alpha1.common import quantity_value
 from mltask_operator.api.v1alpha1.mltask import WorkVolume, input_upstreams
 from mltask_operator.labels import PIPELINE as PIPELINE_LABEL
+from mltask_operator.mltask_cache_key import source_key
 from mltask_operator.mltask_status import holds_volume
 
 TASK, WORKFLOW, PIPELINE = kinds.MLTASK.kind, kinds.WORKFLOW.kind, kinds.PIPELINE.kind
@@ -99,7 +100,8 @@ SLIM = {TASK: slim_object, PIPELINE: slim_object, WORKFLOW: slim_workflow}
 class Head:
     """What the resync, the store's links and the metrics read without unpacking a body: its
     resourceVersion, status phase, current Workflow, upstream tasks, whether it has started an
-    attempt, its pipeline (label), its type, and the bytes of working volume it holds."""
+    attempt (or completed without one, its outputs reused), its pipeline (label), its type, the
+    bytes of working volume it holds, and the cache key under which it may be reused."""
 
     rv: str | None
     phase: str | None
@@ -109,15 +111,17 @@ class Head:
     pipeline: str | None = None
     type: str | None = None
     volume_bytes: int = 0
+    cache_key: str | None = None
 
     @classmethod
     def of(cls, body: Mapping[str, Any]) -> Head:
         status = body.get("status") or {}
         spec = body.get("spec") or {}
         labels = (body.get("metadata") or {}).get("labels") or {}
+        started = bool(status.get("attempt")) or status.get("status") == "completed"
         return cls(_rv(body), status.get("status"), status.get("workflowName"),
-                   tuple(sorted(upstreams(spec))), bool(status.get("attempt")),
-                   labels.get(PIPELINE_LABEL), spec.get("type"), _volume_bytes(spec, status))
+                   tuple(sorted(upstreams(spec))), started, labels.get(PIPELINE_LABEL),
+                   spec.get("type"), _volume_bytes(spec, status), source_key(body))
 
 
 def _volume_bytes(spec: Mapping[str, Any], status: Mapping[str, Any]) -> int:
@@ -169,9 +173,10 @@ class Cache:
     def __init__(self) -> None:
         self._store: dict[str, dict[Key, Entry]] = {TASK: {}, WORKFLOW: {}, PIPELINE: {}}
         # (namespace, pipeline) -> its MLTasks; (namespace, upstream) -> tasks not started yet
-        # that read its output
+        # that read its output; (namespace, cache key) -> completed tasks that may be reused
         self._children: dict[Key, set[str]] = {}
         self._waiting: dict[Key, set[str]] = {}
+        self._sources: dict[Key, set[str]] = {}
         # (kind, namespace, name) -> (resourceVersion the write replaced, or None for a
         # create; the slim body written)
         self._overlay: dict[tuple[str, str, str], tuple[str | None, Body]] = {}
@@ -219,8 +224,12 @@ class Cache:
         def waits(h: Head | None) -> set[str]:
             return set(h.upstreams) if h and not h.started else set()
 
+        def source(h: Head | None) -> set[str]:
+            return {h.cache_key} if h and h.cache_key else set()
+
         move(self._children, pipe(old), pipe(new))
         move(self._waiting, waits(old), waits(new))
+        move(self._sources, source(old), source(new))
 
     def prime(self, kind: str, bodies: Iterable[Mapping[str, Any]]) -> int:
         """Store a listing, one object at a time (the caller pages it); returns the count."""
@@ -234,6 +243,15 @@ class Cache:
         """The tasks that have not started and read `upstream`'s output (fromTask)."""
         with self._lock:
             return sorted(self._waiting.get((namespace, upstream), ()))
+
+    def sources(self, namespace: str, key: str) -> list[Body]:
+        """The completed tasks of this namespace that may be reused under a cache key
+        (mltask_cache_key.source_key), freshest bodies (whether each still may is for the
+        caller to check: the operator's own writes are not indexed until the watch delivers
+        them). A dict lookup, then one body per candidate: no API call."""
+        with self._lock:
+            names = sorted(self._sources.get((namespace, key), ()))
+        return [b for b in (self.task(namespace, n) for n in names) if b]
 
     # -- the reconcilers' side
 

@@ -66,6 +66,10 @@ TTL_DELETED = Counter("mltask_ttl_deleted_total",
 API_REQUESTS = Counter("mltask_api_requests_total",
                        "The operator's own API requests (not its watches), by verb, resource "
                        "and HTTP code", ["verb", "resource", "code"])
+CACHE_LOOKUPS = Counter("mltask_cache_lookups_total",
+                        "MLTasks with caching on (spec.cache) that would start, by result: hit "
+                        "(a completed task's outputs reused, nothing run) or miss (it runs)",
+                        ["result"])
 QUEUE_DEPTH = Gauge("mltask_workqueue_depth", "Objects waiting for a reconcile worker")
 
 
@@ -82,6 +86,8 @@ def _known_series() -> None:
         TTL_DELETED.labels(kind)
     for reason in sorted(REFUSED_REASONS):
         WORKFLOWS_REFUSED.labels(reason)
+    for result in ("hit", "miss"):
+        CACHE_LOOKUPS.labels(result)
     for phase in Phase:
         TRANSITIONS.labels(str(phase))
         PIPELINE_TRANSITIONS.labels(str(phase))

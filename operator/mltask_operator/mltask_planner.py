@@ -3,13 +3,18 @@
 Actions are declarative: `spec.suspend` stops (true) and continues (back to false) a task,
 and increasing `spec.retryGeneration` retries it. They work the same from Git or kubectl patch.
 An archived task (`spec.archived`) is held as a suspended one is: stopped if active, never
-retried or continued until it is unarchived.
+retried or continued until it is unarchived. A task with caching on (`spec.cache`) that would
+start reuses a finished task's outputs instead when `reuse_source` finds one; it then has
+completed without an attempt, and only a retry makes it run.
 """
 
 from __future__ import annotations
 
+import datetime
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 from mltask_operator.api.v1alpha1.mltask import (
     ACTIVE_PHASES,
@@ -19,8 +24,10 @@ from mltask_operator.api.v1alpha1.mltask import (
     Phase,
     StepName,
 )
+from mltask_operator.mltask_cache_key import source_key
 from mltask_operator.mltask_state_machine import Cause
 from mltask_operator.mltask_status import first_unfinished
+from mltask_operator.status_common import parse_duration, parse_time
 
 
 class Action(StrEnum):
@@ -54,6 +61,12 @@ def retry_requested(task: MLTask, status: MLTaskStatus) -> bool:
 def plan(task: MLTask, status: MLTaskStatus, workflow_exists: bool) -> Plan:
     spec = task.spec
     held = spec.suspend or spec.archived
+    if status.attempt == 0 and status.status == Phase.COMPLETED:
+        # Completed without an attempt: its outputs were reused (a cache hit). A retry runs it.
+        if retry_requested(task, status):
+            return Plan(Action.HOLD_RETRY) if held else Plan(Action.RETRY, attempt=1,
+                                                             start_at=StepName.DOWNLOAD)
+        return Plan(Action.OBSERVE)
     if status.attempt == 0:
         if held:
             if status.status == Phase.STOPPED:
@@ -86,3 +99,44 @@ def plan(task: MLTask, status: MLTaskStatus, workflow_exists: bool) -> Plan:
         return Plan(Action.ENSURE, attempt=status.attempt,
                     start_at=first_unfinished(status.steps or []) or StepName.DOWNLOAD)
     return Plan(Action.OBSERVE)
+
+
+@dataclass(frozen=True)
+class Source:
+    """A completed task whose outputs another task may reuse."""
+
+    namespace: str
+    name: str
+    completion_time: datetime.datetime
+    outputs: dict[str, Any]
+    metrics: dict[str, float] | None
+
+
+def caching(task: MLTask) -> bool:
+    return bool(task.spec.cache and task.spec.cache.enabled)
+
+
+def reuse_source(task: MLTask, key: str, candidates: Iterable[Mapping[str, Any]],
+                 now: datetime.datetime) -> Source | None:
+    """The task whose outputs `task` reuses instead of starting, among the `candidates` the
+    cache indexed under `key` (bodies as served), or None (a miss): one of the same namespace,
+    not the task itself, still eligible (mltask_cache_key.source_key: completed by running,
+    an output URI, not archived) under the same key, and completed at most spec.cache.maxAge
+    ago; the latest such."""
+    if not caching(task):
+        return None
+    assert task.spec.cache is not None
+    max_age = parse_duration(task.spec.cache.max_age)
+    best: Source | None = None
+    for body in candidates:
+        meta = body.get("metadata") or {}
+        status = body.get("status") or {}
+        done = parse_time(status.get("completionTime"))
+        if (meta.get("namespace") != task.namespace or meta.get("name") == task.name
+                or source_key(body) != key or done is None or max_age is None
+                or (now - done).total_seconds() > max_age or meta.get("deletionTimestamp")):
+            continue
+        if best is None or done > best.completion_time:
+            best = Source(str(meta["namespace"]), str(meta["name"]), done,
+                          dict(status["outputs"]), status.get("metrics"))
+    return best

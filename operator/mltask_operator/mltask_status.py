@@ -418,4 +418,5 @@ def compute_status(task: MLTask, wf: dict[str, Any] | None,
         observed_generation=generation,
         observed_retry_generation=prev.observed_retry_generation,
         released=prev.released,
+        cache_key=prev.cache_key,
     )

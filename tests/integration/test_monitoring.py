@@ -123,6 +123,7 @@ FAMILIES = [
     ("mltask_pipeline_tasks_created_total", "counter", set()),
     ("mltask_step_retries_total", "counter", {"type", "step", "cause"}),
     ("mltask_ttl_deleted_total", "counter", {"kind"}),
+    ("mltask_cache_lookups_total", "counter", {"result"}),
     ("mltask_api_requests_total", "counter", {"verb", "resource", "code"}),
     ("mltask_reconcile_duration_seconds", "histogram", {"kind"}),
     ("mltask_task_duration_seconds", "histogram", {"type", "status"}),

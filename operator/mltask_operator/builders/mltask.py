@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from mltask_operator import labels
@@ -27,16 +28,31 @@ def child_labels(pipeline: str, task: str) -> dict[str, str]:
     }
 
 
-def child_spec(pipeline: Pipeline, task: PipelineTask,
-               outputs: dict[str, str]) -> MLTaskSpec:
+def output_digests(children: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
+    """The sha256 of each completed child's output (task name -> status.outputs.sha256), for
+    child_spec: what makes a downstream task's cache key change when its input did."""
+    out: dict[str, str] = {}
+    for task, body in children.items():
+        st = body.get("status") or {}
+        digest = (st.get("outputs") or {}).get("sha256")
+        if st.get("status") == "completed" and digest:
+            out[task] = str(digest)
+    return out
+
+
+def child_spec(pipeline: Pipeline, task: PipelineTask, outputs: dict[str, str],
+               digests: Mapping[str, str] | None = None) -> MLTaskSpec:
     """The task's spec with its $(params.NAME) placeholders replaced by the pipeline's
     parameters, the pipeline defaults it does not override, and every fromTask replaced by the
-    URI the upstream task produced (`outputs`: task name -> output URI)."""
+    URI the upstream task produced (`outputs`: task name -> output URI) and its sha256 when
+    known (`digests`: task name -> sha256)."""
     tpl = params.apply(task.spec, params.resolve(pipeline.spec))
     d = pipeline.spec.defaults
     if d is not None:
         if tpl.storage is None and d.storage is not None:
             tpl.storage = d.storage.model_copy(deep=True)
+        if tpl.cache is None and d.cache is not None:
+            tpl.cache = d.cache.model_copy()
         rt = tpl.runtime
         if rt.node_selector is None and d.node_selector is not None:
             rt.node_selector = dict(d.node_selector)
@@ -49,11 +65,12 @@ def child_spec(pipeline: Pipeline, task: PipelineTask,
     for kind, upstream in tpl.input.upstreams().items():
         source = getattr(tpl.input, kind)
         source.uri, source.from_task = outputs[upstream], None
+        source.sha256 = (digests or {}).get(upstream, source.sha256)
     return MLTaskSpec.model_validate({**dict(tpl), "pipeline_ref": {"name": pipeline.name}})
 
 
-def build_child(pipeline: Pipeline, task: PipelineTask,
-                outputs: dict[str, str]) -> dict[str, Any]:
+def build_child(pipeline: Pipeline, task: PipelineTask, outputs: dict[str, str],
+                digests: Mapping[str, str] | None = None) -> dict[str, Any]:
     return {
         "apiVersion": API_VERSION,
         "kind": MLTASK_KIND,
@@ -63,5 +80,5 @@ def build_child(pipeline: Pipeline, task: PipelineTask,
             "labels": child_labels(pipeline.name, task.name),
             "ownerReferences": [pipeline.owner_reference()],
         },
-        "spec": child_spec(pipeline, task, outputs).to_k8s(),
+        "spec": child_spec(pipeline, task, outputs, digests).to_k8s(),
     }

@@ -58,10 +58,13 @@ def work_pvc_name(task_name: str) -> str:
 
 @dataclass(frozen=True)
 class ResolvedInputs:
-    """Input URIs after `fromTask` references were resolved to upstream outputs."""
+    """Input URIs after `fromTask` references were resolved to upstream outputs, with their
+    sha256 where known (the spec's, or the upstream's status.outputs.sha256)."""
 
     dataset_uri: str
     model_uri: str | None = None
+    dataset_sha256: str | None = None
+    model_sha256: str | None = None
 
 
 def task_labels(task: MLTask, attempt: int | None = None) -> dict[str, str]:

@@ -22,8 +22,10 @@ from mltask_operator import labels as keys
 from mltask_operator import mltask_release as rel
 from mltask_operator.api.v1alpha1.mltask import (
     TERMINAL_PHASES,
+    ExecuteStep,
     MLTask,
     MLTaskStatus,
+    OutputStatus,
     Phase,
     StepName,
     StepStatus,
@@ -32,7 +34,8 @@ from mltask_operator.builders import workflow as wfb
 from mltask_operator.cache import TASK, WORKFLOW, Cache, upstreams
 from mltask_operator.clients.kube import Kube, OwnershipError, Rejected
 from mltask_operator.handlers import Clock, utcnow, write_status
-from mltask_operator.mltask_planner import Action, Plan, plan
+from mltask_operator.mltask_cache_key import CACHE_HIT, CACHE_MISS, CACHED, InputRef, cache_key
+from mltask_operator.mltask_planner import Action, Plan, Source, caching, plan, reuse_source
 from mltask_operator.mltask_state_machine import begin_attempt
 from mltask_operator.mltask_status import (
     EXIT_CODE,
@@ -47,6 +50,7 @@ from mltask_operator.status_common import (
     conditions_for,
     format_duration,
     parse_time,
+    set_condition,
     transition,
 )
 
@@ -58,7 +62,7 @@ class InputsNotReady(Exception):
 
 
 def resolve_inputs(cache: Cache, task: MLTask) -> wfb.ResolvedInputs:
-    def from_task(name: str, kind: str) -> str:
+    def from_task(name: str, kind: str) -> tuple[str, str | None]:
         upstream = cache.task(task.namespace, name)
         if upstream is None:
             raise InputsNotReady(f"waiting for MLTask {name} (not found) to produce its {kind}")
@@ -69,14 +73,16 @@ def resolve_inputs(cache: Cache, task: MLTask) -> wfb.ResolvedInputs:
                                  f"to produce its {kind}")
         if out.get("kind") != kind:
             raise InputsNotReady(f"MLTask {name} produces a {out.get('kind')}, not a {kind}")
-        return str(out["uri"])
+        return str(out["uri"]), out.get("sha256")
 
     refs = task.spec.input.upstreams()
     inputs = task.spec.input
-    dataset = from_task(refs["dataset"], "dataset") if "dataset" in refs else inputs.dataset.uri
+    dataset = (from_task(refs["dataset"], "dataset") if "dataset" in refs
+               else (inputs.dataset.uri, inputs.dataset.sha256))
     model = (from_task(refs["model"], "model") if "model" in refs
-             else inputs.model.uri if inputs.model else None)
-    return wfb.ResolvedInputs(dataset_uri=str(dataset), model_uri=model)
+             else (inputs.model.uri, inputs.model.sha256) if inputs.model else (None, None))
+    return wfb.ResolvedInputs(dataset_uri=str(dataset[0]), model_uri=model[0],
+                              dataset_sha256=dataset[1], model_sha256=model[1])
 
 
 def _inputs_ready_at(cache: Cache, body: dict[str, Any]) -> datetime.datetime | None:
@@ -134,10 +140,25 @@ def _decide(kube: Kube, cache: Cache, body: dict[str, Any], task: MLTask, prev: 
             inputs = resolve_inputs(cache, task)
         except InputsNotReady as waiting:
             return _waiting(task, status, str(waiting), now), None
+        fresh = decision.action != Action.ENSURE and decision.start_at == StepName.DOWNLOAD
+        key = _cache_key(task, inputs) if fresh and caching(task) else None
+        # The first attempt (a start, or the continue of a task created suspended) may reuse
+        # a finished task's outputs; a retry or a later continue always runs.
+        first = decision.action in (Action.START, Action.CONTINUE) and status.attempt == 0
+        if first and key is not None:
+            source = reuse_source(task, key, cache.sources(namespace, key), now)
+            metrics.CACHE_LOOKUPS.labels(result="hit" if source else "miss").inc()
+            if source is not None:
+                log.info("Reused for MLTask %s/%s the outputs of MLTask %s (cache key %s)",
+                         namespace, task.name, source.name, key[:12])
+                hit = _reused(task, status, source, key, now)
+                return hit, hit.message
         if decision.action != Action.ENSURE:
             # Written once, with what follows: a crash before the write leaves a Workflow of
             # the deterministic name, which the next reconcile finds (409) and adopts.
             status = _begin_attempt(task, status, decision, now)
+            if fresh:
+                status = _cache_miss(task, status, key, first, now)
         assert decision.start_at is not None
         wf_body = wfb.build_workflow(task, attempt=status.attempt, start_at=decision.start_at,
                                      inputs=inputs, defaults=defaults, transfer=transfer,
@@ -324,6 +345,49 @@ def _begin_attempt(task: MLTask, status: MLTaskStatus, decision: Plan,
     return new
 
 
+def _cache_key(task: MLTask, inputs: wfb.ResolvedInputs) -> str:
+    resolved = {"dataset": InputRef(inputs.dataset_uri, inputs.dataset_sha256)}
+    if inputs.model_uri is not None:
+        resolved["model"] = InputRef(inputs.model_uri, inputs.model_sha256)
+    return cache_key(task.spec, resolved)
+
+
+def _reused(task: MLTask, status: MLTaskStatus, source: Source, key: str,
+            now: datetime.datetime) -> MLTaskStatus:
+    """A cache hit: completed without an attempt (no Workflow, no volume, no pods), with the
+    source's outputs and metrics, and the Cached condition saying where they came from."""
+    done = source.completion_time.isoformat().replace("+00:00", "Z")
+    message = (f"Outputs reused from MLTask {source.namespace}/{source.name} completed at "
+               f"{done} (cache hit)")
+    new = _settle(task, status, Phase.COMPLETED, message, now)
+    new.execute_step = ExecuteStep.DONE
+    new.outputs = OutputStatus.model_validate(source.outputs)
+    new.metrics = dict(source.metrics) if source.metrics else None
+    new.cache_key = key
+    new.conditions = set_condition(new.conditions or [], CACHED, "True", CACHE_HIT, message,
+                                   task.metadata.get("generation"), now)
+    _ended(new, now)
+    return new
+
+
+def _cache_miss(task: MLTask, status: MLTaskStatus, key: str | None, first: bool,
+                now: datetime.datetime) -> MLTaskStatus:
+    """A new attempt from the first step: it records its cache key (None with caching off),
+    and the Cached condition, once there is one, says that it runs."""
+    had = any(c.type == CACHED for c in status.conditions or [])
+    if key is None and not had and status.cache_key is None:
+        return status
+    new = status.model_copy(update={"cache_key": key})
+    if key is not None or had:
+        message = ("No completed task of this namespace with the same cache key within "
+                   "spec.cache.maxAge: the task runs" if first and key is not None else
+                   f"Attempt {status.attempt} runs: a retry or continue never reuses outputs")
+        new.conditions = set_condition(new.conditions or [], CACHED, "False",
+                                       CACHE_MISS if first else "Rerun", message,
+                                       task.metadata.get("generation"), now)
+    return new
+
+
 def _steps_ended(status: MLTaskStatus, now: datetime.datetime) -> list[StepStatus] | None:
     """The current attempt's unfinished steps end Failed when its Workflow is gone (what Argo
     writes for a shut-down node), so status never shows a pod running that nothing runs."""
@@ -382,6 +446,8 @@ def _transition(body: dict[str, Any], prev: MLTaskStatus, new: MLTaskStatus,
         f" (attempt {new.attempt}): {why or new.message or ''}")
     warning = new.status == Phase.FAILED or (new.status == Phase.RETRY
                                              and prev.status != Phase.RETRY)
+    if new.attempt == 0 and new.status == Phase.COMPLETED:   # a cache hit
+        return Transition(False, CACHE_HIT, message)
     return transition(new.status, message, warning=warning)
 
 

@@ -20,7 +20,7 @@ from mltask_operator import kinds, labels, metrics
 from mltask_operator import mltask_release as rel
 from mltask_operator.api.v1alpha1.mltask import TERMINAL_PHASES, Phase
 from mltask_operator.api.v1alpha1.pipeline import KIND, Pipeline, PipelineStatus
-from mltask_operator.builders.mltask import build_child
+from mltask_operator.builders.mltask import build_child, output_digests
 from mltask_operator.cache import PIPELINE, TASK, Cache
 from mltask_operator.clients.kube import Kube, OwnershipError, Rejected
 from mltask_operator.handlers import Clock, utcnow, write_status
@@ -118,8 +118,9 @@ def _create_children(kube: Kube, cache: Cache, body: dict[str, Any], pipeline: P
     namespace, name = pipeline.namespace, pipeline.name
     not_created: dict[str, NotCreated] = {}
     while decision.create:
+        digests = output_digests(children)
         for task in decision.create:
-            child = build_child(pipeline, task, decision.outputs)
+            child = build_child(pipeline, task, decision.outputs, digests)
             child_name = child["metadata"]["name"]
             try:
                 made, created = kube.create(kinds.MLTASK, child)

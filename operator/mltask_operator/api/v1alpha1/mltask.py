@@ -102,6 +102,11 @@ class DatasetInput(Model):
                                 description="Unpack the downloaded archive (.zip, .tar, .tar.gz, "
                                 ".tgz, .tar.bz2, .tar.xz) into the input folder. Off by default: "
                                 "archives are kept as they are.")
+    sha256: str | None = Field(
+        default=None, pattern="^[a-f0-9]{64}$",
+        description="SHA-256 of the dataset (lowercase hex), if known: part of the cache key "
+        "(spec.cache), so a changed dataset is never taken for the one a finished task read. A "
+        "Pipeline fills it in from the upstream task's status.outputs.sha256.")
 
 
 class ModelInput(Model):
@@ -119,6 +124,11 @@ class ModelInput(Model):
     unpack: bool | None = Field(default=None,
                                 description="Unpack the downloaded archive (.zip, .tar, .tar.gz, "
                                 ".tgz, .tar.bz2, .tar.xz) into the input folder. Off by default.")
+    sha256: str | None = Field(
+        default=None, pattern="^[a-f0-9]{64}$",
+        description="SHA-256 of the model (lowercase hex), if known: part of the cache key "
+        "(spec.cache), so a changed model is never taken for the one a finished task read. A "
+        "Pipeline fills it in from the upstream task's status.outputs.sha256.")
 
 
 #: What a task reads, by the kind of output each input takes from an upstream task.
@@ -332,6 +342,24 @@ class Cleanup(Model):
         "earlier attempts and of superseded automatic retries are deleted whatever this says.")
 
 
+#: How long a finished task's outputs may be reused by default (spec.cache.maxAge): a week.
+DEFAULT_CACHE_MAX_AGE = "168h"
+
+
+class CacheSpec(Model):
+    """Reuse of identical finished work: a task whose inputs, images, config and output equal
+    those of a task that completed in the same namespace completes at once with its outputs."""
+
+    enabled: bool = Field(default=False, description="Reuse the outputs of a completed task "
+                          "of this namespace with the same cache key (type, inputs by URI and "
+                          "sha256, step images, commands, args and env, config, output spec "
+                          "and storage endpoint) instead of running: no Workflow, no pods. "
+                          "Off by default. Only tasks that ran with caching on are reused.")
+    max_age: str = Field(default=DEFAULT_CACHE_MAX_AGE, pattern=r"^[0-9]+(s|m|h)$",
+                         description="Reuse only a task that completed at most this long ago, "
+                         "e.g. 24h (default 168h).")
+
+
 class Runtime(Model):
     """Where and how the pods run."""
 
@@ -468,6 +496,9 @@ class TaskTemplate(Model):
     cleanup: Cleanup | None = Field(
         default=None, description="What is released once the task no longer needs it: the "
         "working volume on completion, pods by Argo's podGC. May change at any time.")
+    cache: CacheSpec | None = Field(
+        default=None, description="Reuse of identical finished work (off by default): read "
+        "when the task starts; a retry or continue always runs.")
 
 
 class MLTaskSpec(TaskTemplate):
@@ -616,7 +647,8 @@ class MLTaskStatus(Model):
                                              "wrote to $MLTASK_METRICS_FILE.")
     conditions: list[Condition] | None = Field(
         default=None, description="Succeeded, Running, Stopped, Failed and Ready conditions, "
-        "and Archived once the task was archived.",
+        "Archived once the task was archived, and Cached (spec.cache: True when the outputs "
+        "were reused from another task, False when it ran).",
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]})
     observed_generation: int | None = Field(default=None, description="The .metadata.generation "
                                             "the status reflects.")
@@ -624,6 +656,11 @@ class MLTaskStatus(Model):
                                                   "spec.retryGeneration last acted on.")
     released: ReleasedStatus | None = Field(default=None, description="What was released "
                                             "(working volume, Workflows, pods) and when.")
+    cache_key: str | None = Field(default=None, pattern="^[a-f0-9]{64}$",
+                                  description="With spec.cache.enabled: the cache key of the "
+                                  "inputs, images, config and output the current attempt "
+                                  "started from (sha256 hex); a completed task with one can be "
+                                  "reused by a later task with the same key.")
 
 
 class MLTask(Resource):

@@ -19,6 +19,7 @@ from mltask_operator.api.v1alpha1.common import (
 )
 from mltask_operator.api.v1alpha1.mltask import (
     MAX_NAME_LENGTH,
+    CacheSpec,
     ExecuteStep,
     Phase,
     StorageSpec,
@@ -52,6 +53,8 @@ class PipelineDefaults(Model):
     priority_class_name: str | None = Field(
         default=None, max_length=253, description="PriorityClass for tasks without "
         "runtime.priorityClassName.")
+    cache: CacheSpec | None = Field(default=None, description="Reuse of identical finished "
+                                    "work for tasks without spec.cache (off by default).")
 
 
 class FailurePolicy(StrEnum):
