@@ -16,7 +16,14 @@ import pytest
 from kubernetes import client
 
 from harness import argo_standin as argo_fn
-from harness.pipelines import DATASET, Pipelines, model_result, pipeline_example
+from harness.pipelines import (
+    DATASET,
+    Pipelines,
+    model_result,
+    pipeline_example,
+    succeed,
+    through_training,
+)
 from harness.tasks import Tasks, cond, example
 
 pytestmark = pytest.mark.integration
@@ -166,3 +173,41 @@ def test_an_identical_pipeline_reuses_every_task(api: client.ApiClient, namespac
         assert f"MLTask {namespace}/digits-{task} " in cond(child, "Cached")["message"]
     time.sleep(1)
     assert sorted(w["metadata"]["name"] for w in tasks.workflows()) == sorted(results)
+
+
+def test_a_pipeline_run_with_another_parameter_value_reruns_what_it_changes(
+        api: client.ApiClient, namespace: str, argo, operator) -> None:
+    """kubectl mltask run's use: the parameters example again, once with the same values (every
+    task reused) and once with another epochs (only the training runs: the preprocessing is
+    the same, and the optimization reads a model of the same sha256)."""
+    pipes = Pipelines(api, namespace)
+    tasks = Tasks(api, namespace)
+
+    def run(name: str, epochs: str) -> dict[str, Any]:
+        body = pipeline_example("params")
+        body["metadata"]["name"] = name
+        body["spec"]["defaults"]["cache"] = {"enabled": True}
+        next(p for p in body["spec"]["parameters"] if p["name"] == "epochs")["value"] = epochs
+        return pipes.create(body)
+
+    run("tuned", "40")
+    through_training(pipes, argo, 0.95, pipeline="tuned")
+    succeed(argo, namespace, "tuned-optimize-1", model_result("digits-mlp-int8"))
+    pipes.wait_state("tuned", "completed")
+
+    run("tuned-same", "40")
+    assert pipes.wait_state("tuned-same", "completed")["progress"] == "3/3"
+    run("tuned-longer", "80")
+    pipes.wait_child("tuned-longer-train")
+    succeed(argo, namespace, "tuned-longer-train-1", model_result("digits-mlp"),
+            {"accuracy": 0.95})
+    assert pipes.wait_state("tuned-longer", "completed")["progress"] == "3/3"
+
+    cached = {f"{p}-{t}": cond(tasks.get(f"{p}-{t}")["status"], "Cached")["reason"]
+              for p in ("tuned-same", "tuned-longer") for t in ("preprocess", "train", "optimize")}
+    assert cached == {"tuned-same-preprocess": "CacheHit", "tuned-same-train": "CacheHit",
+                      "tuned-same-optimize": "CacheHit", "tuned-longer-preprocess": "CacheHit",
+                      "tuned-longer-train": "CacheMiss", "tuned-longer-optimize": "CacheHit"}
+    assert tasks.get("tuned-longer-train")["spec"]["config"]["parameters"]["epochs"] == "80"
+    assert sorted(w["metadata"]["name"] for w in tasks.workflows()) == [
+        "tuned-longer-train-1", "tuned-optimize-1", "tuned-preprocess-1", "tuned-train-1"]
