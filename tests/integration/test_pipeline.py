@@ -78,7 +78,8 @@ def test_three_stage_pipeline_hands_each_output_to_the_next(pipes: Pipelines, ar
 
     _succeed(argo, namespace, "digits-preprocess-1", DATASET)
     train = pipes.wait_child("digits-train")
-    assert train["spec"]["input"]["dataset"] == {"uri": DATASET["uri"], "kind": "project"}
+    assert train["spec"]["input"]["dataset"] == {"uri": DATASET["uri"], "kind": "project",
+                                                 "sha256": DATASET["sha256"]}
     assert train["spec"]["runtime"]["nodeSelector"] == {"nvidia.com/gpu.present": "true"}, \
         "task overrides default"
     assert [t["key"] for t in train["spec"]["runtime"]["tolerations"]] == ["nvidia.com/gpu"]
@@ -87,8 +88,9 @@ def test_three_stage_pipeline_hands_each_output_to_the_next(pipes: Pipelines, ar
     model = model_result("digits-mlp")
     _succeed(argo, namespace, "digits-train-1", model)
     opt = pipes.wait_child("digits-optimize")
-    assert opt["spec"]["input"]["model"] == {"uri": model["uri"]}
-    assert opt["spec"]["input"]["dataset"] == {"uri": DATASET["uri"], "kind": "application"}
+    assert opt["spec"]["input"]["model"] == {"uri": model["uri"], "sha256": model["sha256"]}
+    assert opt["spec"]["input"]["dataset"] == {"uri": DATASET["uri"], "kind": "application",
+                                               "sha256": DATASET["sha256"]}
 
     final = model_result("digits-mlp-int8")
     _succeed(argo, namespace, "digits-optimize-1", final)
@@ -298,7 +300,8 @@ def test_retry_of_a_stopped_pipeline_is_held_while_suspended_then_reruns_downstr
     model = model_result("digits-mlp-retried")
     _succeed(argo, namespace, "digits-train-2", model)
     opt = pipes.wait_child("digits-optimize")
-    assert opt["spec"]["input"]["model"] == {"uri": model["uri"]}, "the retried task's output"
+    assert opt["spec"]["input"]["model"] == {"uri": model["uri"], "sha256": model["sha256"]}, \
+        "the retried task's output"
     _succeed(argo, namespace, "digits-optimize-1", model_result("digits-mlp-int8"))
     st = pipes.wait_state("digits", "completed")
     assert task_state(st, "train")["attempt"] == 2
