@@ -8,13 +8,13 @@ import datetime
 import io
 import json
 import shlex
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
 import yaml
 
 from harness import argo_standin as argo
+from harness.cases import Case
 from harness.tasks import REPO, example
 from mltask_operator import cli, kinds
 from mltask_operator.api.v1alpha1.mltask import MLTask, StepName
@@ -28,14 +28,6 @@ NOW = datetime.datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 
 def ago(seconds: int) -> str:
     return (NOW - datetime.timedelta(seconds=seconds)).isoformat().replace("+00:00", "Z")
-
-
-@dataclass
-class Case:
-    name: str
-    given: Any
-    expected: Any = None
-    error: str | None = None
 
 
 # ------------------------------------------------------------------------------- targets

@@ -7,12 +7,12 @@ from __future__ import annotations
 import copy
 import io
 import re
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
 import yaml
 
+from harness.cases import Case
 from harness.tasks import REPO
 from mltask_operator import cli, kinds
 from mltask_operator.cli import errors, runs
@@ -27,14 +27,6 @@ def example() -> dict[str, Any]:
 
 def values(body: dict[str, Any]) -> dict[str, str | None]:
     return {p["name"]: p.get("value") for p in body["spec"]["parameters"]}
-
-
-@dataclass
-class Case:
-    name: str
-    given: Any
-    expected: Any = None
-    error: str | None = None
 
 
 # ------------------------------------------------------------------------------- --param
