@@ -26,6 +26,11 @@ class ApiCallError(CliError):
         self.server = server or message
 
 
+def one_line(text: object) -> str:
+    """`text` with each run of whitespace, line breaks included, as one space."""
+    return " ".join(str(text).split())
+
+
 def server_message(body: str | bytes | None, reason: str | None) -> str:
     """The `message` of the API server's Status body, else the HTTP reason."""
     try:
@@ -33,7 +38,7 @@ def server_message(body: str | bytes | None, reason: str | None) -> str:
         message = json.loads(text or "").get("message")
     except (ValueError, AttributeError, UnicodeDecodeError):
         message = None
-    return " ".join(str(message or reason or "no message").split())  # one line
+    return one_line(message or reason or "no message")
 
 
 def api_error_message(status: int, message: str, verb: str, kind: Kind, name: str | None,

@@ -12,7 +12,7 @@ import yaml
 from mltask_operator.api.v1alpha1 import pipeline as pipeline_api
 from mltask_operator.api.v1alpha1.common import API_VERSION
 from mltask_operator.api.v1alpha1.mltask import MAX_NAME_LENGTH
-from mltask_operator.cli.errors import UsageError
+from mltask_operator.cli.errors import UsageError, one_line
 from mltask_operator.pipeline_params import validate
 
 #: How many random characters the API server appends to metadata.generateName.
@@ -37,17 +37,13 @@ def parse_param(text: str) -> tuple[str, str]:
     return name, value
 
 
-def _one_line(text: object) -> str:
-    return " ".join(str(text).split())
-
-
 def load_pipeline(text: str, source: str) -> dict[str, Any]:
     """The one Pipeline of a YAML file's text; UsageError saying what `source` holds
     instead."""
     try:
         docs = [d for d in yaml.safe_load_all(text) if d is not None]
     except yaml.YAMLError as e:
-        raise UsageError(f"{source} is not valid YAML: {_one_line(e)}") from None
+        raise UsageError(f"{source} is not valid YAML: {one_line(e)}") from None
     if len(docs) != 1:
         raise UsageError(f"{source} holds {len(docs)} objects: run takes a file of one "
                          "Pipeline")
