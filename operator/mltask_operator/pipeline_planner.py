@@ -103,6 +103,7 @@ class _Work:
     params: Mapping[str, Any] = field(default_factory=dict)  # the parameters' typed values
     waiting: dict[str, str] = field(default_factory=dict)  # task name -> why it waits
     ended: dict[str, Ended] = field(default_factory=dict)  # tasks ended without an MLTask
+    evaluate: pipeline_when.Evaluator = pipeline_when.evaluate  # how a `when` is evaluated
 
     def policy(self, task: str) -> FailurePolicy:
         """What the task's failure does: its onFailure, else spec.failFast's. A task whose
@@ -138,9 +139,12 @@ class _Work:
 
 def plan_pipeline(pipeline: Pipeline, children: dict[str, dict[str, Any]],
                   now: datetime.datetime,
-                  not_created: dict[str, NotCreated] | None = None) -> PipelinePlan:
+                  not_created: dict[str, NotCreated] | None = None,
+                  evaluate: pipeline_when.Evaluator = pipeline_when.evaluate) -> PipelinePlan:
     """Decide; `children` maps task name -> child MLTask body (only the existing ones);
-    `not_created`: tasks whose MLTask this reconcile failed to create (plan again with it)."""
+    `not_created`: tasks whose MLTask this reconcile failed to create (plan again with it);
+    `evaluate`: how a task's `when` is evaluated (the operator's is bounded in memory and time,
+    `mltask_operator.when_sandbox`; the default runs it in this process)."""
     spec = pipeline.spec
     prev = pipeline.status or PipelineStatus()
     st = prev.model_copy(deep=True)
@@ -171,7 +175,7 @@ def plan_pipeline(pipeline: Pipeline, children: dict[str, dict[str, Any]],
                 if e.status == S.FAILED and e.reason in NOT_CREATED and e.name in deps
                 and e.name not in views},
         queue=[n for n in prev.retry_pending or [] if n in views and views[n].state in ended],
-        children=children, params=params.resolve(spec))
+        children=children, params=params.resolve(spec), evaluate=evaluate)
     w.plan.outputs = {n: v.output_uri for n, v in views.items()
                       if v.state == S.COMPLETED and v.output_uri}
 
@@ -369,7 +373,7 @@ def _settle(w: _Work, task: PipelineTask, deps: list[str]) -> bool:
     elif deps and all(states.get(d) == S.SKIPPED for d in deps):
         ended = Ended(S.SKIPPED, UPSTREAM_SKIPPED, f"skipped: {names(deps)} skipped")
     elif task.when:
-        outcome = pipeline_when.evaluate(
+        outcome = w.evaluate(
             task.when, {d: _when_view(w, d) for d in deps}, w.params)
         if outcome.error is not None:
             ended = Ended(S.FAILED, WHEN_ERROR,

@@ -10,13 +10,17 @@ An expression sees two variables:
   `outputs` its status.outputs (uri, sha256, size, name, kind, id). A task name with a `-` is
   written `tasks['clean-data']`.
 - `params`: the pipeline's parameters by name, typed (string, int, double, bool).
+
+`evaluate` runs the expression in this process, with no bound on its memory or time: for pure
+tests and for the evaluator's own child process. The operator evaluates through
+`mltask_operator.when_sandbox`, an `Evaluator` with limits.
 """
 
 from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -44,6 +48,11 @@ class Outcome:
 
     value: bool | None
     error: str | None = None
+
+
+#: How the planner evaluates a `when`: (expression, tasks, params) -> its outcome. Never raises
+#: for anything the expression does.
+Evaluator = Callable[[str, Mapping[str, Mapping[str, Any]], Mapping[str, Any]], Outcome]
 
 
 def references(expression: str) -> list[str]:
@@ -91,16 +100,22 @@ def check(expression: str) -> str | None:
 def evaluate(expression: str, tasks: Mapping[str, Mapping[str, Any]],
              params: Mapping[str, Any]) -> Outcome:
     """The expression's value over `tasks` and `params`, or why it has none (a metric or task
-    it names that is not there, a type error, a result that is not a bool)."""
+    it names that is not there, a type error, a result that is not a bool, a budget of the
+    runtime exceeded). Raises only MemoryError."""
     try:
         program = _compiled(expression)
     except WhenError as e:
         return Outcome(None, str(e))
     with _LOCK:
-        value = program.eval(data={"tasks": tasks, "params": params})
-        kind = value.type().name()
-        plain = value.plain_value() if kind != "ERROR" else None
-        text = str(value.value()) if kind == "ERROR" else ""
+        try:
+            value = program.eval(data={"tasks": tasks, "params": params})
+            kind = value.type().name()
+            plain = value.plain_value() if kind != "ERROR" else None
+            text = str(value.value()) if kind == "ERROR" else ""
+        except MemoryError:
+            raise
+        except Exception as e:  # cel-cpp's own limits ("Iteration budget exceeded"), values
+            return Outcome(None, _tidy(str(e)) or type(e).__name__)
     if kind == "ERROR":
         return Outcome(None, _tidy(text))
     if kind != "BOOL":

@@ -5,6 +5,9 @@ Called for every change of the Pipeline and every event of its children (the wor
 `mltask_operator.main`). Safe to run any number of times: children have deterministic names,
 creation is idempotent, and status is written with the read resourceVersion.
 
+A task's `when` is evaluated in a child process bounded in memory and time
+(`mltask_operator.when_sandbox`): a hostile expression fails its task, never the operator.
+
 Archiving cascades to the children (their spec.archived); while archived the pipeline starts
 nothing new, as if suspended. Once its TTL after finishing passed it is deleted, its children
 with it (they never follow a TTL of their own).
@@ -16,7 +19,7 @@ import datetime
 import logging
 from typing import Any
 
-from mltask_operator import kinds, labels, metrics
+from mltask_operator import kinds, labels, metrics, when_sandbox
 from mltask_operator import mltask_release as rel
 from mltask_operator.api.v1alpha1.mltask import TERMINAL_PHASES, Phase
 from mltask_operator.api.v1alpha1.pipeline import KIND, Pipeline, PipelineStatus
@@ -66,7 +69,7 @@ def reconcile_pipeline(kube: Kube, cache: Cache, namespace: str, name: str,
     # Archived, the pipeline is held as a suspended one: it stops and starts nothing new.
     planned = pipeline.model_copy(deep=True)
     planned.spec.suspend = pipeline.spec.suspend or archived
-    decision = plan_pipeline(planned, children, now)
+    decision = plan_pipeline(planned, children, now, evaluate=when_sandbox.evaluate)
 
     for type_, reason, text in decision.notes:
         kube.event(body, type_, reason, text)
@@ -144,7 +147,8 @@ def _create_children(kube: Kube, cache: Cache, body: dict[str, Any], pipeline: P
             break
         else:
             return decision
-        decision = plan_pipeline(pipeline, children, now, not_created)
+        decision = plan_pipeline(pipeline, children, now, not_created,
+                                 evaluate=when_sandbox.evaluate)
     return decision
 
 
