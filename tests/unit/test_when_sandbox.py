@@ -15,34 +15,14 @@ from typing import Any
 
 import pytest
 
+from harness.hostile_when import BUSY, ITERATIONS, LONG, MEMORY_BOMB
 from harness.pipelines import pipeline_example
 from mltask_operator import pipeline_when, when_sandbox
 from mltask_operator.api.v1alpha1.pipeline import MAX_VALUE_LENGTH, MAX_WHEN_LENGTH, Pipeline
 from mltask_operator.pipeline_planner import plan_pipeline
 
 NOW = datetime.datetime(2026, 12, 2, 12, 0, tzinfo=datetime.UTC)
-#: A parameter as long as a parameter may be.
-PARAMS = {"s": "x" * MAX_VALUE_LENGTH}
-
-
-def _doubled(depth: int) -> str:
-    """params.s concatenated with itself 2**depth times, as a balanced tree (cel-cpp refuses
-    parse trees deeper than 32)."""
-    return "params.s" if depth == 0 else f"({_doubled(depth - 1)} + {_doubled(depth - 1)})"
-
-
-def _numbers(n: int) -> str:
-    return "[" + ",".join(map(str, range(n))) + "]"
-
-
-#: 2,500 strings of 32 KiB in a list of lists: in the operator's process this took about
-#: 400 MiB for 520 characters (the issue's took 955 MiB).
-MEMORY_BOMB = f"size({_numbers(50)}.map(i, {_numbers(50)}.map(j, {_doubled(5)}))) > 0"
-#: A regular expression that takes about 0.2 s to match a 1 KiB string, twenty times: seconds
-#: of CPU with no memory to speak of.
-BUSY = f"{_numbers(20)}.all(i, !params.s.matches('(x{{1,30}}){{1,30}}y'))"
-#: 10**4 iterations: over cel-cpp's iteration budget, which raises RuntimeError (finding 2).
-ITERATIONS = "".join(f"{_numbers(10)}.all({v}, " for v in "abcd") + "true" + ")" * 4
+PARAMS = {"s": LONG}
 
 TRAIN = {"train": {"status": "completed", "metrics": {"accuracy": 0.93},
                    "outputs": {"uri": "s3://m/model.joblib"}}}
@@ -62,6 +42,7 @@ def sandbox() -> Iterator[when_sandbox.Sandbox]:
 
 
 def test_the_hostile_expressions_fit_in_a_when() -> None:
+    assert len(LONG) == MAX_VALUE_LENGTH
     for expression in (MEMORY_BOMB, BUSY, ITERATIONS):
         assert len(expression) <= MAX_WHEN_LENGTH
         assert pipeline_when.check(expression) is None, expression
