@@ -11,8 +11,14 @@ import pytest
 from kubernetes import client
 
 from harness.hostile_when import LONG, MEMORY_BOMB
-from harness.pipelines import Pipelines, model_result, pipeline_example, succeed, \
-    task_state, through_training
+from harness.pipelines import (
+    Pipelines,
+    model_result,
+    pipeline_example,
+    succeed,
+    task_state,
+    through_training,
+)
 from harness.tasks import cond
 
 pytestmark = pytest.mark.integration
