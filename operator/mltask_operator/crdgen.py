@@ -147,8 +147,9 @@ def openapi_schema(spec: CRDSpec) -> dict[str, Any]:
         "description": raw.get("description", ""),
         "required": ["spec"],
         "properties": {
-            "apiVersion": {"type": "string", "description": "API version of the object."},
-            "kind": {"type": "string", "description": "Kind of the object."},
+            "apiVersion": {"type": "string", "maxLength": 253,
+                           "description": "API version of the object."},
+            "kind": {"type": "string", "maxLength": 63, "description": "Kind of the object."},
             # The API server owns metadata's schema and refuses a description here.
             "metadata": {"type": "object"},
             "spec": structural(props["spec"], defs, "spec", keep_defaults=True),

@@ -8,13 +8,23 @@ from __future__ import annotations
 
 import datetime
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from mltask_operator.api.v1alpha1.common import (
+    MAX_MESSAGE_LENGTH,
+    MAX_OBJECT_NAME_LENGTH,
+    MAX_STATUS_URI_LENGTH,
+)
 from mltask_operator.api.v1alpha1.mltask import (
     ACTIVE_PHASES,
     EXECUTE_STEP_OF,
+    MAX_LOG_TAIL_LENGTH,
+    MAX_METRIC_NAME_LENGTH,
+    MAX_METRICS,
+    MAX_PHASE_LENGTH,
     STEP_ORDER,
     TERMINAL_PHASES,
     ExecuteStep,
@@ -27,7 +37,13 @@ from mltask_operator.api.v1alpha1.mltask import (
 )
 from mltask_operator.builders.workflow import INFRASTRUCTURE_FAILURE, METRICS_PARAM, RESULT_PARAM
 from mltask_operator.mltask_state_machine import advance
-from mltask_operator.status_common import conditions_for, format_duration, parse_time
+from mltask_operator.status_common import (
+    bounded,
+    conditions_for,
+    format_duration,
+    parse_time,
+    set_condition,
+)
 
 SUCCEEDED, FAILED, ERROR, RUNNING, PENDING = "Succeeded", "Failed", "Error", "Running", "Pending"
 DONE_PHASES = {SUCCEEDED, "Skipped", "Omitted"}
@@ -211,10 +227,14 @@ def observe_workflow(wf: dict[str, Any]) -> WorkflowObservation:
 
 
 def _step_status(obs: StepObservation, attempt: int) -> StepStatus:
+    # bounded as the schema bounds them: what Argo wrote is copied, never refused
     return StepStatus(
-        name=obs.name, phase=obs.phase, attempt=attempt, pod=obs.pod, node_id=obs.node_id,
+        name=obs.name, phase=bounded(obs.phase, MAX_PHASE_LENGTH), attempt=attempt,
+        pod=bounded(obs.pod, MAX_OBJECT_NAME_LENGTH),
+        node_id=bounded(obs.node_id, MAX_OBJECT_NAME_LENGTH),
         retries=obs.retries, started_at=obs.started_at, finished_at=obs.finished_at,
-        message=obs.message or None, exit_code=obs.exit_code, log_tail=obs.log_tail,
+        message=bounded(obs.message, MAX_MESSAGE_LENGTH) or None, exit_code=obs.exit_code,
+        log_tail=bounded(obs.log_tail, MAX_LOG_TAIL_LENGTH),
     )
 
 
@@ -238,39 +258,147 @@ def first_unfinished(steps: list[StepStatus]) -> StepName | None:
     return next((s for s in STEP_ORDER if s not in done), None)
 
 
-def parse_metrics(raw: str | None) -> dict[str, float] | None:
+METRICS_FILE = "the metrics file ($MLTASK_METRICS_FILE)"
+RESULT_FILE = "the result file ($MLTASK_RESULT_FILE)"
+#: The condition saying whether the run step's metrics were all kept, and its reasons.
+METRICS_VALID, METRICS_DROPPED, METRICS_KEPT = "MetricsValid", "MetricsDropped", "MetricsKept"
+#: The reason of a task whose upload step wrote a result file status cannot carry.
+INVALID_RESULT = "InvalidResult"
+#: The largest metrics (or result) file read; a larger one is dropped whole.
+MAX_METRICS_FILE_BYTES = 64 * 1024
+#: A metric's name: what Prometheus-like tools and `when` expressions can read.
+METRIC_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:/-]*$")
+#: At most this many dropped metrics are named in the MetricsValid condition.
+_NAMED_DROPS = 10
+
+
+class _NonFinite:
+    """What json's parse_constant makes of NaN, Infinity and -Infinity."""
+
+
+_NON_FINITE = _NonFinite()
+
+
+@dataclass(frozen=True)
+class Metrics:
+    """What a run step's metrics file holds that status can carry, and what it dropped: each
+    metric's name -> why, or the whole file (`unreadable` says why)."""
+
+    values: dict[str, float]
+    dropped: dict[str, str] = field(default_factory=dict)
+    unreadable: str | None = None
+
+    def note(self) -> str | None:
+        """The MetricsValid condition's message when something was dropped, else None."""
+        if self.unreadable:
+            return f"{METRICS_FILE}: {self.unreadable}: no metric kept"
+        if not self.dropped:
+            return None
+        named = [f"{bounded(k, 64)!r} ({why})"
+                 for k, why in list(self.dropped.items())[:_NAMED_DROPS]]
+        more = len(self.dropped) - len(named)
+        return bounded(f"{METRICS_FILE}: {len(self.dropped)} metric(s) dropped, "
+                       f"{len(self.values)} kept: " + ", ".join(named)
+                       + (f" and {more} more" if more else ""), 4096)
+
+
+def _number(text: str) -> float | _NonFinite:
+    """An integer of the file, as the double status carries (overflowing ones are not finite:
+    float() of a long digit string is inf where int() would raise)."""
+    value = float(text)
+    return value if math.isfinite(value) else _NON_FINITE
+
+
+def parse_metrics(raw: str | None) -> Metrics:
+    """A run step's metrics file -> the metrics status carries: finite numbers under valid
+    names, at most MAX_METRICS of them; everything else is dropped and said. Never raises."""
     if not raw:
-        return None
+        return Metrics({})
+    if len(raw.encode(errors="replace")) > MAX_METRICS_FILE_BYTES:
+        return Metrics({}, unreadable=f"larger than {MAX_METRICS_FILE_BYTES} bytes")
     try:
-        data = json.loads(raw)
-    except ValueError:
-        return None
+        data = json.loads(raw, parse_constant=lambda _: _NON_FINITE, parse_int=_number)
+    except (ValueError, RecursionError):
+        return Metrics({}, unreadable="not valid JSON")
     if not isinstance(data, dict):
+        return Metrics({}, unreadable="not a JSON object of name: number")
+    values: dict[str, float] = {}
+    dropped: dict[str, str] = {}
+    for name, value in data.items():
+        if len(name) > MAX_METRIC_NAME_LENGTH:
+            dropped[name] = f"name longer than {MAX_METRIC_NAME_LENGTH} characters"
+        elif not METRIC_NAME.match(name):
+            dropped[name] = "not a metric name"
+        elif value is _NON_FINITE or (isinstance(value, float) and not math.isfinite(value)):
+            dropped[name] = "not a finite number"
+        elif isinstance(value, bool) or not isinstance(value, int | float):
+            dropped[name] = "not a number"
+        elif len(values) >= MAX_METRICS:
+            dropped[name] = f"more than {MAX_METRICS} metrics"
+        else:
+            values[name] = float(value)
+    return Metrics(values, dropped)
+
+
+class InvalidResult(ValueError):
+    """The upload step's result file is not what the contract says: the task fails."""
+
+
+_SHA256 = re.compile(r"^[a-fA-F0-9]{64}$")
+_MAX_SIZE = 2**63 - 1
+
+
+def _result_field(data: dict[str, Any], key: str, check: Any, what: str) -> Any:
+    value = data.get(key)
+    if value is None:
         return None
-    out = {str(k): float(v) for k, v in data.items()
-           if isinstance(v, int | float) and not isinstance(v, bool)}
-    return out or None
+    if not check(value):
+        shown = bounded(json.dumps(value), 64)
+        raise InvalidResult(f"{RESULT_FILE}: field {key!r} must be {what}, not {shown}")
+    return value
+
+
+def _is_size(v: Any) -> bool:
+    if isinstance(v, bool):
+        return False
+    if isinstance(v, int):
+        return 0 <= v <= _MAX_SIZE
+    return isinstance(v, float) and v.is_integer() and 0 <= v <= _MAX_SIZE  # not NaN, inf
 
 
 def parse_result(raw: str | None, task: MLTask) -> OutputStatus | None:
+    """The upload step's result file -> status.outputs; InvalidResult (naming the file and
+    the field) when it is not a JSON object of the contract's types."""
     out = task.spec.output
     kind, name = ("dataset", out.dataset.name) if out.dataset else (
         "model", out.model.name if out.model else "")
     if raw is None:
         return None
+    if len(raw.encode(errors="replace")) > MAX_METRICS_FILE_BYTES:
+        raise InvalidResult(f"{RESULT_FILE}: larger than {MAX_METRICS_FILE_BYTES} bytes")
     try:
         data = json.loads(raw) if raw else {}
-    except ValueError:
-        data = {}
+    except (ValueError, RecursionError) as e:
+        raise InvalidResult(f"{RESULT_FILE}: not valid JSON ({bounded(str(e), 200)})") from None
     if not isinstance(data, dict):
-        data = {}
-    size = data.get("size")
-    uri = data.get("uri")
+        raise InvalidResult(f"{RESULT_FILE}: not a JSON object with uri, size, sha256 and id")
+
+    def text(v: Any) -> bool:
+        return isinstance(v, str) and 0 < len(v) <= MAX_STATUS_URI_LENGTH
+
+    uri = _result_field(data, "uri", text,
+                        f"a string of 1 to {MAX_STATUS_URI_LENGTH} characters")
+    id_ = _result_field(data, "id", lambda v: text(v) or (
+        isinstance(v, int) and not isinstance(v, bool)),
+        f"a string of 1 to {MAX_STATUS_URI_LENGTH} characters or an integer")
+    size = _result_field(data, "size", _is_size, "a whole number of bytes (0 or more)")
+    sha256 = _result_field(data, "sha256", lambda v: isinstance(v, str) and _SHA256.match(v),
+                           "64 hexadecimal digits")
     return OutputStatus(
         kind=kind, name=name, uri=uri,
-        id=str(data.get("id") or uri) if (data.get("id") or uri) else None,
-        size=int(size) if isinstance(size, int | float) and not isinstance(size, bool) else None,
-        sha256=data.get("sha256") if isinstance(data.get("sha256"), str) else None,
+        id=str(id_) if id_ is not None else uri,
+        size=int(size) if size is not None else None,
+        sha256=sha256.lower() if sha256 else None,
     )
 
 
@@ -381,19 +509,33 @@ def compute_status(task: MLTask, wf: dict[str, Any] | None,
         if current_obs.message:  # e.g. the image cannot be pulled, or may not run as root
             message += f": {with_hint(current_obs.name, current_obs.message)}"
 
-    phase = advance(prev.status, proposed)
-    if phase != proposed:  # a stale observation: keep what we had
-        return prev.model_copy(update={"observed_generation": generation})
-
-    outputs = prev.outputs
-    metrics = prev.metrics
+    outputs, metrics, kept = prev.outputs, prev.metrics, None
+    reason = None
     if obs is not None:
         run = obs.steps.get(StepName.RUN)
         if run is not None and METRICS_PARAM in run.outputs:
-            metrics = parse_metrics(run.outputs[METRICS_PARAM]) or metrics
+            kept = parse_metrics(run.outputs[METRICS_PARAM])
+            metrics = kept.values or metrics
         upload = obs.steps.get(StepName.UPLOAD)
         if upload is not None and upload.phase == SUCCEEDED:
-            outputs = parse_result(upload.outputs.get(RESULT_PARAM, ""), task) or outputs
+            try:
+                outputs = parse_result(upload.outputs.get(RESULT_PARAM, ""), task) or outputs
+            except InvalidResult as e:
+                # the Workflow succeeded, but what it reports cannot be used: the task fails
+                proposed, reason = Phase.FAILED, INVALID_RESULT
+                message = f"upload step succeeded, but {e}"
+
+    phase = advance(prev.status, proposed)
+    if phase != proposed:  # a stale observation: keep what we had
+        return prev.model_copy(update={"observed_generation": generation})
+    message = bounded(message, MAX_MESSAGE_LENGTH)
+    conditions = conditions_for(phase, message, prev.conditions, generation, now, reason=reason)
+    note = kept.note() if kept is not None else None
+    if kept is not None and (note or any(c.type == METRICS_VALID for c in conditions)):
+        conditions = set_condition(
+            conditions, METRICS_VALID, "False" if note else "True",
+            METRICS_DROPPED if note else METRICS_KEPT,
+            note or f"{METRICS_FILE}: all {len(kept.values)} metric(s) kept", generation, now)
 
     start_time = prev.start_time or (obs.started_at if obs else None) or now
     completion = None
@@ -414,7 +556,7 @@ def compute_status(task: MLTask, wf: dict[str, Any] | None,
         steps=steps or None,
         outputs=outputs,
         metrics=metrics,
-        conditions=conditions_for(phase, message, prev.conditions, generation, now),
+        conditions=conditions,
         observed_generation=generation,
         observed_retry_generation=prev.observed_retry_generation,
         released=prev.released,

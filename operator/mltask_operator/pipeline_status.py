@@ -7,6 +7,7 @@ import datetime
 from dataclasses import dataclass
 from typing import Any
 
+from mltask_operator.api.v1alpha1.common import MAX_MESSAGE_LENGTH
 from mltask_operator.api.v1alpha1.mltask import (
     TERMINAL_PHASES,
     ExecuteStep,
@@ -14,13 +15,14 @@ from mltask_operator.api.v1alpha1.mltask import (
 )
 from mltask_operator.api.v1alpha1.pipeline import (
     ACTIVE_STATES,
+    MAX_TASK_MESSAGE_LENGTH,
     PipelineStatus,
     PipelineTask,
     PipelineTaskStatus,
     TaskState,
 )
 from mltask_operator.builders.mltask import child_name
-from mltask_operator.status_common import conditions_for, format_duration, parse_time
+from mltask_operator.status_common import bounded, conditions_for, format_duration, parse_time
 
 S = TaskState
 
@@ -198,13 +200,15 @@ def build_status(pipeline: str, st: PipelineStatus, prev: PipelineStatus, tasks:
             entries.append(PipelineTaskStatus(
                 name=t.name, status=state,
                 mltask=child_name(pipeline, t.name) if t.name in (created or ()) else None,
-                message=nc.message if nc else (
+                message=bounded(nc.message if nc else (
                     settled.message if settled else waiting.get(t.name)),
+                    MAX_TASK_MESSAGE_LENGTH),
                 reason=nc.reason if nc else (settled.reason if settled else None)))
             continue
         entries.append(PipelineTaskStatus(
             name=t.name, mltask=v.name, status=state, execute_step=v.execute_step,
-            attempt=v.attempt, message=waiting.get(t.name) or v.message,
+            attempt=v.attempt,
+            message=bounded(waiting.get(t.name) or v.message, MAX_TASK_MESSAGE_LENGTH),
             output_uri=v.output_uri, start_time=v.start_time,
             completion_time=v.completion_time,
             reason=FAILURE_IGNORED if t.name in ignored else None))
@@ -215,7 +219,7 @@ def build_status(pipeline: str, st: PipelineStatus, prev: PipelineStatus, tasks:
     st.skipped_tasks = skipped or None
     st.progress = f"{done}/{len(tasks)}" + (f" ({skipped} skipped)" if skipped else "")
     st.status = phase
-    st.message = message
+    st.message = bounded(message, MAX_MESSAGE_LENGTH)
     if started and st.start_time is None:
         st.start_time = now
     if phase in TERMINAL_PHASES:

@@ -7,8 +7,9 @@ from __future__ import annotations
 import datetime
 import re
 from dataclasses import dataclass
+from typing import overload
 
-from mltask_operator.api.v1alpha1.common import Condition
+from mltask_operator.api.v1alpha1.common import MAX_MESSAGE_LENGTH, Condition
 from mltask_operator.api.v1alpha1.mltask import Phase
 
 ARCHIVED = "Archived"
@@ -36,6 +37,28 @@ def transition(entered: Phase, message: str, *, warning: bool) -> Transition:
     return Transition(warning, EVENT_REASONS.get(entered, "StatusChanged"), message)
 
 
+@overload
+def bounded(text: str, limit: int) -> str: ...
+@overload
+def bounded(text: None, limit: int) -> None: ...
+@overload
+def bounded(text: str | None, limit: int) -> str | None: ...
+
+
+def bounded(text: str | None, limit: int) -> str | None:
+    """`text` cut to at most `limit` characters (what a schema's maxLength counts), saying how
+    much was cut, so that no status write is refused for a long message."""
+    if text is None or len(text) <= limit:
+        return text
+    tail = f"... ({len(text) - limit} more characters cut)"
+    while True:  # the note's own length changes the count it reports
+        keep = max(limit - len(tail), 0)
+        note = f"... ({len(text) - keep} more characters cut)"
+        if len(note) == len(tail):
+            return (text[:keep] + note)[:limit]
+        tail = note
+
+
 def parse_time(value: str | None) -> datetime.datetime | None:
     if not value:
         return None
@@ -49,6 +72,7 @@ def set_condition(conditions: list[Condition], type_: str, status: str, reason: 
                   message: str, generation: int | None,
                   now: datetime.datetime) -> list[Condition]:
     """Upsert a condition; lastTransitionTime moves only when its status changes."""
+    message = bounded(message, MAX_MESSAGE_LENGTH)
     out: list[Condition] = []
     found = False
     for c in conditions:

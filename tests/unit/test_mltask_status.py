@@ -16,6 +16,7 @@ from mltask_operator.builders.workflow import ResolvedInputs, build_workflow
 from mltask_operator.mltask_status import (
     LOG_TAIL_BYTES,
     LOG_TAIL_LINES,
+    InvalidResult,
     compute_status,
     fnv32a,
     last_line,
@@ -490,19 +491,63 @@ def test_continued_attempt_keeps_the_finished_steps() -> None:
 
 @pytest.mark.parametrize(("raw", "expected"), [
     ('{"accuracy": 0.93, "epoch": 30}', {"accuracy": 0.93, "epoch": 30.0}),
-    ('{"loss": "low", "converged": true, "f1": 0.5, "nested": {"a": 1}}', {"f1": 0.5}),
-    ('{"loss": "low"}', None),
-    ("{}", None),
-    ("", None),
-    (None, None),
-    ("not json", None),
-    ('{"accuracy": 0.9', None),
-    ("[0.9, 0.8]", None),
-    ("0.93", None),
-    ("null", None),
+    ('{"f1": 0.5, "val/loss": 1e-3, "top_5": -2}', {"f1": 0.5, "val/loss": 0.001, "top_5": -2.0}),
+    ("{}", {}),
+    ("", {}),
+    (None, {}),
 ])
-def test_parse_metrics(raw: str | None, expected: dict[str, float] | None) -> None:
-    assert parse_metrics(raw) == expected
+def test_parse_metrics_keeps_finite_numbers(raw: str | None, expected: dict[str, float]) -> None:
+    metrics = parse_metrics(raw)
+    assert (metrics.values, metrics.dropped, metrics.note()) == (expected, {}, None)
+    assert metrics.unreadable is None
+
+
+@pytest.mark.parametrize(("raw", "kept", "dropped"), [
+    # what Python's json.dump writes for a diverged loss: the API server refuses it in status
+    ('{"loss": NaN, "acc": 0.5}', {"acc": 0.5}, {"loss": "not a finite number"}),
+    ('{"loss": Infinity, "gain": -Infinity}', {},
+     {"loss": "not a finite number", "gain": "not a finite number"}),
+    ('{"big": 1e400}', {}, {"big": "not a finite number"}),
+    ('{"huge": ' + "9" * 400 + "}", {}, {"huge": "not a finite number"}),  # OverflowError once
+    ('{"huger": ' + "9" * 5000 + "}", {}, {"huger": "not a finite number"}),  # past int's digits
+    ('{"loss": "low", "converged": true, "f1": 0.5, "nested": {"a": 1}, "l": [1]}',
+     {"f1": 0.5}, {"loss": "not a number", "converged": "not a number",
+                   "nested": "not a number", "l": "not a number"}),
+    ('{"a b": 1, "": 2, "\\u001b[31m": 3, "ok": 4}', {"ok": 4.0},
+     {"a b": "not a metric name", "": "not a metric name", "\x1b[31m": "not a metric name"}),
+    ('{"' + "n" * 129 + '": 1}', {}, {"n" * 129: "name longer than 128 characters"}),
+])
+def test_parse_metrics_drops_and_says_what_status_cannot_carry(
+        raw: str, kept: dict[str, float], dropped: dict[str, str]) -> None:
+    metrics = parse_metrics(raw)
+    assert (metrics.values, metrics.dropped, metrics.unreadable) == (kept, dropped, None)
+    note = metrics.note()
+    assert note is not None and len(note) <= 4096 and "\x1b" not in note
+    assert all(repr(k)[:20] in note for k in dropped)
+    assert f"{len(dropped)} metric(s) dropped, {len(kept)} kept" in note
+
+
+@pytest.mark.parametrize(("raw", "why"), [
+    ("not json", "not valid JSON"),
+    ('{"accuracy": 0.9', "not valid JSON"),
+    ("[0.9, 0.8]", "not a JSON object of name: number"),
+    ("0.93", "not a JSON object of name: number"),
+    ("null", "not a JSON object of name: number"),
+    ("[" * 100_000, "larger than 65536 bytes"),
+    ("[" * 60_000, "not valid JSON"),  # too deep: RecursionError
+])
+def test_parse_metrics_drops_an_unreadable_file_whole(raw: str, why: str) -> None:
+    metrics = parse_metrics(raw)
+    assert (metrics.values, metrics.dropped, metrics.unreadable) == ({}, {}, why)
+    assert metrics.note() == f"the metrics file ($MLTASK_METRICS_FILE): {why}: no metric kept"
+
+
+def test_parse_metrics_keeps_at_most_max_metrics() -> None:
+    metrics = parse_metrics(json.dumps({f"m{i:03}": i for i in range(150)}))
+    assert list(metrics.values) == [f"m{i:03}" for i in range(100)]
+    assert list(metrics.dropped) == [f"m{i:03}" for i in range(100, 150)]
+    note = metrics.note()
+    assert note is not None and "50 metric(s) dropped, 100 kept" in note and "and 40 more" in note
 
 
 def test_bad_metrics_keep_the_last_good_ones() -> None:
@@ -515,9 +560,43 @@ def test_bad_metrics_keep_the_last_good_ones() -> None:
     _, st = observe(t, wf)
     assert st.status == "running"
     assert st.metrics == {"accuracy": 0.5}
+    assert cond(st, "MetricsValid").reason == "MetricsDropped"
     wf = argo.finish_pod(argo.run_pod(workflow(task()), "download"), "download")
     wf = argo.finish_pod(argo.run_pod(wf, "run"), "run", outputs={"metrics": "{oops"})
     assert observe(task(), wf)[1].metrics is None
+
+
+def test_a_diverged_training_completes_with_its_finite_metrics_and_says_what_it_dropped() -> None:
+    t = task()
+    wf = workflow(t)
+    for s in ("download", "run", "upload"):
+        outputs = {"run": {"metrics": '{"loss": NaN, "accuracy": 0.5, "steps": '
+                                      + "9" * 400 + "}"},
+                   "upload": {"result": json.dumps(RESULT)}}.get(s)
+        wf = argo.finish_pod(argo.run_pod(wf, s), s, outputs=outputs)
+    _, st = observe(t, wf)
+    assert st.status == "completed"
+    assert st.metrics == {"accuracy": 0.5}
+    c = cond(st, "MetricsValid")
+    assert (c.status, c.reason) == ("False", "MetricsDropped")
+    assert "'loss' (not a finite number)" in c.message and "'steps'" in c.message
+    body = st.to_k8s()
+    json.dumps(body, allow_nan=False)  # what the API server accepts: no NaN, no Infinity
+    assert conds(st)["Succeeded"] == ("True", "Completed")
+
+
+def test_metrics_valid_turns_true_when_a_later_file_is_clean() -> None:
+    t = task()
+    wf = argo.finish_pod(argo.run_pod(workflow(t), "download"), "download")
+    wf = argo.finish_pod(argo.run_pod(wf, "run"), "run", outputs={"metrics": '{"x": NaN}'})
+    t, st = observe(t, wf)
+    assert cond(st, "MetricsValid").status == "False"
+    wf2 = argo.finish_pod(argo.run_pod(workflow(t), "download"), "download")
+    wf2 = argo.finish_pod(argo.run_pod(wf2, "run"), "run", outputs={"metrics": '{"x": 1}'})
+    _, st = observe(t, wf2)
+    assert (cond(st, "MetricsValid").status, cond(st, "MetricsValid").reason) == (
+        "True", "MetricsKept")
+    assert st.metrics == {"x": 1.0}
 
 
 @pytest.mark.parametrize(("raw", "expected"), [
@@ -525,20 +604,67 @@ def test_bad_metrics_keep_the_last_good_ones() -> None:
                           "uri": RESULT["uri"], "size": 37_704, "sha256": "ab" * 32}),
     ('{"uri": "s3://m/x.pt"}', {"kind": "model", "name": "digits-mlp",
                                 "id": "s3://m/x.pt", "uri": "s3://m/x.pt"}),
-    ('{"uri": "s3://m/x.pt", "size": "big", "sha256": 5}',
-     {"kind": "model", "name": "digits-mlp", "id": "s3://m/x.pt", "uri": "s3://m/x.pt"}),
-    ('{"uri": "s3://m/x.pt", "size": true}',
-     {"kind": "model", "name": "digits-mlp", "id": "s3://m/x.pt", "uri": "s3://m/x.pt"}),
-    ("not json", {"kind": "model", "name": "digits-mlp"}),
-    ("[1]", {"kind": "model", "name": "digits-mlp"}),
+    ('{"uri": "s3://m/x.pt", "id": 42, "size": 1.0e3, "sha256": "' + "AB" * 32 + '"}',
+     {"kind": "model", "name": "digits-mlp", "id": "42", "uri": "s3://m/x.pt", "size": 1000,
+      "sha256": "ab" * 32}),
+    ("", {"kind": "model", "name": "digits-mlp"}),
+    ("{}", {"kind": "model", "name": "digits-mlp"}),
 ])
 def test_parse_result(raw: str, expected: dict[str, Any]) -> None:
     out = parse_result(raw, task())
     assert out is not None and out.to_k8s() == expected
 
 
+@pytest.mark.parametrize(("raw", "says"), [
+    ('{"uri": "s3://m/x.pt", "size": "big"}', "field 'size' must be a whole number"),
+    ('{"uri": "s3://m/x.pt", "size": true}', "field 'size'"),
+    ('{"uri": "s3://m/x.pt", "size": -1}', "field 'size'"),
+    ('{"uri": "s3://m/x.pt", "size": 1.5}', "field 'size'"),
+    ('{"uri": "s3://m/x.pt", "size": NaN}', "field 'size'"),
+    ('{"uri": "s3://m/x.pt", "size": ' + "9" * 400 + "}", "field 'size'"),
+    ('{"uri": ["s3://m/x.pt"]}', "field 'uri' must be a string"),
+    ('{"uri": ""}', "field 'uri'"),
+    ('{"uri": "s3://m/' + "k" * 5000 + '"}', "field 'uri'"),
+    ('{"uri": "s3://m/x.pt", "sha256": 5}', "field 'sha256' must be 64 hexadecimal digits"),
+    ('{"uri": "s3://m/x.pt", "sha256": "abc"}', "field 'sha256'"),
+    ('{"uri": "s3://m/x.pt", "id": {"a": 1}}', "field 'id'"),
+    ("not json", "not valid JSON"),
+    ("[1]", "not a JSON object"),
+    ("[" * 100_000, "larger than"),
+])
+def test_parse_result_refuses_a_malformed_file_naming_the_field(raw: str, says: str) -> None:
+    with pytest.raises(InvalidResult, match="result file") as e:
+        parse_result(raw, task())
+    assert says in str(e.value)
+    assert len(str(e.value)) < 1024
+
+
 def test_parse_result_without_a_value_is_none() -> None:
     assert parse_result(None, task()) is None
+
+
+def test_a_malformed_result_fails_the_task_naming_the_file_and_the_field() -> None:
+    t = task()
+    wf = argo.succeed_all(workflow(t), result={"uri": ["s3://m/x.pt"], "size": 3})
+    _, st = observe(t, wf)
+    assert st.status == "failed"
+    assert st.message is not None
+    assert "$MLTASK_RESULT_FILE" in st.message and "'uri'" in st.message
+    assert conds(st)["Failed"] == ("True", "InvalidResult")
+    assert st.outputs is None
+
+
+def test_no_status_text_outgrows_its_schema_bound() -> None:
+    t = task()
+    wf = argo.finish_pod(argo.run_pod(workflow(t), "download"), "download")
+    wf = argo.run_pod(wf, "run")
+    wf = argo.finish_pod(wf, "run", "Failed", message="x" * 100_000)
+    _, st = observe(t, wf)
+    assert st.status == "failed"
+    assert st.message is not None and len(st.message) <= 32768
+    assert all(len(c.message) <= 32768 for c in st.conditions or [])
+    assert all(len(s.message or "") <= 32768 for s in st.steps or [])
+    MLTaskStatus.model_validate(st.to_k8s())  # the schema's bounds hold
 
 
 def test_outputs_only_once_upload_succeeded() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from mltask_operator.cli.printable import printable
 from mltask_operator.kinds import Kind
 
 
@@ -27,8 +28,9 @@ class ApiCallError(CliError):
 
 
 def one_line(text: object) -> str:
-    """`text` with each run of whitespace, line breaks included, as one space."""
-    return " ".join(str(text).split())
+    """`text` with each run of whitespace, line breaks included, as one space (and without
+    terminal escape sequences: a server's message may quote what a user wrote)."""
+    return " ".join(printable(str(text)).split())
 
 
 def server_message(body: str | bytes | None, reason: str | None) -> str:

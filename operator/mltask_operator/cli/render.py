@@ -15,6 +15,7 @@ import yaml
 
 from mltask_operator.api.v1alpha1 import mltask as mltask_api
 from mltask_operator.api.v1alpha1.mltask import INPUT_KINDS, input_upstreams
+from mltask_operator.cli.printable import PrintableStream, printable
 from mltask_operator.cli.targets import HIDE, PROG, SHOW
 from mltask_operator.kinds import PIPELINE, Kind
 from mltask_operator.labels import ARCHIVED as ARCHIVED_LABEL
@@ -63,7 +64,7 @@ def cell(value: Any) -> str:
         return NONE
     if isinstance(value, bool):
         return str(value).lower()
-    return " ".join(str(value).split()) if isinstance(value, str) else str(value)
+    return " ".join(printable(value).split()) if isinstance(value, str) else str(value)
 
 
 def format_row(cells: Sequence[str], widths: Sequence[int], indent: str = "") -> str:
@@ -201,7 +202,7 @@ def _section(title: str, body: str | None) -> str:
 def _mapping(values: dict[str, Any] | None) -> str | None:
     if not values:
         return None
-    return "\n".join(f"  {k}: {cell(v)}" for k, v in values.items())
+    return "\n".join(f"  {cell(k)}: {cell(v)}" for k, v in values.items())
 
 
 def _conditions(conditions: list[dict[str, Any]] | None) -> str | None:
@@ -251,7 +252,7 @@ def describe_task(obj: dict[str, Any]) -> str:
           s.get("startedAt"), s.get("finishedAt"), s.get("exitCode"), s.get("message")]
          for s in steps), indent="  ") if steps else None
     tails = [f"  {s.get('name')} (attempt {s.get('attempt')}):\n"
-             + "\n".join(f"    {line}" for line in s["logTail"].splitlines())
+             + "\n".join(f"    {line}" for line in printable(s["logTail"]).splitlines())
              for s in steps if s.get("logTail")]
     return "\n".join([
         render_fields(fields),
@@ -327,14 +328,16 @@ def json_lines(chunks: Iterable[bytes]) -> Iterator[dict[str, Any]]:
 
 
 def write_stream(chunks: Iterable[bytes], out: TextIO) -> None:
-    """Copy a log stream to `out` as text; a UTF-8 character split across chunks stays whole."""
+    """Copy a log stream to `out` as text without terminal escape sequences (printable); a
+    UTF-8 character or an escape sequence split across chunks stays whole."""
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    clean = PrintableStream()
     for chunk in chunks:
-        text = decoder.decode(chunk)
+        text = clean.feed(decoder.decode(chunk))
         if text:
             out.write(text)
             out.flush()
-    out.write(decoder.decode(b"", final=True))
+    out.write(clean.feed(decoder.decode(b"", final=True)) + clean.close())
     out.flush()
 
 

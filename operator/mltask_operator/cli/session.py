@@ -15,6 +15,7 @@ from kubernetes import client, config
 
 from mltask_operator.cli.changes import StepPod
 from mltask_operator.cli.errors import ApiCallError, CliError, api_error_message, server_message
+from mltask_operator.cli.printable import printable
 from mltask_operator.cli.render import json_lines, write_stream
 from mltask_operator.cli.targets import Target, context_namespace
 from mltask_operator.clients.kube import Conflict, Gone, Kube
@@ -170,7 +171,7 @@ class Session:
                     # the pod is gone, but the task's status kept why the step failed
                     print(f"{what} is gone; its last log lines, kept in the task's status:",
                           file=sys.stderr)
-                    out.write(chosen.log_tail.rstrip("\n") + "\n")
+                    out.write(printable(chosen.log_tail).rstrip("\n") + "\n")
                     return
                 err = self._log_error(e, what, chosen)
                 if err is e:

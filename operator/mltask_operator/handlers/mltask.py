@@ -20,6 +20,7 @@ from typing import Any
 from mltask_operator import kinds, metrics
 from mltask_operator import labels as keys
 from mltask_operator import mltask_release as rel
+from mltask_operator.api.v1alpha1.common import MAX_MESSAGE_LENGTH
 from mltask_operator.api.v1alpha1.mltask import (
     TERMINAL_PHASES,
     ExecuteStep,
@@ -47,6 +48,7 @@ from mltask_operator.mltask_status import (
 from mltask_operator.settings import CleanupDefaults, RunStepDefaults, TransferDefaults
 from mltask_operator.status_common import (
     Transition,
+    bounded,
     conditions_for,
     format_duration,
     parse_time,
@@ -406,7 +408,7 @@ def _settle(task: MLTask, status: MLTaskStatus, phase: Phase, message: str,
     generation = task.metadata.get("generation")
     new = status.model_copy(deep=True)
     new.status = phase
-    new.message = message
+    new.message = message = bounded(message, MAX_MESSAGE_LENGTH)
     new.observed_generation = generation
     new.conditions = conditions_for(phase, message, status.conditions, generation, now,
                                     reason=reason)

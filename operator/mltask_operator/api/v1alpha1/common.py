@@ -14,6 +14,26 @@ VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
 CATEGORY = "ml"
 
+#: Status text (messages of status, steps and conditions) is cut to this many characters.
+MAX_MESSAGE_LENGTH = 32768
+#: A URI or identifier in status (outputs.uri, outputs.id).
+MAX_STATUS_URI_LENGTH = 4096
+#: A Kubernetes object name (DNS subdomain).
+MAX_OBJECT_NAME_LENGTH = 253
+#: A label value, and the label values a selector names.
+MAX_LABEL_VALUE_LENGTH = 63
+#: A label key: [prefix/]name, 253 + 1 + 63.
+MAX_LABEL_KEY_LENGTH = 317
+#: Conditions of a status (the kinds' own types, Archived, Cached, MetricsValid; room to grow).
+MAX_CONDITIONS = 16
+#: A short enumeration-like string (an operator, an effect, a policy).
+MAX_WORD_LENGTH = 16
+
+#: Bounded strings for list items and map values (a namespace name is a label-sized DNS label).
+LabelValue = Annotated[str, Field(max_length=MAX_LABEL_VALUE_LENGTH)]
+LabelKey = Annotated[str, Field(max_length=MAX_LABEL_KEY_LENGTH)]
+ObjectName = Annotated[str, Field(max_length=MAX_OBJECT_NAME_LENGTH)]
+
 QUANTITY_PATTERN = (
     r"^\+?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))"
     r"(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
@@ -100,11 +120,12 @@ class Condition(Model):
 
     type: str = Field(description="Type of condition in CamelCase, e.g. Succeeded.",
                       max_length=316)
-    status: str = Field(description="True, False or Unknown.", pattern="^(True|False|Unknown)$")
+    status: str = Field(description="True, False or Unknown.", max_length=MAX_WORD_LENGTH,
+                        pattern="^(True|False|Unknown)$")
     reason: str = Field(description="Machine-readable CamelCase reason for the last transition.",
                         max_length=1024)
     message: str = Field(default="", description="Human-readable details of the transition.",
-                         max_length=32768)
+                         max_length=MAX_MESSAGE_LENGTH)
     last_transition_time: Time = Field(
         description="When the condition last changed from one status to another.")
     observed_generation: int | None = Field(
@@ -115,12 +136,14 @@ class Condition(Model):
 class Toleration(Model):
     """A pod toleration (corev1.Toleration)."""
 
-    key: str | None = Field(default=None, description="Taint key the toleration applies to; "
+    key: str | None = Field(default=None, max_length=MAX_LABEL_KEY_LENGTH,
+                            description="Taint key the toleration applies to; "
                             "empty with operator Exists matches all taints.")
     operator: str | None = Field(default=None, description="Exists or Equal (default Equal).",
-                                 pattern="^(Exists|Equal)$")
-    value: str | None = Field(default=None, description="Taint value to match with Equal.")
-    effect: str | None = Field(default=None,
+                                 max_length=MAX_WORD_LENGTH, pattern="^(Exists|Equal)$")
+    value: str | None = Field(default=None, max_length=MAX_LABEL_VALUE_LENGTH,
+                              description="Taint value to match with Equal.")
+    effect: str | None = Field(default=None, max_length=MAX_WORD_LENGTH,
                                description="NoSchedule, PreferNoSchedule or NoExecute; "
                                "empty matches all effects.",
                                pattern="^(NoSchedule|PreferNoSchedule|NoExecute)?$")
@@ -132,7 +155,7 @@ class Toleration(Model):
 # Typed here, not passed through as an open object, so a mistake is refused at apply with the
 # field's path, instead of later when Argo's schema refuses the Workflow.
 
-_LABEL_KEY = 317  # [prefix/]name: 253 + 1 + 63
+_LABEL_KEY = MAX_LABEL_KEY_LENGTH
 
 
 class NodeSelectorRequirement(Model):
@@ -141,9 +164,12 @@ class NodeSelectorRequirement(Model):
     key: str = Field(description="Label key, e.g. nvidia.com/gpu.product.", min_length=1,
                      max_length=_LABEL_KEY)
     operator: str = Field(description="In, NotIn, Exists, DoesNotExist, Gt or Lt.",
+                          max_length=MAX_WORD_LENGTH,
                           pattern="^(In|NotIn|Exists|DoesNotExist|Gt|Lt)$")
-    values: list[str] | None = Field(default=None, max_length=64, description="Values for In "
-                                     "and NotIn; one integer for Gt and Lt; empty otherwise.")
+    # a node name (matchFields metadata.name) or a label value
+    values: list[ObjectName] | None = Field(
+        default=None, max_length=64, description="Values for In and NotIn; one integer for Gt "
+        "and Lt; empty otherwise.")
 
 
 class NodeSelectorTerm(Model):
@@ -184,15 +210,15 @@ class LabelSelectorRequirement(Model):
 
     key: str = Field(description="Label key.", min_length=1, max_length=_LABEL_KEY)
     operator: str = Field(description="In, NotIn, Exists or DoesNotExist.",
-                          pattern="^(In|NotIn|Exists|DoesNotExist)$")
-    values: list[str] | None = Field(default=None, max_length=64,
+                          max_length=MAX_WORD_LENGTH, pattern="^(In|NotIn|Exists|DoesNotExist)$")
+    values: list[LabelValue] | None = Field(default=None, max_length=64,
                                      description="Values for In and NotIn; empty otherwise.")
 
 
 class LabelSelector(Model):
     """A label selector (metav1.LabelSelector)."""
 
-    match_labels: dict[str, str] | None = Field(
+    match_labels: dict[str, LabelValue] | None = Field(
         default=None, description="Labels that must all be present with these values.",
         json_schema_extra={"maxProperties": 32})
     match_expressions: list[LabelSelectorRequirement] | None = Field(
@@ -206,15 +232,15 @@ class PodAffinityTerm(Model):
                                                  description="The pods to be near (or apart).")
     namespace_selector: LabelSelector | None = Field(
         default=None, description="Namespaces of those pods, by label.")
-    namespaces: list[str] | None = Field(default=None, max_length=64,
+    namespaces: list[LabelValue] | None = Field(default=None, max_length=64,
                                          description="Namespaces of those pods, by name.")
     topology_key: str = Field(min_length=1, max_length=_LABEL_KEY,
                               description="Node label defining the domain, e.g. "
                               "kubernetes.io/hostname or topology.kubernetes.io/zone.")
-    match_label_keys: list[str] | None = Field(
+    match_label_keys: list[LabelKey] | None = Field(
         default=None, max_length=32, description="Pod label keys whose values must match "
         "those of the incoming pod.")
-    mismatch_label_keys: list[str] | None = Field(
+    mismatch_label_keys: list[LabelKey] | None = Field(
         default=None, max_length=32, description="Pod label keys whose values must differ "
         "from those of the incoming pod.")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import ConfigDict, Field
 from pydantic.config import JsonDict, JsonValue
@@ -13,11 +13,18 @@ from mltask_operator.api.v1alpha1.common import (
     CREDENTIAL_NAME,
     DNS_LABEL,
     DNS_SUBDOMAIN,
+    MAX_CONDITIONS,
+    MAX_MESSAGE_LENGTH,
+    MAX_OBJECT_NAME_LENGTH,
+    MAX_STATUS_URI_LENGTH,
+    MAX_WORD_LENGTH,
     Affinity,
     Condition,
     EnvVar,
+    LabelValue,
     LocalObjectReference,
     Model,
+    ObjectName,
     Quantity,
     Resource,
     ResourceRequirements,
@@ -33,6 +40,19 @@ SINGULAR = "mltask"
 SHORT_NAMES = ["mlt"]
 #: Workflow, PVC and pod names are derived from the task name; keep room for suffixes.
 MAX_NAME_LENGTH = 48
+#: Metrics status carries (a run step's metrics file may hold more: the rest is dropped).
+MAX_METRICS = 100
+MAX_METRIC_NAME_LENGTH = 128
+#: A step's command item, argument, and an inline config parameter's value.
+MAX_COMMAND_LENGTH = 4096
+MAX_ARG_LENGTH = 32768
+MAX_PARAMETER_VALUE_LENGTH = 32768
+#: A step's log tail in status.
+MAX_LOG_TAIL_LENGTH = 4096
+#: Argo's phase of a step, and a duration (1h2m3s) in spec or status.
+MAX_PHASE_LENGTH = 32
+MAX_DURATION_LENGTH = 32
+_SHA256_LENGTH = 64
 
 
 class TaskType(StrEnum):
@@ -103,7 +123,7 @@ class DatasetInput(Model):
                                 ".tgz, .tar.bz2, .tar.xz) into the input folder. Off by default: "
                                 "archives are kept as they are.")
     sha256: str | None = Field(
-        default=None, pattern="^[a-f0-9]{64}$",
+        default=None, max_length=_SHA256_LENGTH, pattern="^[a-f0-9]{64}$",
         description="SHA-256 of the dataset (lowercase hex), if known: part of the cache key "
         "(spec.cache), so a changed dataset is never taken for the one a finished task read. A "
         "Pipeline fills it in from the upstream task's status.outputs.sha256.")
@@ -125,7 +145,7 @@ class ModelInput(Model):
                                 description="Unpack the downloaded archive (.zip, .tar, .tar.gz, "
                                 ".tgz, .tar.bz2, .tar.xz) into the input folder. Off by default.")
     sha256: str | None = Field(
-        default=None, pattern="^[a-f0-9]{64}$",
+        default=None, max_length=_SHA256_LENGTH, pattern="^[a-f0-9]{64}$",
         description="SHA-256 of the model (lowercase hex), if known: part of the cache key "
         "(spec.cache), so a changed model is never taken for the one a finished task read. A "
         "Pipeline fills it in from the upstream task's status.outputs.sha256.")
@@ -167,8 +187,8 @@ class ConfigSpec(Model):
 
     config_map_ref: LocalObjectReference | None = Field(
         default=None, description="ConfigMap mounted read-only at $MLTASK_CONFIG_DIR.")
-    parameters: dict[str, str] | None = Field(
-        default=None, description="Inline parameters, passed to every step as JSON in "
+    parameters: dict[str, Annotated[str, Field(max_length=MAX_PARAMETER_VALUE_LENGTH)]] | None = \
+        Field(default=None, description="Inline parameters, passed to every step as JSON in "
         "$MLTASK_PARAMETERS (e.g. epochs: \"10\"). Never credentials: keys that look like one "
         "(token, password, api_key...) are refused.",
         json_schema_extra={"maxProperties": 256})
@@ -187,18 +207,20 @@ class StepSpec(Model):
     ]})
 
     image: str = Field(min_length=1, max_length=1024, description="Container image.")
-    command: list[str] | None = Field(
+    command: list[Annotated[str, Field(max_length=MAX_COMMAND_LENGTH)]] | None = Field(
         default=None, max_length=64,
         description="Entrypoint. Set it: without it Argo's executor must look the image's "
         "entrypoint up in the registry, which fails for private or unreachable registries.")
-    args: list[str] | None = Field(default=None, max_length=256,
+    args: list[Annotated[str, Field(max_length=MAX_ARG_LENGTH)]] | None = Field(
+        default=None, max_length=256,
                                    description="Arguments to the entrypoint.")
     env: list[EnvVar] | None = Field(default=None, max_length=64,
                                      description="Extra environment variables, after the "
                                      "MLTASK_* contract variables.")
     resources: ResourceRequirements | None = Field(default=None,
                                                    description="CPU, memory and GPU resources.")
-    image_pull_policy: str | None = Field(default=None, pattern="^(Always|IfNotPresent|Never)$",
+    image_pull_policy: str | None = Field(default=None, max_length=MAX_WORD_LENGTH,
+                                          pattern="^(Always|IfNotPresent|Never)$",
                                           description="Always, IfNotPresent or Never.")
     security_context: SecurityContext | None = Field(
         default=None, description="Who the container runs as. Left out, it runs as its "
@@ -282,10 +304,12 @@ class StorageSpec(Model):
 class Backoff(Model):
     """Delay between automatic retries."""
 
-    duration: str = Field(default="10s", pattern=r"^[0-9]+(s|m|h)$",
+    duration: str = Field(default="10s", max_length=MAX_DURATION_LENGTH,
+                          pattern=r"^[0-9]+(s|m|h)$",
                           description="First delay, e.g. 10s.")
     factor: int = Field(default=2, ge=1, le=10, description="Multiplier for each later delay.")
-    max_duration: str = Field(default="10m", pattern=r"^[0-9]+(s|m|h)$",
+    max_duration: str = Field(default="10m", max_length=MAX_DURATION_LENGTH,
+                              pattern=r"^[0-9]+(s|m|h)$",
                               description="Stop retrying once this much time has passed.")
 
 
@@ -355,7 +379,8 @@ class CacheSpec(Model):
                           "sha256, step images, commands, args and env, config, output spec "
                           "and storage endpoint) instead of running: no Workflow, no pods. "
                           "Off by default. Only tasks that ran with caching on are reused.")
-    max_age: str = Field(default=DEFAULT_CACHE_MAX_AGE, pattern=r"^[0-9]+(s|m|h)$",
+    max_age: str = Field(default=DEFAULT_CACHE_MAX_AGE, max_length=MAX_DURATION_LENGTH,
+                         pattern=r"^[0-9]+(s|m|h)$",
                          description="Reuse only a task that completed at most this long ago, "
                          "e.g. 24h (default 168h).")
 
@@ -363,7 +388,7 @@ class CacheSpec(Model):
 class Runtime(Model):
     """Where and how the pods run."""
 
-    node_selector: dict[str, str] | None = Field(
+    node_selector: dict[str, LabelValue] | None = Field(
         default=None, description="Node labels every step's pod must match, e.g. a GPU pool.",
         json_schema_extra={"maxProperties": 64})
     tolerations: list[Toleration] | None = Field(default=None, max_length=64,
@@ -578,18 +603,22 @@ class StepStatus(Model):
     """What happened to one step (its latest pod)."""
 
     name: StepName = Field(description="download, run or upload.")
-    phase: str = Field(description="Pending, Running, Succeeded, Failed, Error or Skipped.")
+    phase: str = Field(description="Pending, Running, Succeeded, Failed, Error or Skipped.",
+                       max_length=MAX_PHASE_LENGTH)
     attempt: int = Field(ge=1, description="The task attempt this entry belongs to.")
-    pod: str | None = Field(default=None, description="Name of the step's latest pod; read its "
+    pod: str | None = Field(default=None, max_length=MAX_OBJECT_NAME_LENGTH,
+                            description="Name of the step's latest pod; read its "
                             "logs with kubectl logs POD -c main.")
-    node_id: str | None = Field(default=None, description="Argo node id of the step.")
+    node_id: str | None = Field(default=None, max_length=MAX_OBJECT_NAME_LENGTH,
+                                description="Argo node id of the step.")
     retries: int = Field(default=0, ge=0, description="Automatic retries within this attempt.")
     started_at: Time | None = Field(default=None, description="When the step started.")
     finished_at: Time | None = Field(default=None, description="When the step finished.")
-    message: str | None = Field(default=None, description="Why the step failed, if it did.")
+    message: str | None = Field(default=None, max_length=MAX_MESSAGE_LENGTH,
+                                description="Why the step failed, if it did.")
     exit_code: int | None = Field(default=None, description="Exit code of the main container.")
     log_tail: str | None = Field(
-        default=None, max_length=4096,
+        default=None, max_length=MAX_LOG_TAIL_LENGTH,
         description="When the step failed: the last lines of its main container's log (at most "
         "20 lines, 2 KiB; the kubelet's termination message, FallbackToLogsOnError), kept here "
         "so the reason outlives the step's pods.")
@@ -598,22 +627,26 @@ class StepStatus(Model):
 class OutputStatus(Model):
     """The dataset or model the task produced, as the upload step reported it."""
 
-    kind: str = Field(description="dataset or model.")
-    name: str = Field(description="Name from spec.output.")
-    id: str | None = Field(default=None, description="Identifier reported by the upload step, "
+    kind: str = Field(description="dataset or model.", max_length=MAX_WORD_LENGTH)
+    name: str = Field(description="Name from spec.output.", max_length=MAX_OBJECT_NAME_LENGTH)
+    id: str | None = Field(default=None, max_length=MAX_STATUS_URI_LENGTH,
+                           description="Identifier reported by the upload step, "
                            "e.g. a registry id; defaults to the URI.")
-    uri: str | None = Field(default=None, description="Where the output was stored.")
+    uri: str | None = Field(default=None, max_length=MAX_STATUS_URI_LENGTH,
+                            description="Where the output was stored.")
     size: int | None = Field(default=None, ge=0, description="Size in bytes.")
-    sha256: str | None = Field(default=None, description="SHA-256 of the stored file.")
+    sha256: str | None = Field(default=None, max_length=_SHA256_LENGTH,
+                               description="SHA-256 of the stored file (lowercase hex).")
 
 
 class ReleasedStatus(Model):
     """What the operator released of the task, and when."""
 
-    work_volume: str | None = Field(default=None, description="The working volume "
+    work_volume: str | None = Field(default=None, max_length=MAX_OBJECT_NAME_LENGTH,
+                                    description="The working volume "
                                     "(PersistentVolumeClaim) released, if it was.")
     work_volume_time: Time | None = Field(default=None, description="When it was released.")
-    workflows: list[str] | None = Field(
+    workflows: list[ObjectName] | None = Field(
         default=None, max_length=64, description="Workflows deleted with their pods: earlier "
         "attempts' once a new attempt runs, every attempt's when archived (the last 64).")
     retry_pods: int | None = Field(default=None, ge=0, description="Pods of superseded "
@@ -629,26 +662,34 @@ class MLTaskStatus(Model):
     execute_step: ExecuteStep = Field(default=ExecuteStep.PREPARE_FILE,
                                       description="prepare_file, download, run_task, upload or "
                                       "done.")
-    message: str | None = Field(default=None, description="Human-readable summary.")
+    message: str | None = Field(default=None, max_length=MAX_MESSAGE_LENGTH,
+                                description="Human-readable summary.")
     attempt: int = Field(default=0, ge=0, description="Current attempt; each continue or retry "
                          "starts a new one.")
-    workflow_name: str | None = Field(default=None, description="Argo Workflow of the current "
+    workflow_name: str | None = Field(default=None, max_length=MAX_OBJECT_NAME_LENGTH,
+                                      description="Argo Workflow of the current "
                                       "attempt.")
     start_time: Time | None = Field(default=None, description="When the first attempt started.")
     completion_time: Time | None = Field(default=None, description="When the task completed, "
                                          "failed or stopped.")
-    duration: str | None = Field(default=None, description="Time from start to completion, or "
+    duration: str | None = Field(default=None, max_length=MAX_DURATION_LENGTH,
+                                 description="Time from start to completion, or "
                                  "to the last status update while running.")
-    steps: list[StepStatus] | None = Field(default=None, description="Latest state of each "
-                                           "step.")
+    steps: list[StepStatus] | None = Field(default=None, max_length=len(STEP_ORDER),
+                                           description="Latest state of each step.")
     outputs: OutputStatus | None = Field(default=None, description="The produced dataset or "
                                          "model.")
-    metrics: dict[str, float] | None = Field(default=None, description="Metrics the run step "
-                                             "wrote to $MLTASK_METRICS_FILE.")
+    metrics: dict[str, float] | None = Field(
+        default=None, description=f"Metrics the run step wrote to $MLTASK_METRICS_FILE: at most "
+        f"{MAX_METRICS} finite numbers, by names of at most {MAX_METRIC_NAME_LENGTH} characters "
+        "(the others are dropped, and the MetricsValid condition names them).",
+        json_schema_extra={"maxProperties": MAX_METRICS})
     conditions: list[Condition] | None = Field(
-        default=None, description="Succeeded, Running, Stopped, Failed and Ready conditions, "
-        "Archived once the task was archived, and Cached (spec.cache: True when the outputs "
-        "were reused from another task, False when it ran).",
+        default=None, max_length=MAX_CONDITIONS,
+        description="Succeeded, Running, Stopped, Failed and Ready conditions, "
+        "Archived once the task was archived, MetricsValid once the run step's metrics file "
+        "held something status cannot carry (False, reason MetricsDropped), and Cached "
+        "(spec.cache: True when the outputs were reused from another task, False when it ran).",
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]})
     observed_generation: int | None = Field(default=None, description="The .metadata.generation "
                                             "the status reflects.")
@@ -656,7 +697,8 @@ class MLTaskStatus(Model):
                                                   "spec.retryGeneration last acted on.")
     released: ReleasedStatus | None = Field(default=None, description="What was released "
                                             "(working volume, Workflows, pods) and when.")
-    cache_key: str | None = Field(default=None, pattern="^[a-f0-9]{64}$",
+    cache_key: str | None = Field(default=None, max_length=_SHA256_LENGTH,
+                                  pattern="^[a-f0-9]{64}$",
                                   description="With spec.cache.enabled: the cache key of the "
                                   "inputs, images, config and output the current attempt "
                                   "started from (sha256 hex); a completed task with one can be "

@@ -10,7 +10,11 @@ from pydantic.config import JsonDict, JsonValue
 
 from mltask_operator.api.v1alpha1.common import (
     DNS_LABEL,
+    MAX_CONDITIONS,
+    MAX_MESSAGE_LENGTH,
+    MAX_STATUS_URI_LENGTH,
     Condition,
+    LabelValue,
     Model,
     Resource,
     Time,
@@ -18,6 +22,7 @@ from mltask_operator.api.v1alpha1.common import (
     cel,
 )
 from mltask_operator.api.v1alpha1.mltask import (
+    MAX_DURATION_LENGTH,
     MAX_NAME_LENGTH,
     CacheSpec,
     ExecuteStep,
@@ -34,6 +39,8 @@ SHORT_NAMES = ["mlp"]
 MAX_TASKS = 32
 #: Task names are short enough that `<pipeline>-<task>` stays a valid MLTask name.
 MAX_TASK_NAME_LENGTH = 40
+#: A task's message in the pipeline's status (its MLTask's message, cut).
+MAX_TASK_MESSAGE_LENGTH = 4096
 
 
 class PipelineDefaults(Model):
@@ -41,7 +48,7 @@ class PipelineDefaults(Model):
 
     storage: StorageSpec | None = Field(default=None, description="Object-store access for "
                                         "tasks without spec.storage.")
-    node_selector: dict[str, str] | None = Field(
+    node_selector: dict[str, LabelValue] | None = Field(
         default=None, description="Node labels for tasks without runtime.nodeSelector.",
         json_schema_extra={"maxProperties": 64})
     tolerations: list[Toleration] | None = Field(
@@ -305,8 +312,9 @@ ACTIVE_STATES = frozenset({TaskState.INIT, TaskState.RUNNING, TaskState.RETRY,
 class PipelineTaskStatus(Model):
     """Summary of one task of the pipeline."""
 
-    name: str = Field(description="Task name from spec.tasks.")
-    mltask: str | None = Field(default=None, description="Name of the child MLTask, once "
+    name: str = Field(description="Task name from spec.tasks.", max_length=MAX_TASK_NAME_LENGTH)
+    mltask: str | None = Field(default=None, max_length=MAX_NAME_LENGTH,
+                               description="Name of the child MLTask, once "
                                "created.")
     status: TaskState = Field(default=TaskState.PENDING,
                               description="pending (not created yet: waiting for its "
@@ -316,9 +324,12 @@ class PipelineTaskStatus(Model):
     execute_step: ExecuteStep | None = Field(default=None, description="The MLTask's "
                                              "executeStep.")
     attempt: int | None = Field(default=None, ge=0, description="The MLTask's attempt.")
-    message: str | None = Field(default=None, description="The MLTask's message, or why the "
+    message: str | None = Field(default=None, max_length=MAX_TASK_MESSAGE_LENGTH,
+                                description="The MLTask's message (cut to "
+                                f"{MAX_TASK_MESSAGE_LENGTH} characters), or why the "
                                 "task waits.")
-    output_uri: str | None = Field(default=None, description="URI of the dataset or model the "
+    output_uri: str | None = Field(default=None, max_length=MAX_STATUS_URI_LENGTH,
+                                   description="URI of the dataset or model the "
                                    "task produced.")
     start_time: Time | None = Field(default=None, description="When the task started.")
     completion_time: Time | None = Field(default=None, description="When the task ended.")
@@ -336,8 +347,10 @@ class PipelineStatus(Model):
 
     status: Phase = Field(default=Phase.INIT, description="init, running, completed, failed, "
                           "stopping, stopped or retry.")
-    message: str | None = Field(default=None, description="Human-readable summary.")
-    progress: str | None = Field(default=None, description="Completed tasks / all tasks, "
+    message: str | None = Field(default=None, max_length=MAX_MESSAGE_LENGTH,
+                                description="Human-readable summary.")
+    progress: str | None = Field(default=None, max_length=64,
+                                 description="Completed tasks / all tasks, "
                                  "e.g. 2/3, and the skipped ones: 1/3 (1 skipped).")
     completed_tasks: int = Field(default=0, ge=0, description="Number of completed tasks.")
     skipped_tasks: int | None = Field(default=None, ge=0, description="Number of skipped "
@@ -347,13 +360,15 @@ class PipelineStatus(Model):
                                     "created.")
     completion_time: Time | None = Field(default=None, description="When the pipeline "
                                          "completed, failed or stopped.")
-    duration: str | None = Field(default=None, description="Time from start to completion, or "
+    duration: str | None = Field(default=None, max_length=MAX_DURATION_LENGTH,
+                                 description="Time from start to completion, or "
                                  "to the last status update while running.")
     tasks: list[PipelineTaskStatus] | None = Field(
-        default=None, description="One entry per task, in spec order.",
+        default=None, max_length=MAX_TASKS, description="One entry per task, in spec order.",
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]})
     conditions: list[Condition] | None = Field(
-        default=None, description="Succeeded, Running, Stopped, Failed and Ready conditions, "
+        default=None, max_length=MAX_CONDITIONS,
+        description="Succeeded, Running, Stopped, Failed and Ready conditions, "
         "and Archived once the pipeline was archived.",
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]})
     observed_generation: int | None = Field(default=None, description="The "
