@@ -109,7 +109,7 @@ def runtime_violations(runtime: Mapping[str, Any], policy: TaskPolicy,
             for t in _list(runtime.get("tolerations"))):
         out.append(Violation(f"{at}.tolerations", "tolerations",
                              "a toleration with operator Exists and no key tolerates every "
-                             "taint: name the taint's key"))
+                             "taint: name the key of the taint"))
     return out
 
 
@@ -128,9 +128,9 @@ def spec_violations(spec: Mapping[str, Any], policy: TaskPolicy, prefix: str = "
         for step in TRANSFER_STEPS:
             if step in steps:
                 out.append(Violation(f"{prefix}.steps.{step}", "transferImage",
-                                     f"a {step} step of the task's own would get the storage "
+                                     f"setting steps.{step} gives that step the storage "
                                      "credentials (storage.secretRef): leave it out to use "
-                                     "the project's own"))
+                                     "the project transfer step"))
     return out
 
 

@@ -17,7 +17,7 @@ import datetime
 import logging
 from typing import Any
 
-from mltask_operator import kinds, metrics
+from mltask_operator import kinds, metrics, task_policy
 from mltask_operator import labels as keys
 from mltask_operator import mltask_release as rel
 from mltask_operator.api.v1alpha1.mltask import (
@@ -37,7 +37,6 @@ from mltask_operator.handlers import Clock, utcnow, write_status
 from mltask_operator.mltask_cache_key import CACHE_HIT, CACHE_MISS, CACHED, InputRef, cache_key
 from mltask_operator.mltask_planner import Action, Plan, Source, caching, plan, reuse_source
 from mltask_operator.mltask_state_machine import begin_attempt
-from mltask_operator import task_policy
 from mltask_operator.mltask_status import (
     EXIT_CODE,
     FINISHED_NODE_PHASES,
