@@ -20,8 +20,8 @@ from harness.chart import find, render
 from harness.tasks import example
 from mltask_operator.cache import TASK, Cache
 from mltask_operator.handlers.mltask import reconcile_task
-from mltask_operator.settings import ConfigError, Settings, TaskPolicy
 from mltask_operator.kinds import Kind
+from mltask_operator.settings import ConfigError, Settings, TaskPolicy
 from mltask_operator.task_policy import message, pipeline_violations, spec_violations
 
 NOW = datetime.datetime(2026, 11, 28, 12, 0, tzinfo=datetime.UTC)
