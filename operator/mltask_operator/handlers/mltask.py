@@ -162,14 +162,14 @@ def _decide(kube: Kube, cache: Cache, body: dict[str, Any], task: MLTask, prev: 
             if fresh:
                 status = _cache_miss(task, status, key, first, now)
         assert decision.start_at is not None
-        refused = task_policy.spec_violations(body.get("spec") or {}, policy)
-        if refused:
+        breaches = task_policy.spec_violations(body.get("spec") or {}, policy)
+        if breaches:
             # The admission policy refuses such a spec at apply; this holds where it is not
             # installed (or for a task created before it was): the attempt fails, nothing made.
             metrics.WORKFLOWS_REFUSED.labels(reason=task_policy.REASON).inc()
             log.info("Refused MLTask %s/%s: %s", namespace, task.name,
-                     "; ".join(str(v) for v in refused))
-            return _failed(task, status, task_policy.message(refused), task_policy.REASON,
+                     "; ".join(str(v) for v in breaches))
+            return _failed(task, status, task_policy.message(breaches), task_policy.REASON,
                            now), None
         wf_body = wfb.build_workflow(task, attempt=status.attempt, start_at=decision.start_at,
                                      inputs=inputs, defaults=defaults, transfer=transfer,
