@@ -126,7 +126,7 @@ def _process(key: ObjectKey) -> float | None:
         if kind == TASK:
             again = reconcile_task(kube(), CACHE, namespace, name,
                                    defaults=SETTINGS.run_defaults, transfer=SETTINGS.transfer,
-                                   cleanup=SETTINGS.cleanup)
+                                   cleanup=SETTINGS.cleanup, policy=SETTINGS.policy)
         else:
             again = reconcile_pipeline(kube(), CACHE, namespace, name, cleanup=SETTINGS.cleanup)
     except Conflict as e:

@@ -25,8 +25,9 @@ WORKFLOWS_CREATED = Counter("mltask_workflows_created_total",
                             ["action"])
 WORKFLOWS_REFUSED = Counter("mltask_workflows_refused_total",
                             "Task attempts that could not start: the Workflow or its working "
-                            "volume refused by the API server, or the name taken, by reason "
-                            "(WorkflowRejected, VolumeRejected, NameTaken)", ["reason"])
+                            "volume refused by the API server, the name taken, or the spec "
+                            "refused by the task policy, by reason (WorkflowRejected, "
+                            "VolumeRejected, NameTaken, PolicyViolation)", ["reason"])
 RECONCILE_ERRORS = Counter("mltask_reconcile_errors_total",
                            "Reconciles that raised, by kind", ["kind"])
 RECONCILE_DURATION = Histogram("mltask_reconcile_duration_seconds",

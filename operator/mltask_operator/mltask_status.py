@@ -50,7 +50,8 @@ DONE_PHASES = {SUCCEEDED, "Skipped", "Omitted"}
 FINISHED_NODE_PHASES = {SUCCEEDED, FAILED, ERROR, "Skipped", "Omitted"}
 #: Why an attempt could not start (its condition reason): nothing of it was made, so a first
 #: attempt refused this way made no working volume either.
-REFUSED_REASONS = frozenset({"WorkflowRejected", "VolumeRejected", "NameTaken"})
+REFUSED_REASONS = frozenset({"WorkflowRejected", "VolumeRejected", "NameTaken",
+                             "PolicyViolation"})
 
 
 def holds_volume(attempt: int, volume_released: bool, failed_reason: str | None) -> bool:

@@ -163,6 +163,10 @@ class TransferDefaults:
     resources: dict[str, dict[str, str]] = field(
         default_factory=lambda: {k: dict(v) for k, v in DEFAULT_TRANSFER_RESOURCES.items()})
     """MLTASK_TRANSFER_RESOURCES: JSON object, the steps' corev1 resources (requests, limits)."""
+    service_account_name: str | None = None
+    """MLTASK_TRANSFER_SERVICE_ACCOUNT: the ServiceAccount the project's own download and
+    upload steps run as (a cloud storage role bound to it never reaches the run step); empty:
+    the Workflow's (the task's runtime.serviceAccountName, else the namespace's default)."""
 
 
 def _transfer(env: dict[str, str]) -> TransferDefaults:
@@ -180,9 +184,66 @@ def _transfer(env: dict[str, str]) -> TransferDefaults:
                 isinstance(v, str | int) for v in values.values()):
             raise ConfigError("MLTASK_TRANSFER_RESOURCES must look like "
                               '{"requests": {"cpu": "100m"}, "limits": {"memory": "1Gi"}}')
+    account = env.get("MLTASK_TRANSFER_SERVICE_ACCOUNT") or None
+    if account:
+        _dns_subdomain("MLTASK_TRANSFER_SERVICE_ACCOUNT", account)
     return TransferDefaults(image=image, image_pull_policy=policy,
                             resources={k: {n: str(v) for n, v in vals.items()}
-                                       for k, vals in resources.items()})
+                                       for k, vals in resources.items()},
+                            service_account_name=account)
+
+
+@dataclass(frozen=True)
+class TaskPolicy:
+    """What a task may ask for its pods (mltask_operator.task_policy); the safe default refuses
+    every privilege. The chart's values taskPolicy.* set these and the admission policy that
+    refuses the same at apply time."""
+
+    allow_privileged: bool = False
+    """MLTASK_POLICY_ALLOW_PRIVILEGED: steps may be privileged or allow privilege
+    escalation."""
+    allow_root: bool = False
+    """MLTASK_POLICY_ALLOW_ROOT: steps may run as root (runAsUser 0, runAsNonRoot false)."""
+    allowed_capabilities: tuple[str, ...] = ()
+    """MLTASK_POLICY_ALLOWED_CAPABILITIES: comma-separated capabilities steps may add."""
+    allowed_service_accounts: tuple[str, ...] = ()
+    """MLTASK_POLICY_ALLOWED_SERVICE_ACCOUNTS: comma-separated ServiceAccounts a task may name
+    (runtime.serviceAccountName); none: only the namespace's default."""
+    allowed_priority_classes: tuple[str, ...] = ()
+    """MLTASK_POLICY_ALLOWED_PRIORITY_CLASSES: comma-separated PriorityClasses a task may name;
+    none: no priority class."""
+    allow_wildcard_tolerations: bool = False
+    """MLTASK_POLICY_ALLOW_WILDCARD_TOLERATIONS: a toleration may be `operator: Exists`
+    without a key (it tolerates every taint)."""
+    allow_custom_transfer_images: bool = False
+    """MLTASK_POLICY_ALLOW_CUSTOM_TRANSFER_IMAGES: a task with storage credentials
+    (storage.secretRef) may set its own download or upload step, which gets them."""
+
+
+_CAPABILITY = re.compile(r"^[A-Z_]+$")
+
+
+def _names(env: dict[str, str], name: str, pattern: re.Pattern[str]) -> tuple[str, ...]:
+    out = tuple(n.strip() for n in (env.get(name) or "").split(",") if n.strip())
+    for n in out:
+        if not pattern.match(n) or len(n) > 253:
+            raise ConfigError(f"{name}: {n!r} is not a valid name")
+    return out
+
+
+def _policy(env: dict[str, str]) -> TaskPolicy:
+    return TaskPolicy(
+        allow_privileged=_bool(env, "MLTASK_POLICY_ALLOW_PRIVILEGED", False),
+        allow_root=_bool(env, "MLTASK_POLICY_ALLOW_ROOT", False),
+        allowed_capabilities=_names(env, "MLTASK_POLICY_ALLOWED_CAPABILITIES", _CAPABILITY),
+        allowed_service_accounts=_names(env, "MLTASK_POLICY_ALLOWED_SERVICE_ACCOUNTS",
+                                        DNS1123_SUBDOMAIN),
+        allowed_priority_classes=_names(env, "MLTASK_POLICY_ALLOWED_PRIORITY_CLASSES",
+                                        DNS1123_SUBDOMAIN),
+        allow_wildcard_tolerations=_bool(env, "MLTASK_POLICY_ALLOW_WILDCARD_TOLERATIONS", False),
+        allow_custom_transfer_images=_bool(env, "MLTASK_POLICY_ALLOW_CUSTOM_TRANSFER_IMAGES",
+                                           False),
+    )
 
 
 POD_GC_STRATEGIES = ("OnPodCompletion", "OnPodSuccess", "OnWorkflowCompletion",
@@ -258,6 +319,7 @@ class Settings:
     run_defaults: RunStepDefaults = field(default_factory=RunStepDefaults)
     transfer: TransferDefaults = field(default_factory=TransferDefaults)
     cleanup: CleanupDefaults = field(default_factory=CleanupDefaults)
+    policy: TaskPolicy = field(default_factory=TaskPolicy)
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -308,6 +370,7 @@ class Settings:
             ),
             transfer=_transfer(env),
             cleanup=_cleanup(env),
+            policy=_policy(env),
             namespaces=namespaces,
             resync_seconds=_int(env, "MLTASK_RESYNC_SECONDS", 60, 5),
             workers=_int(env, "MLTASK_WORKERS", 8, 1),

@@ -83,7 +83,9 @@ def node_operator(real_node: RealNodeCluster) -> Iterator[OperatorProcess]:
     per module, so that the install tests' in-cluster operator never runs beside it."""
     proc = OperatorProcess(real_node.cp.kubeconfig, real_node.workdir / "operator.log", env={
         "MLTASK_TRANSFER_IMAGE": images.OPERATOR_TAG,
-        "MLTASK_TRANSFER_IMAGE_PULL_POLICY": "IfNotPresent"})
+        "MLTASK_TRANSFER_IMAGE_PULL_POLICY": "IfNotPresent",
+        # test_pod_security_real runs a step as root on purpose (what Pod Security then says)
+        "MLTASK_POLICY_ALLOW_ROOT": "true"})
     proc.start()
     yield proc
     proc.stop()

@@ -21,6 +21,7 @@ from mltask_operator.settings import (
     DEFAULT_TRANSFER_IMAGE,
     DEFAULT_TRANSFER_RESOURCES,
     RunStepDefaults,
+    TransferDefaults,
 )
 
 ON_INFRA = ON_INFRASTRUCTURE_ERROR
@@ -559,6 +560,24 @@ def test_runtime_fields_absent_when_unset(name: str) -> None:
     assert spec.get("activeDeadlineSeconds") == EXPECTED[name]["deadline"]
     for key in ("serviceAccountName", "podPriorityClassName", "affinity"):
         assert key not in spec
+
+
+@pytest.mark.parametrize("name", EXAMPLES)
+def test_transfer_steps_run_as_their_own_service_account(name: str) -> None:
+    """MLTASK_TRANSFER_SERVICE_ACCOUNT: the project's own download and upload steps run as
+    it (Argo's per-template serviceAccountName), the run step and a task's own transfer steps
+    as the Workflow's, so a storage role bound to it never reaches them."""
+    t = task(name, serviceAccountName="ml-runner")
+    wf = build_workflow(t, attempt=1, start_at=StepName.DOWNLOAD, inputs=inputs_of(t),
+                        transfer=TransferDefaults(service_account_name="mltask-transfer"))
+    assert wf["spec"]["serviceAccountName"] == "ml-runner"
+    own = t.spec.steps
+    for step, template in templates(wf).items():
+        ours = (step == "download" and own.download is None) or (
+            step == "upload" and own.upload is None)
+        assert template.get("serviceAccountName") == ("mltask-transfer" if ours else None), step
+    # unset: every step runs as the Workflow's ServiceAccount
+    assert all("serviceAccountName" not in tpl for tpl in templates(build(t)).values())
 
 
 # ------------------------------------------------------------------------ secrets and env

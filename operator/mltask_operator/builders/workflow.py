@@ -364,6 +364,12 @@ def build_workflow(task: MLTask, *, attempt: int, start_at: StepName,
         }
         template["container"]["securityContext"] = security_context(
             step_specs[step], bool(defaulted.get(step)))
+        if defaulted.get(step) and transfer.service_account_name:
+            # The project's own transfer steps run as their own ServiceAccount (Argo's
+            # per-template serviceAccountName; its wait container writes the step's result
+            # with that account's token): a cloud storage role bound to it (IRSA, workload
+            # identity) never reaches the run step, which runs as the Workflow's.
+            template["serviceAccountName"] = transfer.service_account_name
         if step == StepName.RUN and requests_gpu(step_specs[step], gpu):
             template.update(_gpu_placement(task, defaults))
         if retry:

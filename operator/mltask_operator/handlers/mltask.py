@@ -17,7 +17,7 @@ import datetime
 import logging
 from typing import Any
 
-from mltask_operator import kinds, metrics
+from mltask_operator import kinds, metrics, task_policy
 from mltask_operator import labels as keys
 from mltask_operator import mltask_release as rel
 from mltask_operator.api.v1alpha1.common import MAX_MESSAGE_LENGTH
@@ -45,7 +45,7 @@ from mltask_operator.mltask_status import (
     compute_status,
     observe_workflow,
 )
-from mltask_operator.settings import CleanupDefaults, RunStepDefaults, TransferDefaults
+from mltask_operator.settings import CleanupDefaults, RunStepDefaults, TaskPolicy, TransferDefaults
 from mltask_operator.status_common import (
     Transition,
     bounded,
@@ -102,14 +102,15 @@ def _inputs_ready_at(cache: Cache, body: dict[str, Any]) -> datetime.datetime | 
 def reconcile_task(kube: Kube, cache: Cache, namespace: str, name: str, clock: Clock = utcnow,
                    defaults: RunStepDefaults | None = None,
                    transfer: TransferDefaults | None = None,
-                   cleanup: CleanupDefaults | None = None) -> float | None:
+                   cleanup: CleanupDefaults | None = None,
+                   policy: TaskPolicy | None = None) -> float | None:
     """Bring one task's world in line with its spec. A write conflict raises Conflict: the
     change that caused it arrives as a watch event and queues the task again. Returns the
     seconds after which to reconcile it again (its TTL's end), or None.
 
     `defaults`: the cluster's policy for GPU run steps; `transfer`: the project's download and
-    upload steps for tasks that leave them out; `cleanup`: the default pod GC and TTL
-    (operator settings)."""
+    upload steps for tasks that leave them out; `cleanup`: the default pod GC and TTL;
+    `policy`: what a task may ask for its pods (operator settings)."""
     cleanup = cleanup or CleanupDefaults()
     body = cache.task(namespace, name)
     if body is None or body["metadata"].get("deletionTimestamp"):
@@ -117,14 +118,15 @@ def reconcile_task(kube: Kube, cache: Cache, namespace: str, name: str, clock: C
     task = MLTask.model_validate(body)
     prev = task.status or MLTaskStatus()
     now = clock()
-    new, why = _decide(kube, cache, body, task, prev, now, defaults, transfer, cleanup)
+    new, why = _decide(kube, cache, body, task, prev, now, defaults, transfer, cleanup,
+                       policy or TaskPolicy())
     return _finish(kube, cache, body, task, prev, new, why, now, cleanup)
 
 
 def _decide(kube: Kube, cache: Cache, body: dict[str, Any], task: MLTask, prev: MLTaskStatus,
             now: datetime.datetime, defaults: RunStepDefaults | None,
-            transfer: TransferDefaults | None,
-            cleanup: CleanupDefaults) -> tuple[MLTaskStatus, str | None]:
+            transfer: TransferDefaults | None, cleanup: CleanupDefaults,
+            policy: TaskPolicy) -> tuple[MLTaskStatus, str | None]:
     """Act on the plan (create, stop); returns the status to write and, for a new attempt,
     what its Event says."""
     namespace = task.namespace
@@ -162,6 +164,15 @@ def _decide(kube: Kube, cache: Cache, body: dict[str, Any], task: MLTask, prev: 
             if fresh:
                 status = _cache_miss(task, status, key, first, now)
         assert decision.start_at is not None
+        breaches = task_policy.spec_violations(body.get("spec") or {}, policy)
+        if breaches:
+            # The admission policy refuses such a spec at apply; this holds where it is not
+            # installed (or for a task created before it was): the attempt fails, nothing made.
+            metrics.WORKFLOWS_REFUSED.labels(reason=task_policy.REASON).inc()
+            log.info("Refused MLTask %s/%s: %s", namespace, task.name,
+                     "; ".join(str(v) for v in breaches))
+            return _failed(task, status, task_policy.message(breaches), task_policy.REASON,
+                           now), None
         wf_body = wfb.build_workflow(task, attempt=status.attempt, start_at=decision.start_at,
                                      inputs=inputs, defaults=defaults, transfer=transfer,
                                      cleanup=cleanup)
