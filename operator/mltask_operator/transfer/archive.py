@@ -106,8 +106,10 @@ def _unpack_zip(archive: Path, writer: _Writer) -> None:
 def _zip_link(zf: zipfile.ZipFile, info: zipfile.ZipInfo, writer: _Writer) -> str:
     """A zip symlink member's target, read no further than the bound."""
     bound = writer.limits.link_target
-    with zf.open(info) as src:
-        data = src.read(bound + 1)
+    data = b""
+    if info.file_size <= bound:
+        with zf.open(info) as src:
+            data = src.read(bound + 1)
     if len(data) > bound or info.file_size > bound:
         raise ArchiveError(f"{writer.archive}: symlink {short(info.filename)} has a target "
                            f"longer than {bound} bytes")
