@@ -25,7 +25,7 @@ from mltask_operator import kinds
 from mltask_operator.api.v1alpha1.common import quantity_value
 from mltask_operator.api.v1alpha1.mltask import WorkVolume, input_upstreams
 from mltask_operator.labels import PIPELINE as PIPELINE_LABEL
-from mltask_operator.mltask_cache_key import source_key
+from mltask_operator.mltask_cache_key import reused, source_key
 from mltask_operator.mltask_status import holds_volume
 
 TASK, WORKFLOW, PIPELINE = kinds.MLTASK.kind, kinds.WORKFLOW.kind, kinds.PIPELINE.kind
@@ -101,7 +101,9 @@ class Head:
     """What the resync, the store's links and the metrics read without unpacking a body: its
     resourceVersion, status phase, current Workflow, upstream tasks, whether it has started an
     attempt (or completed without one, its outputs reused), its pipeline (label), its type, the
-    bytes of working volume it holds, and the cache key under which it may be reused."""
+    bytes of working volume it holds, the cache key under which it may be reused, and what it
+    wrote (`written`: output URI, sha256 and completion time of a task that completed by
+    running)."""
 
     rv: str | None
     phase: str | None
@@ -112,6 +114,7 @@ class Head:
     type: str | None = None
     volume_bytes: int = 0
     cache_key: str | None = None
+    written: tuple[str, str | None, str] | None = None
 
     @classmethod
     def of(cls, body: Mapping[str, Any]) -> Head:
@@ -121,7 +124,29 @@ class Head:
         started = bool(status.get("attempt")) or status.get("status") == "completed"
         return cls(_rv(body), status.get("status"), status.get("workflowName"),
                    tuple(sorted(upstreams(spec))), started, labels.get(PIPELINE_LABEL),
-                   spec.get("type"), _volume_bytes(spec, status), source_key(body))
+                   spec.get("type"), _volume_bytes(spec, status), source_key(body),
+                   _written(status))
+
+
+def _written(status: Mapping[str, Any]) -> tuple[str, str | None, str] | None:
+    """(output URI, sha256, completion time) of a task that completed by running, or None."""
+    out = status.get("outputs") or {}
+    done = status.get("completionTime")
+    if status.get("status") != "completed" or not out.get("uri") or not done or reused(status):
+        return None
+    return str(out["uri"]), out.get("sha256"), str(done)
+
+
+def _bucket(uri: str) -> str:
+    """The store's part of an output URI (s3://bucket/...): the writers index's key."""
+    scheme, _, rest = uri.partition("://")
+    return f"{scheme}://{rest.split('/', 1)[0]}"
+
+
+def overlaps(a: str, b: str) -> bool:
+    """Whether writing URI `a` can change what URI `b` names (the same object, or one is a
+    folder holding the other)."""
+    return a == b or (a.endswith("/") and b.startswith(a)) or (b.endswith("/") and a.startswith(b))
 
 
 def _volume_bytes(spec: Mapping[str, Any], status: Mapping[str, Any]) -> int:
@@ -177,6 +202,8 @@ class Cache:
         self._children: dict[Key, set[str]] = {}
         self._waiting: dict[Key, set[str]] = {}
         self._sources: dict[Key, set[str]] = {}
+        # bucket (s3://name) -> the tasks (namespace, name) that completed writing into it
+        self._writers: dict[str, set[Key]] = {}
         # (kind, namespace, name) -> (resourceVersion the write replaced, or None for a
         # create; the slim body written)
         self._overlay: dict[tuple[str, str, str], tuple[str | None, Body]] = {}
@@ -230,6 +257,14 @@ class Cache:
         move(self._children, pipe(old), pipe(new))
         move(self._waiting, waits(old), waits(new))
         move(self._sources, source(old), source(new))
+        for h, add in ((old, False), (new, True)):
+            if h is None or h.written is None:
+                continue
+            writers = self._writers.setdefault(_bucket(h.written[0]), set())
+            if add:
+                writers.add(key)
+            else:
+                writers.discard(key)
 
     def prime(self, kind: str, bodies: Iterable[Mapping[str, Any]]) -> int:
         """Store a listing, one object at a time (the caller pages it); returns the count."""
@@ -252,6 +287,26 @@ class Cache:
         with self._lock:
             names = sorted(self._sources.get((namespace, key), ()))
         return [b for b in (self.task(namespace, n) for n in names) if b]
+
+    def overwritten(self, body: Mapping[str, Any]) -> bool:
+        """Whether another task, of any namespace, completed writing other bytes over a completed
+        task's output after it (a cache source whose output no longer holds what it made)."""
+        meta = body.get("metadata") or {}
+        mine = _written(body.get("status") or {})
+        if mine is None:
+            return False
+        uri, sha256, done = mine
+        me = (meta.get("namespace", ""), meta.get("name", ""))
+        with self._lock:
+            writers = sorted(self._writers.get(_bucket(uri), ()))
+        for key in writers:
+            h = self.head(TASK, *key) if key != me else None
+            if h is None or h.written is None:
+                continue
+            other_uri, other_sha, other_done = h.written
+            if overlaps(uri, other_uri) and other_done >= done and other_sha != sha256:
+                return True
+        return False
 
     # -- the reconcilers' side
 

@@ -2,6 +2,8 @@
 
 The CA is made at start (so the client must be pointed at it with SSL_CERT_FILE); Range requests
 are served, and `fail_next(n)` answers the next n requests 503 (a transient error to retry).
+`canned[path] = (status, headers, body)` answers that path so whatever the request (a partial
+answer, a redirect).
 """
 
 from __future__ import annotations
@@ -71,6 +73,7 @@ class HttpsServer:
         self.files = files
         self.requests: list[tuple[str, str]] = []
         self.failures = FailNext()
+        self.canned: dict[str, tuple[int, dict[str, str], bytes]] = {}
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -82,7 +85,10 @@ class HttpsServer:
             def do_GET(self) -> None:  # noqa: N802 - http.server's naming
                 server.requests.append((self.command, self.path))
                 data = server.files.get(self.path.split("?")[0])
-                if server.failures.take():
+                canned = server.canned.get(self.path.split("?")[0])
+                if canned is not None:
+                    status, headers, data = canned
+                elif server.failures.take():
                     status, headers, data = 503, {"Retry-After": "0"}, b"busy"
                 elif data is None:
                     status, headers, data = 404, {}, b"not found"
@@ -108,8 +114,8 @@ class HttpsServer:
         self.port = self._server.server_address[1]
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
-    def url(self, path: str) -> str:
-        return f"https://127.0.0.1:{self.port}{path}"
+    def url(self, path: str, host: str = "127.0.0.1") -> str:
+        return f"https://{host}:{self.port}{path}"
 
     def fail_next(self, n: int) -> None:
         self.failures.arm(n)

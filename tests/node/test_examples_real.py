@@ -4,6 +4,7 @@ real scikit-learn work, their outputs stored in the local S3 server."""
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import subprocess
@@ -105,3 +106,33 @@ def test_the_pipeline_example_runs_to_completed(ws: Workspace) -> None:
     opt_spec = ws.tasks.get(f"{name}-optimize")["spec"]
     assert opt_spec["input"]["model"]["uri"] == objects["train"]
     assert 0.9 < ws.tasks.get(train)["status"]["metrics"]["accuracy"] <= 1.0
+
+
+def test_the_params_example_keeps_each_runs_outputs_and_a_third_run_reuses_the_first(
+        ws: Workspace) -> None:
+    """Issue 26, finding 5: two runs with other values write under runs/<their name>/ (no run
+    overwrites another's model), and a third run with the first one's values reuses the first
+    run's outputs (spec.cache), whose sha256 still holds."""
+    base = load("pipeline-params.yaml")
+    base["spec"]["defaults"]["cache"] = {"enabled": True}
+    runs = {"digits-tuned-a": "0.001", "digits-tuned-b": "0.01", "digits-tuned-c": "0.001"}
+    outputs: dict[str, dict[str, Any]] = {}
+    for name, rate in runs.items():
+        body = copy.deepcopy(base)
+        body["metadata"] = {"name": name}
+        next(p for p in body["spec"]["parameters"] if p["name"] == "learningRate")["value"] = rate
+        ws.pipelines.create(body)
+        pl = ws.pipelines.wait(name, lambda s: s.get("status") in ("completed", "failed"),
+                               f"{name} to end", timeout=600)["status"]
+        assert pl["status"] == "completed", json.dumps(pl, indent=1)
+        outputs[name] = ws.tasks.get(f"{name}-train")["status"]
+    a, b, c = (outputs[n] for n in runs)
+    prefix = "s3://mltask-examples/pipelines/digits/runs/"
+    assert a["outputs"]["uri"].startswith(f"{prefix}digits-tuned-a/models/mlp/"), a["outputs"]
+    assert b["outputs"]["uri"].startswith(f"{prefix}digits-tuned-b/models/mlp/"), b["outputs"]
+    check_output_is_stored(ws, a)  # the second run did not write over the first one's model
+    check_output_is_stored(ws, b)
+    assert c["outputs"] == a["outputs"], "the third run reuses the first run's model"
+    cached = next(x for x in c["conditions"] if x["type"] == "Cached")
+    assert (cached["status"], cached["reason"]) == ("True", "CacheHit"), cached
+    assert "digits-tuned-a-train" in cached["message"], cached

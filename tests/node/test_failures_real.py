@@ -4,13 +4,14 @@ task's status after its pods are gone."""
 
 from __future__ import annotations
 
+import hashlib
 import time
 from typing import Any
 
 import pytest
 
 from harness.tasks import example_with, step
-from harness.workspace import Workspace, kubectl_mltask
+from harness.workspace import Workspace, kubectl_mltask, stored
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -95,3 +96,20 @@ def test_a_run_pod_lost_mid_run_is_retried_and_the_task_completes(ws: Workspace)
     st = ws.tasks.wait_state(name, "completed", timeout=240)["status"]
     assert step(st, "run")["retries"] == 1
     assert st["metrics"]["samples"] == 1797
+
+
+def test_an_input_whose_sha256_does_not_hold_fails_the_download_naming_both(
+        ws: Workspace) -> None:
+    """Issue 26, finding 5: a given (or handed-on) digest is verified by the download step;
+    a mismatch fails the task with the URI, the expected and the actual digest."""
+    uri = "s3://mltask-examples/raw/digits.csv.gz"
+    actual = hashlib.sha256(stored(ws.s3, uri)).hexdigest()
+    expected = "0" * 64
+    body = preprocessing(input__dataset__uri=uri, input__dataset__sha256=expected)
+    name = ws.tasks.create(body)["metadata"]["name"]
+    st = ws.tasks.wait_state(name, "failed", timeout=180)["status"]
+    assert st["executeStep"] == "download"
+    message = st["message"]
+    for words in (uri, "sha256 mismatch", f"expected {expected}", f"got {actual}"):
+        assert words in message, message
+    assert "run" not in {s["name"] for s in st["steps"]}, "the run step never saw the data"

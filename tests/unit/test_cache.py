@@ -129,3 +129,30 @@ def test_a_deletion_drops_what_the_operator_wrote_too() -> None:
             {"metadata": {"namespace": "ns", "name": "t-1", "resourceVersion": "2"}})
     c.drop(WORKFLOW, "ns", "t-1")
     assert c.workflow("ns", "t-1") is None and c.keys(WORKFLOW) == [] and len(c) == 0
+
+
+def _done(name: str, uri: str, sha256: str, at: str, ns: str = "ns", **status: Any
+          ) -> dict[str, Any]:
+    b = task(name, "1", status={"status": "completed", "completionTime": at,
+                                "outputs": {"uri": uri, "sha256": sha256}, **status})
+    b["metadata"]["namespace"] = ns
+    return b
+
+
+def test_a_source_written_over_later_by_another_task_is_overwritten() -> None:
+    """Finding 5 of issue 26: a later run writing the same URI makes the earlier run's output
+    no cache source (its sha256 no longer holds)."""
+    c = Cache()
+    first = _done("a", "s3://b/models/mlp/", "1" * 64, "2026-01-01T00:00:00Z")
+    c.put(TASK, first)
+    assert not c.overwritten(first)
+    c.put(TASK, _done("other", "s3://b/models/cnn/", "2" * 64, "2026-01-01T01:00:00Z"))
+    c.put(TASK, _done("earlier", "s3://b/models/mlp/", "3" * 64, "2025-12-31T00:00:00Z"))
+    c.put(TASK, _done("same-bytes", "s3://b/models/mlp/", "1" * 64, "2026-01-01T02:00:00Z"))
+    assert not c.overwritten(first), "another URI, an earlier write, or the same bytes"
+    c.put(TASK, _done("copy", "s3://b/models/mlp/", "9" * 64, "2026-01-01T03:00:00Z",
+                      conditions=[{"type": "Cached", "status": "True"}]))
+    assert not c.overwritten(first), "a reused task wrote nothing"
+    c.put(TASK, _done("later", "s3://b/models/mlp/model.joblib", "4" * 64,
+                      "2026-01-01T04:00:00Z", ns="team-b"))
+    assert c.overwritten(first), "a file inside the folder, from any namespace"

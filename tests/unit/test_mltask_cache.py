@@ -312,3 +312,23 @@ def test_caching_off_records_no_key_and_no_condition() -> None:
     assert kube.calls[0] == "create Workflow new-1"
     st = cache.task("ml", "new")["status"]
     assert "cacheKey" not in st and all(c["type"] != "Cached" for c in st["conditions"])
+
+
+def test_a_source_another_task_wrote_over_since_is_a_miss() -> None:
+    """Issue 26, finding 5: a later run (another key) wrote other bytes to the source's output
+    URI, so reusing the source would hand on the other run's data under the old digest."""
+    cache = Cache()
+    cache.put(TASK, completed(cached_task("src")))
+    cache.put(TASK, completed(cached_task("other", config={"parameters": {"seed": "1"}}),
+                              ago=datetime.timedelta(minutes=5)))
+    other = cache.task("ml", "other")
+    assert other is not None
+    other["status"]["outputs"]["sha256"] = SHA_A  # same URI, other bytes, written later
+    cache.put(TASK, other)
+    cache.put(TASK, cached_task("new"))
+    kube = RecordingKube()
+    reconcile_task(kube, cache, "ml", "new", clock=lambda: NOW)  # type: ignore[arg-type]
+    assert kube.calls[0] == "create Workflow new-1"
+    cached = next(c for c in cache.task("ml", "new")["status"]["conditions"]
+                  if c["type"] == "Cached")
+    assert (cached["status"], cached["reason"]) == ("False", "CacheMiss")

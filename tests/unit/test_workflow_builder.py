@@ -640,6 +640,44 @@ def test_resolved_inputs_win_over_the_spec() -> None:
     assert env["MLTASK_INPUT_MODEL_URI"] == "s3://up/model.joblib"
 
 
+def test_digests_given_or_handed_on_reach_the_download_step() -> None:
+    """The download step verifies what it fetched against these (mltask-transfer)."""
+    t = task("optimization")
+    wf = build_workflow(t, attempt=1, start_at=StepName.DOWNLOAD, inputs=ResolvedInputs(
+        "s3://up/ds.npz", "s3://up/model.joblib", dataset_sha256="a" * 64, model_sha256="b" * 64))
+    env = dict(env_of(templates(wf)["download"]))
+    assert env["MLTASK_INPUT_DATASET_SHA256"] == "a" * 64
+    assert env["MLTASK_INPUT_MODEL_SHA256"] == "b" * 64
+    plain = dict(env_of(templates(build(task("training")))["download"]))
+    assert "MLTASK_INPUT_DATASET_SHA256" not in plain
+
+
+def test_the_download_is_bounded_by_the_working_volume() -> None:
+    t = task("training", workVolume={"size": "3Gi"})
+    tpl = templates(build(t))
+    env = dict(env_of(tpl["download"]))
+    assert env["MLTASK_DOWNLOAD_MAX_BYTES"] == env["MLTASK_UNPACK_MAX_BYTES"] == str(3 * 2**30)
+    assert "MLTASK_UNPACK_MAX_BYTES" not in dict(env_of(tpl["run"]))
+
+
+@pytest.mark.parametrize(("pipeline", "expected"), [
+    (False, f"s3://b/runs/train-digits/{UID}/"),
+    (True, "s3://b/runs/digits-x7k2q/0000-pipe-uid/"),
+])
+def test_run_placeholders_of_the_output_uri(pipeline: bool, expected: str) -> None:
+    """$(run.name) and $(run.uid): the Pipeline's for its tasks, the task's own otherwise."""
+    b = body("training")
+    b["spec"]["output"]["uri"] = "s3://b/runs/$(run.name)/$(run.uid)/"
+    if pipeline:
+        b["spec"]["pipelineRef"] = {"name": "digits-x7k2q"}
+        b["metadata"]["ownerReferences"] = [{"apiVersion": "mltask.dev/v1alpha1",
+                                             "kind": "Pipeline", "name": "digits-x7k2q",
+                                             "uid": "0000-pipe-uid"}]
+    tpl = templates(build(MLTask.model_validate(b)))
+    for step in STEPS:
+        assert dict(env_of(tpl[step]))["MLTASK_OUTPUT_URI"] == expected
+
+
 def test_user_env_is_kept_after_the_contract() -> None:
     run = templates(build(task("own-steps")))["run"]["container"]
     assert run["env"][-1] == {"name": "MLFLOW_TRACKING_TOKEN", "valueFrom": {

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mltask_operator import labels
-from mltask_operator.api.v1alpha1.common import ResourceRequirements
+from mltask_operator.api.v1alpha1.common import ResourceRequirements, quantity_value
 from mltask_operator.api.v1alpha1.mltask import (
     STEP_ORDER,
     MLTask,
@@ -65,6 +65,41 @@ class ResolvedInputs:
     model_uri: str | None = None
     dataset_sha256: str | None = None
     model_sha256: str | None = None
+
+
+#: Placeholders of spec.output.uri, replaced by the run's name and uid: the Pipeline's for a
+#: task of a Pipeline (each run of a Pipeline is a new object, `kubectl mltask run` makes one),
+#: the MLTask's own otherwise, so every run can write to a place of its own.
+RUN_NAME, RUN_UID = "$(run.name)", "$(run.uid)"
+
+
+def run_identity(task: MLTask) -> tuple[str, str]:
+    """(name, uid) of the run the task belongs to: its Pipeline (the owner named by
+    spec.pipelineRef), else the task itself."""
+    meta = task.metadata
+    if task.spec.pipeline_ref:
+        for ref in meta.get("ownerReferences") or []:
+            if ref.get("kind") == "Pipeline" and ref.get("name") == task.spec.pipeline_ref.name:
+                return str(ref["name"]), str(ref.get("uid") or ref["name"])
+        return task.spec.pipeline_ref.name, task.spec.pipeline_ref.name
+    return task.name, str(meta.get("uid") or task.name)
+
+
+def output_uri(task: MLTask) -> str | None:
+    """spec.output.uri with $(run.name) and $(run.uid) replaced (see run_identity)."""
+    uri = task.spec.output.uri
+    if not uri or "$(run." not in uri:
+        return uri
+    name, uid = run_identity(task)
+    return uri.replace(RUN_NAME, name).replace(RUN_UID, uid)
+
+
+def work_volume_bytes(task: MLTask) -> int | None:
+    """The working volume's size in bytes: the bound of what the download step writes."""
+    try:
+        return int(quantity_value(task.spec.runtime.work_volume.size))
+    except ValueError:
+        return None
 
 
 def task_labels(task: MLTask, attempt: int | None = None) -> dict[str, str]:
@@ -124,14 +159,20 @@ def contract_env(task: MLTask, step: StepName, attempt: int,
         "MLTASK_INPUT_DATASET_KIND": (str(spec.input.dataset.kind)
                                       if spec.input.dataset.kind else None),
         "MLTASK_INPUT_DATASET_UNPACK": "true" if spec.input.dataset.unpack else None,
+        "MLTASK_INPUT_DATASET_SHA256": inputs.dataset_sha256,
         "MLTASK_INPUT_MODEL_DIR": INPUT_MODEL_DIR if spec.input.model else None,
         "MLTASK_INPUT_MODEL_URI": inputs.model_uri,
         "MLTASK_INPUT_MODEL_UNPACK": ("true" if spec.input.model and spec.input.model.unpack
                                       else None),
-        "MLTASK_OUTPUT_URI": spec.output.uri,
+        "MLTASK_INPUT_MODEL_SHA256": inputs.model_sha256 if inputs.model_uri else None,
+        "MLTASK_OUTPUT_URI": output_uri(task),
         "MLTASK_PARAMETERS": json.dumps((spec.config.parameters if spec.config else None) or {},
                                         sort_keys=True),
     }
+    if step == StepName.DOWNLOAD:
+        bound = work_volume_bytes(task)
+        env["MLTASK_DOWNLOAD_MAX_BYTES"] = str(bound) if bound else None
+        env["MLTASK_UNPACK_MAX_BYTES"] = str(bound) if bound else None
     if spec.config and spec.config.config_map_ref:
         env["MLTASK_CONFIG_DIR"] = CONFIG_DIR
     if spec.output.dataset:

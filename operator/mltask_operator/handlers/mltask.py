@@ -150,7 +150,9 @@ def _decide(kube: Kube, cache: Cache, body: dict[str, Any], task: MLTask, prev: 
         # a finished task's outputs; a retry or a later continue always runs.
         first = decision.action in (Action.START, Action.CONTINUE) and status.attempt == 0
         if first and key is not None:
-            source = reuse_source(task, key, cache.sources(namespace, key), now)
+            # A source whose output another task wrote over since is no source (a miss).
+            fresh_sources = [b for b in cache.sources(namespace, key) if not cache.overwritten(b)]
+            source = reuse_source(task, key, fresh_sources, now)
             metrics.CACHE_LOOKUPS.labels(result="hit" if source else "miss").inc()
             if source is not None:
                 log.info("Reused for MLTask %s/%s the outputs of MLTask %s (cache key %s)",

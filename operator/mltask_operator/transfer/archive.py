@@ -8,19 +8,24 @@ devices and fifos, and encrypted zip members. Every write is checked against the
 on disk at that moment (so a symlink made by an earlier member cannot carry a later one outside),
 files are created without following a symlink, and the result is checked once more at the end.
 Modes keep their rwx bits only (no setuid, setgid or sticky); owners are not restored.
+
+Bounded (transfer.limits): the bytes written (MLTASK_UNPACK_MAX_BYTES, counted as they are
+written, whatever the archive's headers claim), the members (MLTASK_UNPACK_MAX_MEMBERS), the
+length of a symlink's target (4 KiB; a zip's symlink member is read no further). A name in a
+message is cut short, so an error stays one short line.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import stat
 import tarfile
 import zipfile
 from pathlib import Path
 from typing import IO
 
-from mltask_operator.transfer.errors import TransferError
+from mltask_operator.transfer.errors import TransferError, short
+from mltask_operator.transfer.limits import Limits
 
 KINDS = ".zip, .tar, .tar.gz/.tgz, .tar.bz2 or .tar.xz"
 _ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
@@ -34,11 +39,11 @@ def member_path(archive: str, name: str) -> str | None:
     """The '/'-separated path inside the destination of member `name`, or None for the root
     itself ('.', './'). Refuses absolute names and '..' components."""
     if name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":"):
-        raise ArchiveError(f"{archive}: member {name!r} has an absolute path")
+        raise ArchiveError(f"{archive}: member {short(name)} has an absolute path")
     parts = []
     for part in name.replace("\\", "/").split("/"):
         if part == "..":
-            raise ArchiveError(f"{archive}: member {name!r} has a '..' component")
+            raise ArchiveError(f"{archive}: member {short(name)} has a '..' component")
         if part not in ("", "."):
             parts.append(part)
     return "/".join(parts) or None
@@ -49,13 +54,13 @@ def inside(root: str, path: str) -> bool:
     return path == root or path.startswith(root.rstrip("/") + "/")
 
 
-def unpack(archive: Path, dest: Path) -> int:
+def unpack(archive: Path, dest: Path, limits: Limits | None = None) -> int:
     """Unpack `archive` (any of KINDS, told by its content) into the folder `dest`; the number of
     files written."""
     dest.mkdir(parents=True, exist_ok=True)
     with archive.open("rb") as f:
         magic = f.read(4)
-    writer = _Writer(archive.name, os.path.realpath(dest))
+    writer = _Writer(archive.name, os.path.realpath(dest), limits or Limits())
     if magic in _ZIP_MAGIC:
         _unpack_zip(archive, writer)
     else:
@@ -78,28 +83,43 @@ def _unpack_zip(archive: Path, writer: _Writer) -> None:
         raise ArchiveError(f"{archive.name} is not a readable zip archive ({e})") from None
     with zf:
         for info in zf.infolist():
+            writer.member()
             rel = member_path(archive.name, info.filename)
             mode = info.external_attr >> 16 if info.create_system == 3 else 0
             if rel is None:
                 continue
             if info.flag_bits & 0x1:
-                raise ArchiveError(f"{archive.name}: member {info.filename!r} is encrypted")
+                raise ArchiveError(f"{archive.name}: member {short(info.filename)} is encrypted")
             if info.is_dir() or stat.S_ISDIR(mode):
                 writer.directory(info.filename, rel)
             elif stat.S_ISLNK(mode):
-                writer.symlink(info.filename, rel, zf.read(info).decode("utf-8", "replace"))
+                writer.symlink(info.filename, rel, _zip_link(zf, info, writer))
             elif stat.S_IFMT(mode) not in (0, stat.S_IFREG):  # 0: no type recorded
                 raise ArchiveError(
-                    f"{archive.name}: member {info.filename!r} is a device, fifo or socket"
+                    f"{archive.name}: member {short(info.filename)} is a device, fifo or socket"
                 )
             else:
                 with zf.open(info) as src:
                     writer.file(info.filename, rel, src, mode or 0o644)
 
 
+def _zip_link(zf: zipfile.ZipFile, info: zipfile.ZipInfo, writer: _Writer) -> str:
+    """A zip symlink member's target, read no further than the bound."""
+    bound = writer.limits.link_target
+    data = b""
+    if info.file_size <= bound:
+        with zf.open(info) as src:
+            data = src.read(bound + 1)
+    if len(data) > bound or info.file_size > bound:
+        raise ArchiveError(f"{writer.archive}: symlink {short(info.filename)} has a target "
+                           f"longer than {bound} bytes")
+    return data.decode("utf-8", "replace")
+
+
 def _unpack_tar(tar: tarfile.TarFile, writer: _Writer) -> None:
     name = writer.archive
     for m in tar:
+        writer.member()
         rel = member_path(name, m.name)
         if rel is None:
             continue
@@ -115,23 +135,34 @@ def _unpack_tar(tar: tarfile.TarFile, writer: _Writer) -> None:
         elif m.islnk():
             target = member_path(name, m.linkname)
             if target is None:
-                raise ArchiveError(f"{name}: hardlink {m.name!r} points to the archive's root")
+                raise ArchiveError(f"{name}: hardlink {short(m.name)} points to the archive's root")
             writer.hardlink(m.name, rel, m.linkname, target)
         elif m.ischr() or m.isblk():
-            raise ArchiveError(f"{name}: member {m.name!r} is a device")
+            raise ArchiveError(f"{name}: member {short(m.name)} is a device")
         elif m.isfifo():
-            raise ArchiveError(f"{name}: member {m.name!r} is a fifo")
+            raise ArchiveError(f"{name}: member {short(m.name)} is a fifo")
         else:
-            raise ArchiveError(f"{name}: member {m.name!r} has an unsupported type {m.type!r}")
+            raise ArchiveError(f"{name}: member {short(m.name)} has an unsupported type {m.type!r}")
 
 
 class _Writer:
     """Writes members under `root`, checking each place against the folder as it is on disk."""
 
-    def __init__(self, archive: str, root: str) -> None:
-        self.archive, self.root = archive, root
-        self.files = 0
+    def __init__(self, archive: str, root: str, limits: Limits) -> None:
+        self.archive, self.root, self.limits = archive, root, limits
+        self.files = self.members = self.written = 0
         self._links: list[tuple[str, str]] = []
+
+    def member(self) -> None:
+        """Count one more member, refused past the bound."""
+        self.members += 1
+        if self.members > self.limits.members:
+            raise ArchiveError(f"{self.archive} has more than {self.limits.members} members "
+                               "(MLTASK_UNPACK_MAX_MEMBERS)")
+
+    def _too_big(self) -> ArchiveError:
+        return ArchiveError(f"{self.archive} unpacks to more than {self.limits.unpack_bytes} "
+                            "bytes (MLTASK_UNPACK_MAX_BYTES, the working volume's size)")
 
     def _place(self, name: str, rel: str) -> tuple[str, str]:
         """(real parent folder, base name) of member `rel`, the parent created; refused when the
@@ -146,7 +177,7 @@ class _Writer:
 
     def _check(self, name: str, real: str) -> None:
         if not inside(self.root, real):
-            raise ArchiveError(f"{self.archive}: member {name!r} would be written outside the "
+            raise ArchiveError(f"{self.archive}: member {short(name)} would be written outside the "
                                "destination (through a symlink)")
 
     def _clear(self, name: str, path: str) -> None:
@@ -156,14 +187,14 @@ class _Writer:
         except FileNotFoundError:
             return
         if stat.S_ISDIR(st.st_mode):
-            raise ArchiveError(f"{self.archive}: member {name!r} is both a folder and a file")
+            raise ArchiveError(f"{self.archive}: member {short(name)} is both a folder and a file")
         os.unlink(path)
 
     def directory(self, name: str, rel: str) -> None:
         parent, base = self._place(name, rel)
         path = os.path.join(parent, base)
         if os.path.islink(path):
-            raise ArchiveError(f"{self.archive}: folder {name!r} is also a symlink")
+            raise ArchiveError(f"{self.archive}: folder {short(name)} is also a symlink")
         os.makedirs(path, exist_ok=True)
         self._check(name, os.path.realpath(path))
 
@@ -173,19 +204,29 @@ class _Writer:
         self._clear(name, path)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW,
                      (mode & 0o777) | 0o600)
+        bound = self.limits.unpack_bytes
         with os.fdopen(fd, "wb") as out:
-            shutil.copyfileobj(src, out, 1024 * 1024)
+            while chunk := src.read(1024 * 1024):
+                self.written += len(chunk)
+                if bound is not None and self.written > bound:
+                    raise self._too_big()
+                out.write(chunk)
         self.files += 1
 
     def symlink(self, name: str, rel: str, target: str) -> None:
+        if len(target.encode("utf-8", "replace")) > self.limits.link_target:
+            raise ArchiveError(f"{self.archive}: symlink {short(name)} has a target longer than "
+                               f"{self.limits.link_target} bytes")
         if not target or target.startswith("/") or "\x00" in target:
             raise ArchiveError(
-                f"{self.archive}: symlink {name!r} -> {target!r} points outside the destination"
+                f"{self.archive}: symlink {short(name)} -> {short(target)} points outside the "
+                "destination"
             )
         parent, base = self._place(name, rel)
         if not inside(self.root, os.path.realpath(os.path.join(parent, target))):
             raise ArchiveError(
-                f"{self.archive}: symlink {name!r} -> {target!r} points outside the destination"
+                f"{self.archive}: symlink {short(name)} -> {short(target)} points outside the "
+                "destination"
             )
         path = os.path.join(parent, base)
         self._clear(name, path)
@@ -196,11 +237,12 @@ class _Writer:
         source = os.path.realpath(os.path.join(self.root, target))
         if not inside(self.root, source):
             raise ArchiveError(
-                f"{self.archive}: hardlink {name!r} -> {linkname!r} points outside the destination"
+                f"{self.archive}: hardlink {short(name)} -> {short(linkname)} points outside the "
+                "destination"
             )
         if not os.path.isfile(source):
-            raise ArchiveError(f"{self.archive}: hardlink {name!r} -> {linkname!r} points to no "
-                               "earlier file of the archive")
+            raise ArchiveError(f"{self.archive}: hardlink {short(name)} -> {short(linkname)} "
+                               "points to no earlier file of the archive")
         with open(source, "rb") as src:
             self.file(name, rel, src, os.stat(source).st_mode)
 
@@ -209,5 +251,5 @@ class _Writer:
         for name, path in self._links:
             if os.path.islink(path) and not inside(self.root, os.path.realpath(path)):
                 raise ArchiveError(
-                    f"{self.archive}: symlink {name!r} points outside the destination"
+                    f"{self.archive}: symlink {short(name)} points outside the destination"
                 )

@@ -63,3 +63,47 @@ def manifest(files: Iterable[FileDigest]) -> str:
 def manifest_sha256(files: Iterable[FileDigest]) -> str:
     """The sha256 of a folder: of its manifest."""
     return hashlib.sha256(manifest(files).encode()).hexdigest()
+
+
+#: The object an upload of a folder writes last under its prefix: the folder's manifest (the
+#: text above), so a download of the prefix takes exactly the files of the upload that wrote
+#: it, whatever else an earlier attempt or another run left there.
+MANIFEST_NAME = ".mltask-manifest"
+#: The longest manifest read back (about 500,000 files).
+MAX_MANIFEST_BYTES = 64 * 1024 * 1024
+
+
+def parse_manifest(text: str) -> list[FileDigest]:
+    """The files a manifest lists; ValueError on a line that is not `<sha256>  <size>  <path>`."""
+    files = []
+    for n, line in enumerate(text.splitlines(), 1):
+        digest, sep1, rest = line.partition("  ")
+        size, sep2, path = rest.partition("  ")
+        if not (sep1 and sep2 and path and size.isdigit() and len(digest) == 64
+                and all(c in "0123456789abcdef" for c in digest)):
+            raise ValueError(f"line {n} is not '<sha256>  <size>  <path>'")
+        files.append(FileDigest(path, int(size), digest))
+    return files
+
+
+def file_sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1024 * 1024):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def folder_digests(folder: str) -> list[FileDigest]:
+    """Every file under `folder` (symlinks not followed) with its relative path, size, sha256."""
+    import os
+
+    found = []
+    for d, _, names in os.walk(folder):
+        for name in names:
+            path = os.path.join(d, name)
+            if os.path.islink(path):
+                continue
+            rel = os.path.relpath(path, folder).replace(os.sep, "/")
+            found.append(FileDigest(rel, os.lstat(path).st_size, file_sha256(path)))
+    return sorted(found, key=lambda f: f.path)

@@ -27,7 +27,13 @@ from s3transfer.subscribers import BaseSubscriber
 
 from mltask_operator.transfer import progress
 from mltask_operator.transfer.errors import TransferError
-from mltask_operator.transfer.hashing import FileDigest, HashingReader
+from mltask_operator.transfer.hashing import (
+    MANIFEST_NAME,
+    MAX_MANIFEST_BYTES,
+    FileDigest,
+    HashingReader,
+    parse_manifest,
+)
 from mltask_operator.transfer.retry import Policy, log_retry
 from mltask_operator.transfer.uris import S3Uri
 
@@ -225,6 +231,41 @@ class Store:
                 f"{uri} holds no objects{markers}; s3://{uri.bucket}/{uri.key.removesuffix('/')} "
                 "is an object: drop the final / to download it")
         raise TransferError(f"{uri} holds no objects{markers}; credentials: {self.credentials}")
+
+    def manifested(self, uri: S3Uri, objs: list[Obj]) -> tuple[list[Obj], list[FileDigest] | None]:
+        """(the objects to download, the files the folder's manifest lists or None): with a
+        manifest (the upload step's), exactly the objects it lists; others under the prefix (an
+        earlier attempt's, another run's) are left out, and a listed one missing is an error."""
+        found = {o.path: o for o in objs}
+        marker = found.pop(MANIFEST_NAME, None)
+        if marker is None:
+            return objs, None
+        where = uri.child(MANIFEST_NAME)
+        if marker.size > MAX_MANIFEST_BYTES:
+            raise TransferError(f"{where} is larger than {MAX_MANIFEST_BYTES} bytes")
+        body = self._call("download", where, lambda: self.client.get_object(
+            Bucket=uri.bucket, Key=where.key)["Body"].read(MAX_MANIFEST_BYTES + 1))
+        try:
+            listed = parse_manifest(body.decode())
+        except (UnicodeDecodeError, ValueError) as e:
+            raise TransferError(f"{where} is not a manifest of the upload step ({e})") from None
+        chosen = []
+        for f in listed:
+            obj = found.pop(f.path, None)
+            if obj is None or obj.size != f.size:
+                state = "is missing" if obj is None else f"holds {obj.size} bytes, not {f.size}"
+                raise TransferError(f"download {uri}: {uri.child(f.path)}, listed in {where}, "
+                                    f"{state} (the folder is being written again?)")
+            chosen.append(obj)
+        if found:
+            progress.log(f"{uri}: {progress.count(len(found), 'object')} not in its "
+                         f"{MANIFEST_NAME} left out (an earlier upload's)")
+        return chosen, listed
+
+    def put(self, uri: S3Uri, data: bytes) -> None:
+        """Store a small object (the manifest) in one request."""
+        self._call("upload", uri, lambda: self.client.put_object(
+            Bucket=uri.bucket, Key=uri.key, Body=data))
 
     def _listing(self, uri: S3Uri, max_pages: int | None = None
                  ) -> list[tuple[str, int, str | None]]:

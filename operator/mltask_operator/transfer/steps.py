@@ -1,7 +1,12 @@
 """The download and upload steps, orchestrated from the step contract's environment.
 
-Inputs are staged and renamed into place (unpacked when asked); outputs are stored and the result
-file written.
+Inputs are staged, checked against their sha256 when one is given (MLTASK_INPUT_<NAME>_SHA256:
+the spec's, or the upstream task's output digest a Pipeline hands on) and renamed into place
+(unpacked when asked); outputs are stored with a manifest (for a folder) and the result file
+written.
+
+Digests: a file's sha256 is that of its bytes; a folder's is the sha256 of its manifest
+(hashing.py), the same value the upload step reports in its result.
 """
 
 from __future__ import annotations
@@ -18,7 +23,14 @@ from typing import TYPE_CHECKING, Any
 
 from mltask_operator.transfer import archive, https, progress, uris
 from mltask_operator.transfer.errors import ContractError, TransferError
-from mltask_operator.transfer.hashing import manifest_sha256
+from mltask_operator.transfer.hashing import (
+    MANIFEST_NAME,
+    FileDigest,
+    folder_digests,
+    manifest,
+    manifest_sha256,
+)
+from mltask_operator.transfer.limits import Limits
 from mltask_operator.transfer.retry import Policy
 
 if TYPE_CHECKING:
@@ -37,6 +49,7 @@ class Input:
     uri: uris.DownloadUri
     unpack: bool
     dest: Path
+    sha256: str | None = None
 
     @property
     def variable(self) -> str:
@@ -64,7 +77,13 @@ def inputs(env: Mapping[str, str]) -> list[Input]:
                 raise ContractError(f"{variable}_URI is not set: the download step has no input")
             continue
         dest = Path(env.get(f"{variable}_DIR") or base / name)
-        found.append(Input(name, uris.parse_download(raw), _flag(env, f"{variable}_UNPACK"), dest))
+        digest = env.get(f"{variable}_SHA256", "").strip().lower() or None
+        if digest is not None and (len(digest) != 64 or any(c not in "0123456789abcdef"
+                                                            for c in digest)):
+            raise ContractError(f"{variable}_SHA256={digest[:80]!r} is not a sha256 (64 hex "
+                                "digits)")
+        found.append(Input(name, uris.parse_download(raw), _flag(env, f"{variable}_UNPACK"), dest,
+                           digest))
     return found
 
 
@@ -86,11 +105,13 @@ def download(env: Mapping[str, str]) -> None:
         from mltask_operator.transfer import s3  # noqa: F811 - boto3 only when needed
 
         store = s3.Store(env, policy)
+    limits = Limits.from_env(env)
     for item in todo:
-        _fetch(item, env, policy, store)
+        _fetch(item, env, policy, store, limits)
 
 
-def _fetch(item: Input, env: Mapping[str, str], policy: Policy, store: s3.Store | None) -> None:
+def _fetch(item: Input, env: Mapping[str, str], policy: Policy, store: s3.Store | None,
+           limits: Limits) -> None:
     started = time.monotonic()
     staging = item.dest.parent / f".{item.dest.name}.partial"
     extra = [staging, item.dest.parent / f".{item.dest.name}.hf",
@@ -99,9 +120,11 @@ def _fetch(item: Input, env: Mapping[str, str], policy: Policy, store: s3.Store 
         _remove(path)
     staging.mkdir(parents=True)
     try:
-        _copy(item, staging, env, policy, store)
+        listed = _copy(item, staging, env, policy, store, limits)
+        _check_size(item, staging, limits)
+        _verify(item, staging, listed)
         if item.unpack:
-            staging = _unpack(item, staging)
+            staging = _unpack(item, staging, limits)
         _replace(staging, item.dest)
     finally:
         for path in extra:
@@ -113,12 +136,20 @@ def _fetch(item: Input, env: Mapping[str, str], policy: Policy, store: s3.Store 
 
 
 def _copy(item: Input, staging: Path, env: Mapping[str, str], policy: Policy,
-          store: s3.Store | None) -> None:
+          store: s3.Store | None, limits: Limits) -> list[FileDigest] | None:
+    """Download the input into `staging`; the files its folder's manifest lists, if it has one."""
     uri = item.uri
+    listed: list[FileDigest] | None = None
     if isinstance(uri, uris.S3Uri):
         assert store is not None
         objs = store.objects(uri)
+        if uri.is_folder:
+            objs, listed = store.manifested(uri, objs)
         total = sum(o.size for o in objs)
+        if limits.download_bytes is not None and total > limits.download_bytes:
+            raise TransferError(f"download {uri}: {progress.format_size(total)} is more than "
+                                f"MLTASK_DOWNLOAD_MAX_BYTES ({limits.download_bytes} bytes, the "
+                                "working volume's size)")
         what = progress.count(len(objs), "object")
         progress.log(f"download {uri} ({what}, {progress.format_size(total)}) to {item.dest} "
                      f"from {store.where}, credentials: {store.credentials}")
@@ -128,23 +159,73 @@ def _copy(item: Input, staging: Path, env: Mapping[str, str], policy: Policy,
         meter.finish()
     elif isinstance(uri, uris.HttpUri):
         progress.log(f"download {uri} to {item.dest}/{uri.filename} (no credentials sent)")
-        https.download(uri, staging, env, policy)
+        https.download(uri, staging, env, policy, limits.download_bytes)
     else:
         from mltask_operator.transfer import hf
 
         work = item.dest.parent / f".{item.dest.name}.hf"
         hf.prepare_env(os.environ, work, policy)
         hf.download(uri, staging, work, env, policy)
+    return listed
 
 
-def _unpack(item: Input, staging: Path) -> Path:
+def _check_size(item: Input, staging: Path, limits: Limits) -> None:
+    """What came down fits the bound (hf:// sizes are known only once there)."""
+    if limits.download_bytes is None:
+        return
+    size = _tally(staging)[1]
+    if size > limits.download_bytes:
+        raise TransferError(f"download {item.uri}: {progress.format_size(size)} is more than "
+                            f"MLTASK_DOWNLOAD_MAX_BYTES ({limits.download_bytes} bytes, the "
+                            "working volume's size)")
+
+
+def _single_file(item: Input, staging: Path) -> bool:
+    """Whether the input is one file (its digest that of its bytes), not a folder."""
+    uri = item.uri
+    if isinstance(uri, uris.S3Uri):
+        return not uri.is_folder
+    if isinstance(uri, uris.HttpUri):
+        return True
+    entries = list(staging.iterdir())
+    return bool(uri.path) and not uri.folder and len(entries) == 1 and entries[0].is_file()
+
+
+def _verify(item: Input, staging: Path, listed: list[FileDigest] | None) -> None:
+    """The files match their folder's manifest, and the input its given sha256: a mismatch is
+    another upload's data (or a damaged one), never used."""
+    if item.sha256 is None and listed is None:
+        return
+    got = folder_digests(str(staging))
+    if listed is not None:
+        expected = {f.path: f for f in listed}
+        for f in got:
+            want = expected.get(f.path)
+            if want is not None and (want.sha256, want.size) != (f.sha256, f.size):
+                raise TransferError(
+                    f"download {item.uri}: {f.path} does not match the folder's {MANIFEST_NAME}: "
+                    f"expected sha256 {want.sha256}, got {f.sha256} (the folder is being "
+                    "written again, or was damaged)")
+    if item.sha256 is None:
+        return
+    actual = got[0].sha256 if _single_file(item, staging) and len(got) == 1 else \
+        manifest_sha256(got)
+    if actual != item.sha256:
+        raise TransferError(
+            f"download {item.uri}: sha256 mismatch: expected {item.sha256} "
+            f"({item.variable}_SHA256), got {actual}: the data changed since its digest was "
+            "recorded (another run wrote the same URI?); not used")
+    progress.log(f"verified {item.uri}: sha256 {actual}")
+
+
+def _unpack(item: Input, staging: Path, limits: Limits) -> Path:
     entries = list(staging.iterdir())
     if len(entries) != 1 or not entries[0].is_file():
         raise TransferError(f"{item.variable}_UNPACK is true but {item.uri} is a folder of "
                             f"{progress.count(_tally(staging)[0], 'file')}: unpacking needs one "
                             "archive")
     unpacked = item.dest.parent / f".{item.dest.name}.unpacked"
-    count = archive.unpack(entries[0], unpacked)
+    count = archive.unpack(entries[0], unpacked, limits)
     progress.log(f"unpacked {entries[0].name}: {progress.count(count, 'file')}")
     return unpacked
 
@@ -214,12 +295,18 @@ def upload(env: Mapping[str, str]) -> None:
         raise ContractError("MLTASK_OUTPUT_URI is not set: the upload step has nowhere to store")
     uri = uris.parse_upload(raw)
     result_file = Path(env.get("MLTASK_RESULT_FILE") or DEFAULT_RESULT_FILE)
+    if out.is_symlink():
+        raise TransferError(f"{out} (MLTASK_OUTPUT_DIR) is a symlink to {os.readlink(out)}: the "
+                            "run step writes its outputs into the folder itself, not a link")
     if not out.is_dir():
         raise TransferError(f"the run step wrote nothing to {out} (MLTASK_OUTPUT_DIR): "
                             "the folder does not exist")
     files, subfolders = scan(out)
     if not files:
         raise TransferError(f"the run step wrote nothing to {out} (MLTASK_OUTPUT_DIR)")
+    if uri.is_folder and any(f.rel == MANIFEST_NAME for f in files):
+        raise TransferError(f"{out}/{MANIFEST_NAME}: the name is the upload's own (the folder's "
+                            "manifest); rename the file")
     if not uri.is_folder and len(files) != 1:
         sample = ", ".join(f.rel for f in files[:3]) + (", ..." if len(files) > 3 else "")
         raise TransferError(
@@ -238,6 +325,8 @@ def upload(env: Mapping[str, str]) -> None:
     digests = store.upload([(f.path, f.size, t) for f, t in zip(files, targets, strict=True)],
                            [f.rel for f in files], meter)
     meter.finish()
+    if uri.is_folder:  # last: a download of the prefix takes only what this upload wrote
+        store.put(uri.child(MANIFEST_NAME), manifest(digests).encode())
     one = len(files) == 1 and (not uri.is_folder or (not subfolders and "/" not in files[0].rel))
     result: dict[str, Any] = {
         "uri": str(targets[0]) if one else str(uri),

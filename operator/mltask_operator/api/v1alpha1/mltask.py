@@ -280,7 +280,9 @@ class Output(Model):
                             description="Where the upload step stores the output: a folder "
                             "s3://bucket/outputs/ (ending in /) or an exact key; passed to the "
                             "upload step as $MLTASK_OUTPUT_URI. Required with the default "
-                            "upload step.")
+                            "upload step. $(run.name) and $(run.uid) stand for the run: the "
+                            "Pipeline's name and uid for a task of a Pipeline, else the "
+                            "task's own, so each run writes to a place of its own.")
     dataset: DatasetOutput | None = Field(default=None,
                                           description="Set for preprocessing tasks.")
     model: ModelOutput | None = Field(default=None,
