@@ -153,7 +153,8 @@ def test_chart_renders_and_creates_on_the_api_server(control_plane, api: client.
     docs = render(RELEASE_NS)
     kinds = sorted({d["kind"] for d in docs})
     assert kinds == ["ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition",
-                     "Deployment", "Role", "RoleBinding", "Service", "ServiceAccount"]
+                     "Deployment", "Role", "RoleBinding", "Service", "ServiceAccount",
+                     "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"]
     apply(control_plane, docs, tmp_path, "default")
     dep = client.AppsV1Api(api).read_namespaced_deployment(RELEASE, RELEASE_NS)
     pod = dep.spec.template.spec
