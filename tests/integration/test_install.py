@@ -153,7 +153,8 @@ def test_chart_renders_and_creates_on_the_api_server(control_plane, api: client.
     docs = render(RELEASE_NS)
     kinds = sorted({d["kind"] for d in docs})
     assert kinds == ["ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition",
-                     "Deployment", "Role", "RoleBinding", "Service", "ServiceAccount"]
+                     "Deployment", "Role", "RoleBinding", "Service", "ServiceAccount",
+                     "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"]
     apply(control_plane, docs, tmp_path, "default")
     dep = client.AppsV1Api(api).read_namespaced_deployment(RELEASE, RELEASE_NS)
     pod = dep.spec.template.spec
@@ -189,6 +190,12 @@ def test_chart_renders_and_creates_on_the_api_server(control_plane, api: client.
         "MLTASK_TRANSFER_RESOURCES": json.dumps(
             {"limits": {"memory": "1Gi"}, "requests": {"cpu": "100m", "memory": "256Mi"}},
             separators=(",", ":")),
+        # the task policy's safe default, always said
+        "MLTASK_POLICY_ALLOW_PRIVILEGED": "false", "MLTASK_POLICY_ALLOW_ROOT": "false",
+        "MLTASK_POLICY_ALLOWED_CAPABILITIES": "", "MLTASK_POLICY_ALLOWED_SERVICE_ACCOUNTS": "",
+        "MLTASK_POLICY_ALLOWED_PRIORITY_CLASSES": "",
+        "MLTASK_POLICY_ALLOW_WILDCARD_TOLERATIONS": "false",
+        "MLTASK_POLICY_ALLOW_CUSTOM_TRANSFER_IMAGES": "false",
     }, "optional run-step env only when set"
     downward = {e.name: e.value_from.field_ref.field_path for e in c.env if e.value_from}
     assert downward == {"POD_NAME": "metadata.name", "POD_NAMESPACE": "metadata.namespace"}
