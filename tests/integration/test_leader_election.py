@@ -18,7 +18,7 @@ from harness.controlplane import free_port
 from harness.operator_proc import OperatorProcess, service_account_kubeconfig
 from harness.tasks import Tasks, example
 from harness.tcpproxy import BlackholeProxy
-from mltask_operator.leader import LeaseElector
+from mltask_operator.leader import WARM_RETRIES, LeaseElector
 
 pytestmark = pytest.mark.integration
 
@@ -32,7 +32,9 @@ def test_lease_elector_excludes_a_second_holder(api: client.ApiClient, namespace
     lease = client.CoordinationV1Api(api).read_namespaced_lease("elect", namespace)
     assert lease.spec.holder_identity == "replica-a" and lease.spec.lease_duration_seconds == 5
     a.release()
-    assert b.try_acquire() is True, "a released Lease is free at once"
+    assert b.try_acquire() is False, "a fresh replica leaves a released Lease to a standby"
+    time.sleep(b.retry_seconds * WARM_RETRIES)
+    assert b.try_acquire() is True, "nobody took it: a warm replica does"
     stop = threading.Event()
     started = time.monotonic()
     assert a.wait_until_leader(stop) is True  # b stops renewing: a gets it after expiry
@@ -103,6 +105,48 @@ def test_only_the_leader_reconciles_and_a_standby_takes_over(
         a.stop()
         b.stop()
         operator.start()
+
+
+def test_the_standby_not_the_replacement_takes_a_released_lease(
+        control_plane, mltask_crds, api: client.ApiClient, namespace: str) -> None:
+    """A leader pod deleted: it releases the Lease on SIGTERM while its Deployment's
+    replacement has just started trying (and found the Lease held). The standby that has been
+    waiting takes the Lease, within a retry period; the replacement stands by. Before a fresh
+    replica left a free Lease to a warm standby, whichever tried first won (the replacement,
+    about half the time)."""
+    env = {"MLTASK_LEADER_ELECTION": "true", "POD_NAMESPACE": namespace,
+           "MLTASK_LEADER_ELECTION_LEASE_SECONDS": "15", "MLTASK_NAMESPACES": namespace}
+    procs = {n: OperatorProcess(control_plane.kubeconfig,
+                                control_plane.workdir / f"{namespace}-{n}.log",
+                                env={**env, "POD_NAME": n})
+             for n in ("leader", "standby", "replacement")}
+    leases = client.CoordinationV1Api(api)
+
+    def holder() -> str | None:
+        return leases.read_namespaced_lease("mltask-operator", namespace).spec.holder_identity
+
+    try:
+        procs["leader"].start()
+        assert holder() == "leader"
+        procs["standby"].start()
+        time.sleep(6)  # the standby has tried a few times: warm
+        procs["replacement"].start()
+        deadline = time.monotonic() + 30
+        while "Standing by" not in procs["replacement"].tail(200):
+            assert time.monotonic() < deadline, procs["replacement"].tail()
+            time.sleep(0.05)
+        released = time.monotonic()
+        procs["leader"].stop()  # SIGTERM: it releases the Lease
+        deadline = time.monotonic() + 30
+        while holder() not in ("standby", "replacement") and time.monotonic() < deadline:
+            time.sleep(0.1)
+        took = time.monotonic() - released
+        assert holder() == "standby", "\n".join(p.tail(15) for p in procs.values())
+        print(f"the standby held the released Lease {took:.1f}s after SIGTERM to the leader")
+        assert took < 15, "released, not expired"
+    finally:
+        for p in procs.values():
+            p.stop()
 
 
 def test_leader_cut_off_from_the_api_server_stops_before_a_standby_takes_over(
