@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 import zlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +32,14 @@ from mltask_operator.mltask_status import holds_volume
 TASK, WORKFLOW, PIPELINE = kinds.MLTASK.kind, kinds.WORKFLOW.kind, kinds.PIPELINE.kind
 Body = dict[str, Any]
 Key = tuple[str, str]  # (namespace, name)
+OverlayKey = tuple[str, str, str]  # (kind, namespace, name)
+
+#: Seconds an overlay entry (a write the watch has not delivered) and a tombstone (a deletion
+#: the watch delivered) are kept at most. The watch delivers within a second; past this the
+#: watch's version is read again, so a write whose event never came (the object was created
+#: and deleted while the watch reconnected) cannot hide the truth for longer: a stale read is
+#: refused by its resourceVersion, and a create of something that exists answers 409.
+OVERLAY_SECONDS = 30.0
 
 #: metadata the reconcilers read: the identity, the resourceVersion writes are conditional
 #: on, the generation the status observes, and the labels and owners that link objects.
@@ -193,9 +202,11 @@ class Cache:
     Written by the watch (`observe`, `drop`, and `prime` at start) on the event loop, read by
     the workers' threads. A write's response is kept as an overlay until the watch delivers
     that version or a newer one, so the next reconcile of the object does not act on the
-    version it just replaced."""
+    version it just replaced. A deletion the watch delivers before the write's response came
+    back (the object was deleted a moment after it was made) leaves a tombstone of its uid, so
+    that response is not kept; and no overlay outlives OVERLAY_SECONDS."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._store: dict[str, dict[Key, Entry]] = {TASK: {}, WORKFLOW: {}, PIPELINE: {}}
         # (namespace, pipeline) -> its MLTasks; (namespace, upstream) -> tasks not started yet
         # that read its output; (namespace, cache key) -> completed tasks that may be reused
@@ -205,8 +216,11 @@ class Cache:
         # bucket (s3://name) -> the tasks (namespace, name) that completed writing into it
         self._writers: dict[str, set[Key]] = {}
         # (kind, namespace, name) -> (resourceVersion the write replaced, or None for a
-        # create; the slim body written)
-        self._overlay: dict[tuple[str, str, str], tuple[str | None, Body]] = {}
+        # create; the slim body written; when, by `clock`)
+        self._overlay: dict[OverlayKey, tuple[str | None, Body, float]] = {}
+        # uid of an object whose deletion the watch delivered -> when, by `clock`
+        self._tombstones: dict[str, float] = {}
+        self._clock = clock
         self._lock = threading.Lock()
 
     # -- the watch's side
@@ -223,14 +237,27 @@ class Cache:
                 self._link(key, old.head if old else None, new.head)
         return new
 
-    def drop(self, kind: str, namespace: str, name: str) -> None:
-        """The watch delivered the object's deletion."""
+    def drop(self, kind: str, namespace: str, name: str, uid: str | None = None) -> None:
+        """The watch delivered the object's deletion (`uid`: the deleted object's, remembered
+        for OVERLAY_SECONDS so that a write's response that comes back later is not kept)."""
         key = (namespace, name)
         with self._lock:
             old = self._store[kind].pop(key, None)
             if kind == TASK and old is not None:
                 self._link(key, old.head, None)
             self._overlay.pop((kind, namespace, name), None)
+            if uid:
+                now = self._clock()
+                self._tombstones[uid] = now
+                self._expire(now)
+
+    def _expire(self, now: float) -> None:
+        """Forget tombstones and overlay entries older than OVERLAY_SECONDS (holding the
+        lock)."""
+        for uid in [u for u, at in self._tombstones.items() if now - at > OVERLAY_SECONDS]:
+            del self._tombstones[uid]
+        for okey in [k for k, over in self._overlay.items() if now - over[2] > OVERLAY_SECONDS]:
+            del self._overlay[okey]
 
     def _link(self, key: Key, old: Head | None, new: Head | None) -> None:
         namespace, name = key
@@ -319,8 +346,9 @@ class Cache:
             over = self._overlay.get(okey)
             if over is None:
                 return watched
-            replaced, written = over
-            if (watched.head.rv if watched else None) == replaced:  # the watch is behind
+            replaced, written, at = over
+            if (watched.head.rv if watched else None) == replaced \
+                    and self._clock() - at <= OVERLAY_SECONDS:  # the watch is behind
                 return written
             del self._overlay[okey]       # the watch caught up (or moved on)
             return watched
@@ -347,7 +375,8 @@ class Cache:
     def _child_names(self, namespace: str, pipeline: str) -> list[str]:
         with self._lock:
             names = set(self._children.get((namespace, pipeline)) or ())
-            names.update(name for (kind, ns, name), (replaced, body) in self._overlay.items()
+            self._expire(self._clock())
+            names.update(name for (kind, ns, name), (replaced, body, _) in self._overlay.items()
                          if kind == TASK and ns == namespace and replaced is None
                          and (body["metadata"].get("labels") or {}).get(PIPELINE_LABEL)
                          == pipeline)
@@ -378,11 +407,16 @@ class Cache:
     def wrote(self, kind: str, replaced: Mapping[str, Any] | None,
               written: Mapping[str, Any]) -> Body:
         """Record a write's response (`replaced`: the body it replaced, None for a create);
-        returns it slimmed."""
+        returns it slimmed. Not recorded if the watch has delivered the object's deletion
+        already (deleted before the response came back): the cache says it is gone."""
         body = SLIM[kind](written)
         meta = body["metadata"]
         with self._lock:
-            self._overlay[(kind, meta["namespace"], meta["name"])] = (_rv(replaced), body)
+            now = self._clock()
+            self._expire(now)
+            if meta.get("uid") not in self._tombstones:
+                self._overlay[(kind, meta["namespace"], meta["name"])] = (
+                    _rv(replaced), body, now)
         return body
 
     def observed(self, kind: str, body: Mapping[str, Any]) -> bool:

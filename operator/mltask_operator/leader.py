@@ -6,6 +6,13 @@ every retry period, and give up once it has not renewed within the renew deadlin
 Lease), which is before a standby may take the Lease over (the full Lease after the last renew).
 Every Lease call carries a request timeout, so a hanging API server cannot hold the leader past
 its deadline either.
+
+A Lease that is free (released at shutdown, or expired) goes to a warm standby first. A replica
+that had been trying for less than WARM_RETRIES retry periods when it first found the Lease free
+takes it only once it has found it free for WARM_RETRIES retry periods: a standby, which tries
+every retry period, would have taken it by then. When a leader pod is deleted, its Deployment
+starts a replacement at once, which would otherwise race the standby that has been waiting (and
+win whenever it tries first).
 """
 
 from __future__ import annotations
@@ -25,6 +32,9 @@ log = logging.getLogger(__name__)
 #: A standby whose Lease calls failed this many times in a row (403, 500, timeouts; not a
 #: 409 race) reports unhealthy, so the kubelet restarts it and the failure shows.
 STANDBY_ERROR_LIMIT = 5
+#: A replica trying for this many retry periods is warm: it takes a free Lease at once. One
+#: that was not warm when it found the Lease free waits until it has found it free this long.
+WARM_RETRIES = 2
 
 
 def _now() -> datetime.datetime:
@@ -43,6 +53,20 @@ def may_hold(holder: str | None, renewed: datetime.datetime | None, duration: in
     if renewed is None:
         return True
     return now > renewed + datetime.timedelta(seconds=duration or 0)
+
+
+def may_take(holder: str | None, renewed: datetime.datetime | None, duration: int | None,
+             identity: str, now: datetime.datetime, warm: bool, free_for: float,
+             retry_seconds: float) -> bool:
+    """Pure: may `identity` take or keep the Lease? As `may_hold`, except for a free Lease (no
+    holder, or expired): a replica that was `warm` (trying for WARM_RETRIES retry periods) when
+    it first found it free takes it at once; any other once it has found it free for
+    `free_for` >= WARM_RETRIES retry periods, so that a warm standby takes it first."""
+    if holder and holder == identity:
+        return True
+    if not may_hold(holder, renewed, duration, identity, now):
+        return False
+    return warm or free_for >= WARM_RETRIES * retry_seconds
 
 
 def describe(error: BaseException) -> str:
@@ -70,6 +94,14 @@ class LeaseElector:
         self.last_error = ""
         self.other_holder: str | None = None
         """Who held the Lease at the last try that found it held by another replica."""
+        self.started = time.monotonic()
+        """When this replica began to compete."""
+        self.free_since: float | None = None
+        """When the tries that find the Lease free began (None: the last found it held)."""
+        self.warm_when_free = False
+        """Whether this replica was warm (see WARM_RETRIES) when they began."""
+        self.left_free = False
+        """The last try found the Lease free and left it to a warm standby."""
 
     @property
     def retry_seconds(self) -> float:
@@ -134,11 +166,23 @@ class LeaseElector:
         spec = lease.spec or client.V1LeaseSpec()
         meta = lease.metadata or client.V1ObjectMeta()
         self.other_holder = None
+        self.left_free = False
         if not may_hold(spec.holder_identity, spec.renew_time, spec.lease_duration_seconds,
                         self.identity, now):
             self.other_holder = spec.holder_identity
+            self.free_since = None
             return False
         mine = spec.holder_identity == self.identity
+        if not mine:  # free: released, or expired
+            tried = time.monotonic()
+            if self.free_since is None:
+                self.free_since = tried
+                self.warm_when_free = tried - self.started >= WARM_RETRIES * self.retry_seconds
+            if not may_take(spec.holder_identity, spec.renew_time,
+                            spec.lease_duration_seconds, self.identity, now,
+                            self.warm_when_free, tried - self.free_since, self.retry_seconds):
+                self.left_free = True
+                return False
         acquired = spec.acquire_time if mine and spec.acquire_time else now
         transitions = (spec.lease_transitions or 0) + (0 if mine else 1)
         try:
@@ -184,7 +228,11 @@ class LeaseElector:
                              self.identity)
                     return True
                 self.errors = 0
-                if not logged:
+                if self.left_free:
+                    log.info("Lease %s/%s is free: leaving it %.1fs to a standby that has "
+                             "been waiting", self.namespace, self.name,
+                             WARM_RETRIES * self.retry_seconds)
+                elif not logged:
                     log.info("Standing by: Lease %s/%s is held by another replica",
                              self.namespace, self.name)
                     logged = True

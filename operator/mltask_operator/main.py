@@ -155,7 +155,7 @@ async def mltask_event(type: str | None, body: kopf.Body, namespace: str | None,
     pipeline, and the tasks waiting for its output once it completes."""
     namespace = namespace or ""
     if type == "DELETED":
-        CACHE.drop(TASK, namespace, name)
+        CACHE.drop(TASK, namespace, name, body.metadata.uid)
     else:
         CACHE.put(TASK, body)
         if not CACHE.observed(TASK, body):
@@ -174,7 +174,7 @@ async def workflow_event(type: str | None, body: kopf.Body, namespace: str | Non
     """A task's Workflow changed (Argo's progress, or its deletion): reconcile the task."""
     namespace = namespace or ""
     if type == "DELETED":
-        CACHE.drop(WORKFLOW, namespace, name)
+        CACHE.drop(WORKFLOW, namespace, name, body.metadata.uid)
     else:
         CACHE.put(WORKFLOW, body)
         if CACHE.observed(WORKFLOW, body):
@@ -188,7 +188,7 @@ async def pipeline_event(type: str | None, body: kopf.Body, namespace: str | Non
     """A pipeline changed: reconcile it (unless the change is the operator's own write)."""
     namespace = namespace or ""
     if type == "DELETED":
-        CACHE.drop(PIPELINE, namespace, name)
+        CACHE.drop(PIPELINE, namespace, name, body.metadata.uid)
     else:
         CACHE.put(PIPELINE, body)
         if not CACHE.observed(PIPELINE, body):

@@ -5,6 +5,7 @@ and fails /healthz."""
 
 from __future__ import annotations
 
+import datetime
 import threading
 import time
 import urllib.error
@@ -18,7 +19,7 @@ from harness.controlplane import free_port
 from harness.operator_proc import OperatorProcess, service_account_kubeconfig
 from harness.tasks import Tasks, example
 from harness.tcpproxy import BlackholeProxy
-from mltask_operator.leader import LeaseElector
+from mltask_operator.leader import WARM_RETRIES, LeaseElector
 
 pytestmark = pytest.mark.integration
 
@@ -32,7 +33,9 @@ def test_lease_elector_excludes_a_second_holder(api: client.ApiClient, namespace
     lease = client.CoordinationV1Api(api).read_namespaced_lease("elect", namespace)
     assert lease.spec.holder_identity == "replica-a" and lease.spec.lease_duration_seconds == 5
     a.release()
-    assert b.try_acquire() is True, "a released Lease is free at once"
+    assert b.try_acquire() is False, "a fresh replica leaves a released Lease to a standby"
+    time.sleep(b.retry_seconds * WARM_RETRIES)
+    assert b.try_acquire() is True, "nobody took it: a warm replica does"
     stop = threading.Event()
     started = time.monotonic()
     assert a.wait_until_leader(stop) is True  # b stops renewing: a gets it after expiry
@@ -103,6 +106,69 @@ def test_only_the_leader_reconciles_and_a_standby_takes_over(
         a.stop()
         b.stop()
         operator.start()
+
+
+def _first_line_at(proc: OperatorProcess, text: str, timeout: float = 60) -> float:
+    """The time (time.time()) of the first log line of `proc` containing `text`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for line in proc.tail(400).splitlines():
+            if text in line:
+                stamp = datetime.datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f")
+                return stamp.timestamp()
+        time.sleep(0.02)
+    raise AssertionError(f"no {text!r} in the log:\n{proc.tail()}")
+
+
+def test_the_standby_not_the_replacement_takes_a_released_lease(
+        control_plane, mltask_crds, api: client.ApiClient, namespace: str) -> None:
+    """A leader pod deleted: it releases the Lease on SIGTERM (here the test is that leader)
+    while its Deployment's replacement has just started trying and found the Lease held. The
+    release falls just before the replacement's second try, the worst moment: the standby that
+    has been waiting takes the Lease all the same, within a retry period, and the replacement
+    stands by. Before a replica fresh when it found the Lease free left it to a warm standby,
+    the replacement won almost every time."""
+    env = {"MLTASK_LEADER_ELECTION": "true", "POD_NAMESPACE": namespace,
+           "MLTASK_LEADER_ELECTION_LEASE_SECONDS": "15", "MLTASK_NAMESPACES": namespace}
+    procs = {n: OperatorProcess(control_plane.kubeconfig,
+                                control_plane.workdir / f"{namespace}-{n}.log",
+                                env={**env, "POD_NAME": n})
+             for n in ("standby", "replacement")}
+    leader = LeaseElector(api, namespace, "mltask-operator", "leader", lease_seconds=15)
+    leases = client.CoordinationV1Api(api)
+    stop = threading.Event()
+
+    def holder() -> str | None:
+        return leases.read_namespaced_lease("mltask-operator", namespace).spec.holder_identity
+
+    try:
+        assert leader.try_acquire()
+        renewing = leader.keep_renewing(stop.set, stop)
+        procs["standby"].start()
+        _first_line_at(procs["standby"], "Standing by")
+        time.sleep(leader.retry_seconds * (WARM_RETRIES + 0.5))  # the standby is warm
+        procs["replacement"].start()
+        first_try = _first_line_at(procs["replacement"], "Standing by")
+        time.sleep(max(first_try + leader.retry_seconds - 0.2 - time.time(), 0))
+        stop.set()
+        renewing.join()
+        leader.release()
+        released = time.monotonic()
+        deadline = released + 30
+        while holder() not in ("standby", "replacement") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        took = time.monotonic() - released
+        logs = "\n".join(f"{n}:\n{p.tail(10)}" for n, p in procs.items())
+        assert holder() == "standby", logs
+        left = "Lease" in procs["replacement"].tail(50) and "is free: leaving it" in \
+            procs["replacement"].tail(50)
+        print(f"the standby held the released Lease {took:.1f}s after the release; the "
+              f"replacement {'found it free and left it' if left else 'did not find it free'}")
+        assert took < leader.retry_seconds + 2, logs
+    finally:
+        stop.set()
+        for p in procs.values():
+            p.stop()
 
 
 def test_leader_cut_off_from_the_api_server_stops_before_a_standby_takes_over(

@@ -1,14 +1,14 @@
 """Smoke tests of the real-node harness: pods of the project image run on a real kubelet, logs
 read back through the API server, limits hold, an advertised GPU schedules, pods reach the API
-server and nothing outside, Argo's real executor passes outputs, and non-root steps write to
-the working volume."""
+server and not an outside address (a listener the test makes: `harness.outside`), Argo's real
+executor passes outputs, and non-root steps write to the working volume."""
 
 from __future__ import annotations
 
 import json
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -16,6 +16,7 @@ from kubernetes import client
 
 from harness import images, node
 from harness.node import RealNodeCluster
+from harness.outside import Outside
 
 # the session fixture may build images (minutes when cold); each test itself takes seconds
 pytestmark = pytest.mark.timeout(1800)
@@ -121,7 +122,7 @@ def test_pod_requesting_a_gpu_runs_on_the_node(real_node: RealNodeCluster,
 
 
 NETWORK_SCRIPT = """
-import json, socket, ssl, time, urllib.request
+import json, socket, ssl, sys, time, urllib.request
 sa = '/var/run/secrets/kubernetes.io/serviceaccount'
 ctx = ssl.create_default_context(cafile=sa + '/ca.crt')
 req = urllib.request.Request('https://kubernetes.default.svc/version'.replace(
@@ -130,24 +131,37 @@ req = urllib.request.Request('https://kubernetes.default.svc/version'.replace(
 print('api', json.load(urllib.request.urlopen(req, context=ctx, timeout=10))['gitVersion'])
 t0 = time.monotonic()
 try:
-    socket.create_connection(('1.1.1.1', 443), timeout=5)
+    socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5)
     print('outside reachable')
 except OSError as e:
     print('outside unreachable', type(e).__name__, round(time.monotonic() - t0, 2))
 """
 
 
+@pytest.fixture
+def outside() -> Iterator[Outside]:
+    """An outside address made here: a listener in a network namespace of its own, off the
+    node's bridge, that the host reaches (never a public address)."""
+    with Outside() as made:
+        yield made
+
+
 def test_pod_reaches_the_api_server_and_nothing_outside(node_api: client.ApiClient,
                                                         node_namespace: str,
-                                                        kubectl: Kubectl) -> None:
+                                                        kubectl: Kubectl,
+                                                        outside: Outside) -> None:
+    assert outside.reachable_from_host(), "the host reaches the outside listener"
     core = client.CoreV1Api(node_api)
-    ended, _ = run_pod(core, node_namespace, pod("net", NETWORK_SCRIPT))
+    ended, _ = run_pod(core, node_namespace, pod(
+        "net", NETWORK_SCRIPT, container={"args": [outside.address, str(outside.port)]}))
     out = kubectl("-n", node_namespace, "logs", "net").stdout
     assert ended.status.phase == "Succeeded", out
     assert "api v1.34.4" in out, out
     line = next(line for line in out.splitlines() if line.startswith("outside"))
     assert line.startswith("outside unreachable"), out
     assert float(line.split()[-1]) < 1, f"should fail fast (no route): {line}"
+    pod_ip = ended.status.pod_ip
+    assert pod_ip not in outside.accepted(), f"the listener saw the pod: {outside.accepted()}"
 
 
 def workflow(name: str, claim: str, exit_code: int = 0) -> dict[str, Any]:

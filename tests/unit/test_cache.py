@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
+
 from mltask_operator.cache import (
+    OVERLAY_SECONDS,
     TASK,
     WORKFLOW,
     Cache,
@@ -15,6 +18,7 @@ from mltask_operator.cache import (
 )
 from mltask_operator.labels import PIPELINE as PIPELINE_LABEL
 from mltask_operator.mltask_status import observe_workflow
+from mltask_operator.resync import Resync, fingerprint
 
 
 def task(name: str, rv: str, **extra: Any) -> dict[str, Any]:
@@ -156,3 +160,94 @@ def test_a_source_written_over_later_by_another_task_is_overwritten() -> None:
     c.put(TASK, _done("later", "s3://b/models/mlp/model.joblib", "4" * 64,
                       "2026-01-01T04:00:00Z", ns="team-b"))
     assert c.overwritten(first), "a file inside the folder, from any namespace"
+
+
+# -- a Workflow deleted a moment after the operator created it
+
+def workflow(rv: str, uid: str = "wf-uid") -> dict[str, Any]:
+    return {"apiVersion": "argoproj.io/v1alpha1", "kind": "Workflow",
+            "metadata": {"namespace": "ns", "name": "t-1", "resourceVersion": rv, "uid": uid,
+                         "labels": {"mltask.dev/task": "t"}}}
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _play(steps: list[str], cache: Cache) -> None:
+    """What the operator's side (the create's response, `wrote`) and the watch's side (its
+    events, as main.workflow_event handles them) do, in the order given."""
+    for step in steps:
+        if step == "create returns":
+            cache.wrote(WORKFLOW, None, workflow("10"))
+        elif step == "ADDED":
+            cache.put(WORKFLOW, workflow("10"))
+            cache.observed(WORKFLOW, workflow("10"))
+        elif step == "DELETED":
+            cache.drop(WORKFLOW, "ns", "t-1", "wf-uid")
+
+
+#: every moment the deletion can fall in, as the operator sees it: the create's response and
+#: the watch's events interleave in any order (the watch keeps ADDED before DELETED); Kopf may
+#: merge ADDED and DELETED of one object into the DELETED alone (its batch window).
+WINDOW = {
+    "deleted before the create returns": ["ADDED", "DELETED", "create returns"],
+    "deleted before the create returns, events merged": ["DELETED", "create returns"],
+    "deleted between the create and ADDED, events merged": ["create returns", "DELETED"],
+    "ADDED before the create returns, deleted after": ["ADDED", "create returns", "DELETED"],
+    "deleted after ADDED": ["create returns", "ADDED", "DELETED"],
+}
+
+
+@pytest.mark.parametrize("moment", list(WINDOW))
+def test_a_workflow_deleted_at_any_moment_of_the_window_reads_as_gone(moment: str) -> None:
+    c = Cache()
+    _play(WINDOW[moment], c)
+    assert c.workflow("ns", "t-1") is None and c.head(WORKFLOW, "ns", "t-1") is None, \
+        "the reconcile must see it gone, to create it again"
+    c.wrote(WORKFLOW, None, workflow("12", uid="wf-uid-2"))
+    assert c.workflow("ns", "t-1")["metadata"]["uid"] == "wf-uid-2", \
+        "the one made again (another uid) is read back as any create"
+
+
+def test_a_created_child_deleted_before_the_create_returns_is_no_child() -> None:
+    c = Cache()
+    child = task("p-a", "4", labels={PIPELINE_LABEL: "p"})
+    c.put(TASK, child)
+    c.drop(TASK, "ns", "p-a", "u1")
+    c.wrote(TASK, None, child)
+    assert c.children("ns", "p") == [] and c.task("ns", "p-a") is None
+
+
+def test_a_write_the_watch_never_delivers_expires_and_the_resync_heals_the_task() -> None:
+    """Created and deleted while the watch reconnected: neither event comes. After
+    OVERLAY_SECONDS the Workflow reads as gone, and the resync queues the task (active), whose
+    reconcile then makes it again."""
+    clock = Clock()
+    c = Cache(clock=clock)
+    c.put(TASK, task("t", "5", status={"status": "init", "attempt": 1,
+                                       "workflowName": "t-1"}))
+    c.wrote(WORKFLOW, None, workflow("10"))
+    queued: list[tuple[str, str, str]] = []
+    r = Resync(c, queued.append, interval=60)
+    r.reconciled((TASK, "ns", "t"))
+    clock.now += OVERLAY_SECONDS
+    assert c.workflow("ns", "t-1") is not None, "kept while the watch may still deliver it"
+    clock.now += 1
+    assert c.workflow("ns", "t-1") is None and c.head(WORKFLOW, "ns", "t-1") is None
+    assert r.once() == 1 and queued == [(TASK, "ns", "t")]
+    assert fingerprint(c, (TASK, "ns", "t")) == ("5", None)
+
+
+def test_tombstones_and_overlays_are_forgotten_after_a_while() -> None:
+    clock = Clock()
+    c = Cache(clock=clock)
+    c.drop(WORKFLOW, "ns", "t-1", "wf-uid")
+    c.wrote(TASK, None, task("other", "3"))
+    clock.now += OVERLAY_SECONDS + 1
+    c.wrote(TASK, None, task("later", "4"))
+    assert c._tombstones == {} and list(c._overlay) == [(TASK, "ns", "later")]

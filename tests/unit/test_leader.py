@@ -18,7 +18,7 @@ from kubernetes import client
 from harness.controlplane import free_port
 from mltask_operator import leader
 from mltask_operator.__main__ import _serve_standby
-from mltask_operator.leader import STANDBY_ERROR_LIMIT, LeaseElector
+from mltask_operator.leader import STANDBY_ERROR_LIMIT, WARM_RETRIES, LeaseElector, may_take
 
 
 class FakeLeases:
@@ -135,6 +135,80 @@ def test_a_lease_held_by_another_replica_is_healthy_standby(caplog) -> None:
     waiter.join(timeout=5)
     assert e.healthy and e.errors == 0
     assert any("Standing by" in r.getMessage() for r in caplog.records)
+
+
+T0 = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
+
+
+@pytest.mark.parametrize(("holder", "renewed_ago", "warm", "free_for", "takes"), [
+    ("me", 1, False, 0.0, True),        # its own Lease: renewed at once, however fresh
+    ("other", 1, True, 100.0, False),   # held and renewed: nobody takes it
+    (None, None, True, 0.0, True),      # released: a warm standby takes it at once
+    (None, None, False, 3.9, False),    # released: a fresh replica leaves it to a standby...
+    (None, None, False, 4.0, True),     # ...for two retry periods, then takes it
+    ("other", 16, True, 0.0, True),     # expired: a warm standby takes it
+    ("other", 16, False, 0.0, False),   # expired: a fresh replica waits too
+    ("", None, False, 0.0, False),      # a holder written as "" is no holder
+])
+def test_a_free_lease_goes_to_a_warm_standby_first(holder, renewed_ago, warm, free_for,
+                                                  takes) -> None:
+    renewed = T0 - datetime.timedelta(seconds=renewed_ago) if renewed_ago else None
+    assert may_take(holder, renewed, 15, "me", T0, warm, free_for, retry_seconds=2.0) is takes
+
+
+def test_the_standby_wins_a_lease_released_as_a_replacement_starts() -> None:
+    """The handover of a deleted leader pod: the leader releases the Lease at the moment its
+    Deployment's replacement starts trying. The standby that has been waiting takes it within
+    a retry period; the replacement, though it tried first, stands by."""
+    leases = FakeLeases()
+    leases.hold_as("old-leader")
+    standby = elector(leases, lease_seconds=3)
+    standby.identity = "standby"
+    stop = threading.Event()
+    won: list[str] = []
+    waiting = threading.Thread(target=lambda: standby.wait_until_leader(stop)
+                               and won.append("standby"), daemon=True)
+    waiting.start()
+    time.sleep(standby.retry_seconds * (WARM_RETRIES + 0.5))  # the standby is warm
+    leases.lease["spec"].update(holderIdentity=None, renewTime=None, acquireTime=None)
+    replacement = elector(leases, lease_seconds=3)
+    replacement.identity = "replacement"
+    released = time.monotonic()
+    assert replacement.try_acquire() is False, "a fresh replica leaves a free Lease alone"
+    waiting.join(timeout=standby.retry_seconds + 2)
+    stop.set()
+    assert won == ["standby"] and leases.lease["spec"]["holderIdentity"] == "standby"
+    assert time.monotonic() - released <= standby.retry_seconds + 1, "promptly"
+    assert replacement.try_acquire() is False and replacement.other_holder == "standby"
+
+
+def test_a_replica_fresh_when_the_lease_went_free_waits_from_then() -> None:
+    """Turning warm while the Lease is free does not cut the wait short: a standby gets two
+    full retry periods (one try at least) from the moment the fresh replica found it free."""
+    leases = FakeLeases()
+    leases.hold_as("old-leader")
+    e = elector(leases, lease_seconds=3)  # retry 0.5 s: warm after 1 s of trying
+    assert e.try_acquire() is False and e.other_holder == "old-leader"
+    time.sleep(0.8)
+    leases.lease["spec"].update(holderIdentity=None, renewTime=None, acquireTime=None)
+    assert e.try_acquire() is False and e.left_free, "fresh: left to a standby"
+    time.sleep(0.5)  # trying for 1.3 s now, free for 0.5 s
+    assert e.try_acquire() is False and e.left_free
+    time.sleep(0.6)  # free for 1.1 s: no standby took it
+    assert e.try_acquire() is True and leases.lease["spec"]["holderIdentity"] == "me"
+
+
+def test_a_fresh_replica_takes_a_free_lease_nobody_else_takes() -> None:
+    leases = FakeLeases()
+    leases.hold_as("gone")
+    leases.lease["spec"].update(holderIdentity=None, renewTime=None, acquireTime=None)
+    e = elector(leases, lease_seconds=3)
+    stop = threading.Event()
+    started = time.monotonic()
+    assert e.wait_until_leader(stop)
+    took = time.monotonic() - started
+    assert WARM_RETRIES * e.retry_seconds <= took < (WARM_RETRIES + 1) * e.retry_seconds + 1, took
+    assert leases.lease["spec"]["holderIdentity"] == "me"
 
 
 def _lost_after(leases: FakeLeases, e: LeaseElector, timeout: float = 10) -> float:
