@@ -126,7 +126,8 @@ def _process(key: ObjectKey) -> float | None:
         if kind == TASK:
             again = reconcile_task(kube(), CACHE, namespace, name,
                                    defaults=SETTINGS.run_defaults, transfer=SETTINGS.transfer,
-                                   cleanup=SETTINGS.cleanup, policy=SETTINGS.policy)
+                                   cleanup=SETTINGS.cleanup, policy=SETTINGS.policy,
+                                   task_defaults=SETTINGS.task_defaults)
         else:
             again = reconcile_pipeline(kube(), CACHE, namespace, name, cleanup=SETTINGS.cleanup)
     except Conflict as e:

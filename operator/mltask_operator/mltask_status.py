@@ -427,7 +427,21 @@ def with_hint(step: str, message: str | None) -> str | None:
     return message
 
 
-def _step_message(step: StepObservation | StepStatus | None) -> str:
+#: A process killed by SIGBUS (128 + 7): in a run step, almost always /dev/shm full.
+SIGBUS_EXIT_CODE = 135
+SHM_HINT = ("bus error: set spec.runtime.sharedMemorySize (DataLoader workers need more than "
+            "the default 64 MiB /dev/shm)")
+
+
+def shm_hint(step: StepObservation | StepStatus, task: MLTask | None) -> str | None:
+    """What to do when the run step died of SIGBUS and the task set no /dev/shm size."""
+    if (task is None or step.name != StepName.RUN or step.exit_code != SIGBUS_EXIT_CODE
+            or task.spec.runtime.shared_memory_size is not None):
+        return None
+    return SHM_HINT
+
+
+def _step_message(step: StepObservation | StepStatus | None, task: MLTask | None = None) -> str:
     if step is None:
         return ""
     parts = [f"{step.name} step {str(step.phase).lower()}"]
@@ -435,6 +449,9 @@ def _step_message(step: StepObservation | StepStatus | None) -> str:
         parts.append(f": {with_hint(step.name, step.message)}")
     if step.exit_code is not None and "exit code" not in (step.message or ""):
         parts.append(f" (exit code {step.exit_code})")
+    hint = shm_hint(step, task)
+    if hint:
+        parts.append(f" ({hint})")
     said = last_line(step.log_tail)
     if said:
         parts.append(f": {said}")
@@ -484,7 +501,7 @@ def compute_status(task: MLTask, wf: dict[str, Any] | None,
         else:
             proposed = Phase.FAILED
             failed = next((s for s in obs.steps.values() if s.phase in (FAILED, ERROR)), None)
-            message = _step_message(failed) or obs.message or "Workflow failed"
+            message = _step_message(failed, task) or obs.message or "Workflow failed"
     elif obs.shutdown:
         proposed, message = Phase.STOPPING, f"Stopping at {execute_step}"
     elif not started or current_obs is None:

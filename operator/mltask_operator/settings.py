@@ -126,6 +126,10 @@ def _tolerations(env: dict[str, str], name: str) -> list[dict[str, Any]]:
     return out
 
 
+#: Resource names that are GPUs by default: whole NVIDIA GPUs and MIG slices.
+DEFAULT_GPU_RESOURCE_PREFIXES = ("nvidia.com/gpu", "nvidia.com/mig-")
+
+
 @dataclass(frozen=True)
 class RunStepDefaults:
     """Applied by the operator to run-step pods that request GPUs (cluster-wide GPU policy)."""
@@ -139,6 +143,33 @@ class RunStepDefaults:
     gpu_resource_name: str = "nvidia.com/gpu"
     """MLTASK_GPU_RESOURCE_NAME: the cluster's GPU resource (an extended resource name,
     `domain/name`); a step's `gpu` resource key is translated to it."""
+    gpu_resource_prefixes: tuple[str, ...] = DEFAULT_GPU_RESOURCE_PREFIXES
+    """MLTASK_GPU_RESOURCE_PREFIXES: comma-separated prefixes of the resource names that are
+    GPUs, e.g. nvidia.com/gpu,nvidia.com/mig- (MIG slices such as nvidia.com/mig-1g.10gb): a
+    run step requesting any of them (or gpu_resource_name) gets the defaults above."""
+
+    def is_gpu(self, resource: str) -> bool:
+        """Whether `resource` (a container resource name) is a GPU, whole or a slice."""
+        return resource == self.gpu_resource_name or any(
+            resource.startswith(p) for p in self.gpu_resource_prefixes)
+
+
+@dataclass(frozen=True)
+class TaskDefaults:
+    """Pod settings of every task that does not set its own (spec.runtime): what a cluster sets
+    once (chart values taskDefaults.*)."""
+
+    image_pull_secrets: tuple[str, ...] = ()
+    """MLTASK_TASK_IMAGE_PULL_SECRETS: comma-separated Secret names every step pod pulls with
+    (added to a task's own runtime.imagePullSecrets)."""
+    runtime_class_name: str | None = None
+    """MLTASK_TASK_RUNTIME_CLASS_NAME: RuntimeClass of run steps without their own (and, for a
+    GPU run step, without the GPU default MLTASK_RUN_RUNTIME_CLASS_NAME)."""
+    scheduler_name: str | None = None
+    """MLTASK_TASK_SCHEDULER_NAME: scheduler of step pods of tasks without their own."""
+    shared_memory_size: str | None = None
+    """MLTASK_TASK_SHARED_MEMORY_SIZE: /dev/shm size (a quantity, e.g. 1Gi) of run steps of
+    tasks without their own."""
 
 
 #: The project's own image (the operator's): its `mltask-transfer` program is the default
@@ -193,6 +224,14 @@ def _transfer(env: dict[str, str]) -> TransferDefaults:
                             service_account_name=account)
 
 
+#: Pod label and annotation keys a task may set unless the chart says otherwise: Kueue's
+#: queue and priority labels, and a prefix for cost allocation.
+DEFAULT_POD_LABEL_KEYS = ("kueue.x-k8s.io/queue-name", "kueue.x-k8s.io/priority-class",
+                          "cost-allocation/*")
+DEFAULT_POD_ANNOTATION_KEYS = ("cluster-autoscaler.kubernetes.io/safe-to-evict",
+                               "cost-allocation/*")
+
+
 @dataclass(frozen=True)
 class TaskPolicy:
     """What a task may ask for its pods (mltask_operator.task_policy); the safe default refuses
@@ -218,6 +257,17 @@ class TaskPolicy:
     allow_custom_transfer_images: bool = False
     """MLTASK_POLICY_ALLOW_CUSTOM_TRANSFER_IMAGES: a task with storage credentials
     (storage.secretRef) may set its own download or upload step, which gets them."""
+    pod_label_keys: tuple[str, ...] = DEFAULT_POD_LABEL_KEYS
+    """MLTASK_POLICY_POD_LABEL_KEYS: comma-separated label keys a task may put on its pods
+    (runtime.podLabels); a key ending in `*` allows every key it starts with. Unset: the
+    defaults (Kueue's queue and priority labels, cost-allocation/*); empty: none."""
+    pod_annotation_keys: tuple[str, ...] = DEFAULT_POD_ANNOTATION_KEYS
+    """MLTASK_POLICY_POD_ANNOTATION_KEYS: the same for annotations (runtime.podAnnotations)."""
+
+
+def key_allowed(key: str, allowed: tuple[str, ...]) -> bool:
+    """Whether a pod label or annotation key is one of `allowed` (a `*` entry: a prefix)."""
+    return any(key.startswith(a[:-1]) if a.endswith("*") else key == a for a in allowed)
 
 
 _CAPABILITY = re.compile(r"^[A-Z_]+$")
@@ -243,7 +293,52 @@ def _policy(env: dict[str, str]) -> TaskPolicy:
         allow_wildcard_tolerations=_bool(env, "MLTASK_POLICY_ALLOW_WILDCARD_TOLERATIONS", False),
         allow_custom_transfer_images=_bool(env, "MLTASK_POLICY_ALLOW_CUSTOM_TRANSFER_IMAGES",
                                            False),
+        pod_label_keys=_keys(env, "MLTASK_POLICY_POD_LABEL_KEYS", DEFAULT_POD_LABEL_KEYS),
+        pod_annotation_keys=_keys(env, "MLTASK_POLICY_POD_ANNOTATION_KEYS",
+                                  DEFAULT_POD_ANNOTATION_KEYS),
     )
+
+
+_KEY_OR_PREFIX = re.compile(r"^[A-Za-z0-9][-A-Za-z0-9_./]*\*?$")
+
+
+def _keys(env: dict[str, str], name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    """Label or annotation keys; unset: `default`, empty: none."""
+    if name not in env:
+        return default
+    return _names(env, name, _KEY_OR_PREFIX)
+
+
+_QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?([KMGTPE]i|[kMGTPE])?$")
+
+
+def _task_defaults(env: dict[str, str]) -> TaskDefaults:
+    secrets = _names(env, "MLTASK_TASK_IMAGE_PULL_SECRETS", DNS1123_SUBDOMAIN)
+    runtime_class = env.get("MLTASK_TASK_RUNTIME_CLASS_NAME") or None
+    if runtime_class:
+        _dns_subdomain("MLTASK_TASK_RUNTIME_CLASS_NAME", runtime_class)
+    scheduler = env.get("MLTASK_TASK_SCHEDULER_NAME") or None
+    if scheduler:
+        _dns_subdomain("MLTASK_TASK_SCHEDULER_NAME", scheduler)
+    shm = env.get("MLTASK_TASK_SHARED_MEMORY_SIZE") or None
+    if shm and not _QUANTITY.match(shm):
+        raise ConfigError(f"MLTASK_TASK_SHARED_MEMORY_SIZE={shm!r} must be a quantity such as "
+                          "1Gi")
+    return TaskDefaults(image_pull_secrets=secrets, runtime_class_name=runtime_class,
+                        scheduler_name=scheduler, shared_memory_size=shm)
+
+
+def _gpu_prefixes(env: dict[str, str]) -> tuple[str, ...]:
+    raw = env.get("MLTASK_GPU_RESOURCE_PREFIXES")
+    if not raw:
+        return DEFAULT_GPU_RESOURCE_PREFIXES
+    out = tuple(p.strip() for p in raw.split(",") if p.strip())
+    for p in out:
+        domain, slash, _ = p.partition("/")
+        if not slash or not DNS1123_SUBDOMAIN.match(domain) or domain.endswith("kubernetes.io"):
+            raise ConfigError(f"MLTASK_GPU_RESOURCE_PREFIXES: {p!r} must start with a vendor "
+                              "domain and '/', e.g. nvidia.com/mig-")
+    return out
 
 
 POD_GC_STRATEGIES = ("OnPodCompletion", "OnPodSuccess", "OnWorkflowCompletion",
@@ -320,6 +415,7 @@ class Settings:
     transfer: TransferDefaults = field(default_factory=TransferDefaults)
     cleanup: CleanupDefaults = field(default_factory=CleanupDefaults)
     policy: TaskPolicy = field(default_factory=TaskPolicy)
+    task_defaults: TaskDefaults = field(default_factory=TaskDefaults)
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -367,7 +463,9 @@ class Settings:
                 tolerations=_tolerations(env, "MLTASK_RUN_TOLERATIONS"),
                 runtime_class_name=runtime_class,
                 gpu_resource_name=gpu,
+                gpu_resource_prefixes=_gpu_prefixes(env),
             ),
+            task_defaults=_task_defaults(env),
             transfer=_transfer(env),
             cleanup=_cleanup(env),
             policy=_policy(env),

@@ -4,7 +4,8 @@ Creating an MLTask (or a Pipeline) makes pods in its namespace, so its spec is h
 whose safe default refuses every privilege the spec can express: a privileged step or one that
 may escalate, root, added capabilities, a ServiceAccount or PriorityClass not allowed, a
 toleration of every taint, and a download or upload step of the task's own that would get the
-storage credentials. (Host namespaces, host ports and hostPath volumes the spec cannot express.)
+storage credentials, and pod labels or annotations whose keys the policy does not list (a
+label can put a pod in another team's Kueue queue). (Host namespaces, host ports and hostPath volumes the spec cannot express.)
 
 The chart's ValidatingAdmissionPolicy (templates/task-policy.yaml) refuses the same at apply
 time; the operator checks again before it creates anything (handlers.mltask), for clusters
@@ -19,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from mltask_operator.settings import TaskPolicy
+from mltask_operator.settings import TaskPolicy, key_allowed
 
 STEPS = ("download", "run", "upload")
 TRANSFER_STEPS = ("download", "upload")
@@ -32,6 +33,8 @@ VALUES = {
     "priorityClass": "taskPolicy.allowedPriorityClasses",
     "tolerations": "taskPolicy.allowWildcardTolerations",
     "transferImage": "taskPolicy.allowCustomTransferImages",
+    "podLabels": "taskPolicy.podLabelKeys",
+    "podAnnotations": "taskPolicy.podAnnotationKeys",
 }
 REASON = "PolicyViolation"
 
@@ -92,7 +95,8 @@ def step_violations(step: str, spec: Mapping[str, Any], policy: TaskPolicy,
 def runtime_violations(runtime: Mapping[str, Any], policy: TaskPolicy,
                        at: str) -> list[Violation]:
     """What a task's runtime (or a Pipeline's defaults, the same field names) asks beyond the
-    policy: the ServiceAccount, the PriorityClass, a toleration of every taint."""
+    policy: the ServiceAccount, the PriorityClass, a toleration of every taint, pod label and
+    annotation keys it does not list."""
     out: list[Violation] = []
     account = runtime.get("serviceAccountName")
     if account and account not in policy.allowed_service_accounts:
@@ -110,6 +114,11 @@ def runtime_violations(runtime: Mapping[str, Any], policy: TaskPolicy,
         out.append(Violation(f"{at}.tolerations", "tolerations",
                              "a toleration with operator Exists and no key tolerates every "
                              "taint: name the key of the taint"))
+    for field, what, allowed in (("podLabels", "label", policy.pod_label_keys),
+                                 ("podAnnotations", "annotation", policy.pod_annotation_keys)):
+        if any(not key_allowed(str(k), allowed) for k in _map(runtime.get(field))):
+            out.append(Violation(f"{at}.{field}", field,
+                                 f"pod {what} keys: {_allowed(allowed)}"))
     return out
 
 

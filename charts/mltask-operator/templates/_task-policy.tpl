@@ -59,6 +59,23 @@ field names; HAS: whether it is there). */}}
     "bad" "HAS && has(R.tolerations) && R.tolerations.exists(t, has(t.operator) && t.operator == 'Exists' && (!has(t.key) || t.key == ''))"
     "why" "a toleration with operator Exists and no key tolerates every taint: name the key of the taint") -}}
 {{- end -}}
+{{- /* pod label and annotation keys: those listed, a `*` entry allowing every key it starts with */ -}}
+{{- range $f := list (dict "field" "podLabels" "what" "label" "keys" $v.podLabelKeys "value" "podLabelKeys")
+    (dict "field" "podAnnotations" "what" "annotation" "keys" $v.podAnnotationKeys "value" "podAnnotationKeys") -}}
+{{- $exact := list -}}
+{{- $tests := list -}}
+{{- range $k := $f.keys -}}
+{{- if hasSuffix "*" $k -}}
+{{- $tests = append $tests (printf "k.startsWith(%s)" (trimSuffix "*" $k | squote)) -}}
+{{- else -}}
+{{- $exact = append $exact $k -}}
+{{- end -}}
+{{- end -}}
+{{- $tests = prepend $tests (printf "k in %s" (toJson $exact)) -}}
+{{- $rules = append $rules (dict "path" (printf ".%s" $f.field) "value" $f.value
+    "bad" (printf "HAS && has(R.%s) && R.%s.exists(k, !(%s))" $f.field $f.field (join " || " $tests))
+    "why" (printf "pod %s keys: %s" $f.what (include "mltask-operator.taskPolicy.allowed" $f.keys))) -}}
+{{- end -}}
 {{- toJson $rules -}}
 {{- end -}}
 

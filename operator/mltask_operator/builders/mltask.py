@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 from typing import Any
 
@@ -62,6 +63,10 @@ def child_spec(pipeline: Pipeline, task: PipelineTask, outputs: dict[str, str],
             rt.service_account_name = d.service_account_name
         if rt.priority_class_name is None:
             rt.priority_class_name = d.priority_class_name
+        for name in ("shared_memory_size", "image_pull_secrets", "volumes", "pod_labels",
+                     "pod_annotations", "scheduler_name", "runtime_class_name"):
+            if getattr(rt, name) is None and getattr(d, name) is not None:
+                setattr(rt, name, copy.deepcopy(getattr(d, name)))
     for kind, upstream in tpl.input.upstreams().items():
         source = getattr(tpl.input, kind)
         source.uri, source.from_task = outputs[upstream], None

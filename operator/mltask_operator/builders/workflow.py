@@ -13,13 +13,19 @@ from typing import Any
 from mltask_operator import labels
 from mltask_operator.api.v1alpha1.common import ResourceRequirements, quantity_value
 from mltask_operator.api.v1alpha1.mltask import (
+    PVC_SCHEME,
     STEP_ORDER,
     MLTask,
     RetryOn,
     StepName,
     StepSpec,
 )
-from mltask_operator.settings import CleanupDefaults, RunStepDefaults, TransferDefaults
+from mltask_operator.settings import (
+    CleanupDefaults,
+    RunStepDefaults,
+    TaskDefaults,
+    TransferDefaults,
+)
 
 WORKDIR = "/mltask"
 INPUT_DIR = f"{WORKDIR}/input"
@@ -35,6 +41,13 @@ WORK_VOLUME = "work"
 #: working volume: a retried pod or a later attempt can never report an earlier one's files.
 META_VOLUME = "meta"
 CONFIG_VOLUME = "config"
+#: The run step's memory-backed /dev/shm (spec.runtime.sharedMemorySize).
+SHM_VOLUME = "dshm"
+SHM_DIR = "/dev/shm"
+#: Where the run step sees a pvc://CLAIM/PATH input's claim: INPUT_VOLUMES_DIR/<input>.
+INPUT_VOLUMES_DIR = "/mltask-volumes"
+#: The pod's volume of a spec.runtime.volumes entry is DATA_VOLUME_PREFIX + its name.
+DATA_VOLUME_PREFIX = "data-"
 METRICS_PARAM = "metrics"
 RESULT_PARAM = "result"
 #: A step may ask for `gpu: 1`; the operator writes the cluster's GPU resource name instead.
@@ -139,6 +152,41 @@ def build_work_pvc(task: MLTask) -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True)
+class InPlaceInput:
+    """A pvc://CLAIM/PATH input: the run step mounts CLAIM read-only and reads PATH in place."""
+
+    kind: str  # dataset, model
+    claim: str
+    path: str  # relative to the claim's root, "" for all of it
+
+    @property
+    def volume(self) -> str:
+        return f"input-{self.kind}"
+
+    @property
+    def mount_path(self) -> str:
+        return f"{INPUT_VOLUMES_DIR}/{self.kind}"
+
+    @property
+    def dir(self) -> str:
+        """What $MLTASK_INPUT_<KIND>_DIR says in the run step: the path itself."""
+        return f"{self.mount_path}/{self.path}".rstrip("/")
+
+
+def in_place_input(kind: str, uri: str | None) -> InPlaceInput | None:
+    """The input read in place, if `uri` is a pvc:// URI (the CRD checked its form)."""
+    if not uri or not uri.startswith(PVC_SCHEME):
+        return None
+    claim, _, path = uri[len(PVC_SCHEME):].partition("/")
+    return InPlaceInput(kind, claim, path.strip("/"))
+
+
+def in_place_inputs(inputs: ResolvedInputs) -> list[InPlaceInput]:
+    return [i for i in (in_place_input("dataset", inputs.dataset_uri),
+                        in_place_input("model", inputs.model_uri)) if i]
+
+
 def contract_env(task: MLTask, step: StepName, attempt: int,
                  inputs: ResolvedInputs) -> list[dict[str, Any]]:
     """The MLTASK_* variables every step sees (see README, "Step image contract")."""
@@ -169,6 +217,10 @@ def contract_env(task: MLTask, step: StepName, attempt: int,
         "MLTASK_PARAMETERS": json.dumps((spec.config.parameters if spec.config else None) or {},
                                         sort_keys=True),
     }
+    if step == StepName.RUN:
+        # a pvc:// input is read where it is: its folder variable names the path in place
+        for item in in_place_inputs(inputs):
+            env[f"MLTASK_INPUT_{item.kind.upper()}_DIR"] = item.dir
     if step == StepName.DOWNLOAD:
         bound = work_volume_bytes(task)
         env["MLTASK_DOWNLOAD_MAX_BYTES"] = str(bound) if bound else None
@@ -209,14 +261,52 @@ def _resources(step_spec: StepSpec, gpu_resource: str) -> dict[str, dict[str, st
     return out
 
 
-def requests_gpu(step_spec: StepSpec, gpu_resource: str) -> bool:
-    res = _resources(step_spec, gpu_resource) or {}
+def requests_gpu(step_spec: StepSpec, defaults: RunStepDefaults) -> bool:
+    """Whether the step asks for a GPU: the `gpu` alias, the GPU resource, or a resource named
+    by one of the GPU prefixes (e.g. a MIG slice, nvidia.com/mig-1g.10gb)."""
+    res = _resources(step_spec, defaults.gpu_resource_name) or {}
     return any(str(v) not in ("0", "") for kind in res.values()
-               for name, v in kind.items() if name == gpu_resource)
+               for name, v in kind.items() if defaults.is_gpu(name))
+
+
+def shared_memory_size(task: MLTask, task_defaults: TaskDefaults) -> str | None:
+    """The run step's /dev/shm size: the task's own, else the operator's default."""
+    own = task.spec.runtime.shared_memory_size
+    return str(own) if own is not None else task_defaults.shared_memory_size
+
+
+def _run_mounts(task: MLTask, inputs: ResolvedInputs, shm: str | None) -> list[dict[str, Any]]:
+    """The run step's own mounts: /dev/shm, its data volumes and pvc:// inputs (read-only)."""
+    out: list[dict[str, Any]] = []
+    if shm:
+        out.append({"name": SHM_VOLUME, "mountPath": SHM_DIR})
+    for v in task.spec.runtime.volumes or []:
+        mount = {"name": DATA_VOLUME_PREFIX + v.name, "mountPath": v.mount_path,
+                 "readOnly": True}
+        if v.sub_path:
+            mount["subPath"] = v.sub_path
+        out.append(mount)
+    for item in in_place_inputs(inputs):
+        out.append({"name": item.volume, "mountPath": item.mount_path, "readOnly": True})
+    return out
+
+
+def _run_volumes(task: MLTask, inputs: ResolvedInputs, shm: str | None) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    if shm:
+        out.append({"name": SHM_VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": shm}})
+    for v in task.spec.runtime.volumes or []:
+        out.append({"name": DATA_VOLUME_PREFIX + v.name, "persistentVolumeClaim": {
+            "claimName": v.claim_name, "readOnly": True}})
+    for item in in_place_inputs(inputs):
+        out.append({"name": item.volume, "persistentVolumeClaim": {
+            "claimName": item.claim, "readOnly": True}})
+    return out
 
 
 def _container(task: MLTask, step: StepName, step_spec: StepSpec, attempt: int,
-               inputs: ResolvedInputs, gpu_resource: str) -> dict[str, Any]:
+               inputs: ResolvedInputs, gpu_resource: str,
+               shm: str | None = None) -> dict[str, Any]:
     container: dict[str, Any] = {"image": step_spec.image}
     if step_spec.command:
         container["command"] = list(step_spec.command)
@@ -237,6 +327,8 @@ def _container(task: MLTask, step: StepName, step_spec: StepSpec, attempt: int,
               {"name": META_VOLUME, "mountPath": META_DIR}]
     if task.spec.config and task.spec.config.config_map_ref:
         mounts.append({"name": CONFIG_VOLUME, "mountPath": CONFIG_DIR, "readOnly": True})
+    if step == StepName.RUN:
+        mounts += _run_mounts(task, inputs, shm)
     container["volumeMounts"] = mounts
     # When the step fails, the kubelet keeps its log's last lines (80 lines, 2 KiB at most) as
     # the container's termination message; Argo copies it into the node's message and the
@@ -354,8 +446,35 @@ def _gpu_placement(task: MLTask, defaults: RunStepDefaults) -> dict[str, Any]:
     if defaults.tolerations:
         own = [t.to_k8s() for t in runtime.tolerations or []]
         out["tolerations"] = own + [t for t in defaults.tolerations if t not in own]
-    if defaults.runtime_class_name:
-        out["podSpecPatch"] = json.dumps({"runtimeClassName": defaults.runtime_class_name})
+    return out
+
+
+def run_runtime_class(task: MLTask, gpu: bool, defaults: RunStepDefaults,
+                      task_defaults: TaskDefaults) -> str | None:
+    """The run step's RuntimeClass: the task's own, else the GPU default for a GPU run step,
+    else the operator's default for every task."""
+    return (task.spec.runtime.runtime_class_name
+            or (defaults.runtime_class_name if gpu else None)
+            or task_defaults.runtime_class_name)
+
+
+def image_pull_secrets(task: MLTask, task_defaults: TaskDefaults) -> list[str]:
+    """The operator's default pull secrets, then the task's own, each once."""
+    out: list[str] = []
+    for name in (*task_defaults.image_pull_secrets, *(task.spec.runtime.image_pull_secrets
+                                                      or [])):
+        if name not in out:
+            out.append(name)
+    return out
+
+
+def pod_metadata(task: MLTask, child_labels: dict[str, str]) -> dict[str, Any]:
+    """Every step pod's labels and annotations: the task's (runtime.podLabels, podAnnotations,
+    keys the task policy allowed), then the operator's own, which always win."""
+    runtime = task.spec.runtime
+    out: dict[str, Any] = {"labels": {**(runtime.pod_labels or {}), **child_labels}}
+    if runtime.pod_annotations:
+        out["annotations"] = dict(runtime.pod_annotations)
     return out
 
 
@@ -369,17 +488,21 @@ def build_workflow(task: MLTask, *, attempt: int, start_at: StepName,
                    inputs: ResolvedInputs,
                    defaults: RunStepDefaults | None = None,
                    transfer: TransferDefaults | None = None,
-                   cleanup: CleanupDefaults | None = None) -> dict[str, Any]:
+                   cleanup: CleanupDefaults | None = None,
+                   task_defaults: TaskDefaults | None = None) -> dict[str, Any]:
     """The Argo Workflow for `attempt`, running the steps from `start_at` on.
 
     A DAG (not a `steps` template): every field is validated by Argo's full CRD schema.
     `defaults` is the cluster's policy for run steps that request GPUs, `transfer` the
     project's download and upload steps for tasks that leave them out, `cleanup` the default
-    podGC strategy (operator settings).
+    podGC strategy, `task_defaults` the pod settings of tasks that set none (operator
+    settings).
     """
     defaults = defaults or RunStepDefaults()
     transfer = transfer or TransferDefaults()
     cleanup = cleanup or CleanupDefaults()
+    task_defaults = task_defaults or TaskDefaults()
+    shm = shared_memory_size(task, task_defaults)
     gpu = defaults.gpu_resource_name
     steps = STEP_ORDER[STEP_ORDER.index(start_at):]
     own = task.spec.steps
@@ -401,7 +524,7 @@ def build_workflow(task: MLTask, *, attempt: int, start_at: StepName,
         previous = step
         template: dict[str, Any] = {
             "name": str(step),
-            "container": _container(task, step, step_specs[step], attempt, inputs, gpu),
+            "container": _container(task, step, step_specs[step], attempt, inputs, gpu, shm),
         }
         template["container"]["securityContext"] = security_context(
             step_specs[step], bool(defaulted.get(step)))
@@ -411,8 +534,14 @@ def build_workflow(task: MLTask, *, attempt: int, start_at: StepName,
             # with that account's token): a cloud storage role bound to it (IRSA, workload
             # identity) never reaches the run step, which runs as the Workflow's.
             template["serviceAccountName"] = transfer.service_account_name
-        if step == StepName.RUN and requests_gpu(step_specs[step], gpu):
-            template.update(_gpu_placement(task, defaults))
+        if step == StepName.RUN:
+            on_gpu = requests_gpu(step_specs[step], defaults)
+            if on_gpu:
+                template.update(_gpu_placement(task, defaults))
+            runtime_class = run_runtime_class(task, on_gpu, defaults, task_defaults)
+            if runtime_class:
+                # Argo has no runtimeClassName field: the run step's pod gets it by a patch
+                template["podSpecPatch"] = json.dumps({"runtimeClassName": runtime_class})
         if retry:
             template["retryStrategy"] = retry
         if step == StepName.RUN:
@@ -433,6 +562,8 @@ def build_workflow(task: MLTask, *, attempt: int, start_at: StepName,
     if task.spec.config and task.spec.config.config_map_ref:
         volumes.append({"name": CONFIG_VOLUME,
                         "configMap": {"name": task.spec.config.config_map_ref.name}})
+    if StepName.RUN in steps:
+        volumes += _run_volumes(task, inputs, shm)
 
     runtime = task.spec.runtime
     child_labels = task_labels(task, attempt)
@@ -440,12 +571,18 @@ def build_workflow(task: MLTask, *, attempt: int, start_at: StepName,
         "entrypoint": "main",
         "templates": templates,
         "volumes": volumes,
-        "podMetadata": {"labels": dict(child_labels)},
+        "podMetadata": pod_metadata(task, child_labels),
         "securityContext": dict(POD_SECURITY_CONTEXT),
         "podSpecPatch": EXECUTOR_PATCH,
     }
     if runtime.service_account_name:
         spec["serviceAccountName"] = runtime.service_account_name
+    secrets = image_pull_secrets(task, task_defaults)
+    if secrets:
+        spec["imagePullSecrets"] = [{"name": n} for n in secrets]
+    scheduler = runtime.scheduler_name or task_defaults.scheduler_name
+    if scheduler:
+        spec["schedulerName"] = scheduler
     if runtime.node_selector:
         spec["nodeSelector"] = dict(runtime.node_selector)
     if runtime.tolerations:

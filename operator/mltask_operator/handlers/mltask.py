@@ -45,7 +45,13 @@ from mltask_operator.mltask_status import (
     compute_status,
     observe_workflow,
 )
-from mltask_operator.settings import CleanupDefaults, RunStepDefaults, TaskPolicy, TransferDefaults
+from mltask_operator.settings import (
+    CleanupDefaults,
+    RunStepDefaults,
+    TaskDefaults,
+    TaskPolicy,
+    TransferDefaults,
+)
 from mltask_operator.status_common import (
     Transition,
     bounded,
@@ -103,14 +109,16 @@ def reconcile_task(kube: Kube, cache: Cache, namespace: str, name: str, clock: C
                    defaults: RunStepDefaults | None = None,
                    transfer: TransferDefaults | None = None,
                    cleanup: CleanupDefaults | None = None,
-                   policy: TaskPolicy | None = None) -> float | None:
+                   policy: TaskPolicy | None = None,
+                   task_defaults: TaskDefaults | None = None) -> float | None:
     """Bring one task's world in line with its spec. A write conflict raises Conflict: the
     change that caused it arrives as a watch event and queues the task again. Returns the
     seconds after which to reconcile it again (its TTL's end), or None.
 
     `defaults`: the cluster's policy for GPU run steps; `transfer`: the project's download and
     upload steps for tasks that leave them out; `cleanup`: the default pod GC and TTL;
-    `policy`: what a task may ask for its pods (operator settings)."""
+    `policy`: what a task may ask for its pods; `task_defaults`: pod settings of tasks that
+    set none (operator settings)."""
     cleanup = cleanup or CleanupDefaults()
     body = cache.task(namespace, name)
     if body is None or body["metadata"].get("deletionTimestamp"):
@@ -119,14 +127,15 @@ def reconcile_task(kube: Kube, cache: Cache, namespace: str, name: str, clock: C
     prev = task.status or MLTaskStatus()
     now = clock()
     new, why = _decide(kube, cache, body, task, prev, now, defaults, transfer, cleanup,
-                       policy or TaskPolicy())
+                       policy or TaskPolicy(), task_defaults)
     return _finish(kube, cache, body, task, prev, new, why, now, cleanup)
 
 
 def _decide(kube: Kube, cache: Cache, body: dict[str, Any], task: MLTask, prev: MLTaskStatus,
             now: datetime.datetime, defaults: RunStepDefaults | None,
             transfer: TransferDefaults | None, cleanup: CleanupDefaults,
-            policy: TaskPolicy) -> tuple[MLTaskStatus, str | None]:
+            policy: TaskPolicy,
+            task_defaults: TaskDefaults | None = None) -> tuple[MLTaskStatus, str | None]:
     """Act on the plan (create, stop); returns the status to write and, for a new attempt,
     what its Event says."""
     namespace = task.namespace
@@ -177,7 +186,7 @@ def _decide(kube: Kube, cache: Cache, body: dict[str, Any], task: MLTask, prev: 
                            now), None
         wf_body = wfb.build_workflow(task, attempt=status.attempt, start_at=decision.start_at,
                                      inputs=inputs, defaults=defaults, transfer=transfer,
-                                     cleanup=cleanup)
+                                     cleanup=cleanup, task_defaults=task_defaults)
         wf_name = wf_body["metadata"]["name"]
         try:
             wf, created = _start(kube, cache, task, wf_body)

@@ -76,6 +76,10 @@ def inputs(env: Mapping[str, str]) -> list[Input]:
             if name == "dataset":
                 raise ContractError(f"{variable}_URI is not set: the download step has no input")
             continue
+        if raw.startswith(uris.IN_PLACE_SCHEME):
+            # the run step mounts the claim and reads the input where it is: nothing to fetch
+            progress.log(f"{name}: {raw} is read in place by the run step, not downloaded")
+            continue
         dest = Path(env.get(f"{variable}_DIR") or base / name)
         digest = env.get(f"{variable}_SHA256", "").strip().lower() or None
         if digest is not None and (len(digest) != 64 or any(c not in "0123456789abcdef"

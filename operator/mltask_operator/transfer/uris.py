@@ -19,6 +19,7 @@ Download (MLTASK_INPUT_DATASET_URI, MLTASK_INPUT_MODEL_URI):
   https://HOST[:PORT]/PATH     one file, saved under the last segment of PATH; http:// too
   hf://ORG/NAME[@REVISION][/PATH]           a Hugging Face model repo, or a file or folder of it
   hf://datasets/ORG/NAME[@REVISION][/PATH]  a Hugging Face dataset repo, or a file or folder of it
+  pvc://CLAIM/PATH             not downloaded: the run step mounts CLAIM read-only, reads PATH
 Upload (MLTASK_OUTPUT_URI), s3:// only:
   s3://BUCKET/KEY              the output folder's one file, stored as exactly KEY
   s3://BUCKET/PREFIX/          every file of the output folder, at PREFIX/<relative path>
@@ -30,6 +31,10 @@ segments and no control characters; KEY is at most 1024 bytes. ORG and NAME are 
 except refs/pr/N and refs/convert/parquet|duckdb, which are written as they are). https:// and
 http:// URIs carry no user:password@ and end in a file name.
 """
+
+#: An input on a PersistentVolumeClaim (pvc://CLAIM/PATH): the run step reads it in place, the
+#: download step leaves it alone.
+IN_PLACE_SCHEME = "pvc://"
 
 #: The S3 bucket naming rules (general purpose buckets), as one regex; see also _bucket_problem.
 S3_BUCKET_RE = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")

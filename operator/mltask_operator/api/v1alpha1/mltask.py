@@ -87,20 +87,33 @@ _S3 = r"s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[^\x00-\x1f]*)?"  # keys may hold
 _HTTPS = r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?/\S*[^\s/]"
 _HF = (r"hf://((datasets|models|spaces)/)?([A-Za-z0-9][A-Za-z0-9._-]*/)?"
        r"[A-Za-z0-9][A-Za-z0-9._-]*(@[^\s/]+)?(/\S*)?")
+#: A path on a PersistentVolumeClaim of the task's namespace, read in place (no download):
+#: pvc://claim/path (the claim's name is a DNS subdomain).
+_PVC = r"pvc://[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?(/[^\x00-\x1f]*)?"
+PVC_URI = f"^{_PVC}$"
+PVC_SCHEME = "pvc://"
 #: Inputs the default download step fetches: s3://bucket/key, s3://bucket/folder/,
 #: https://host/path/file (http:// too, for in-cluster mirrors),
-#: hf://[datasets/]org/name[@revision][/path].
-DOWNLOAD_URI = f"^({_S3}|{_HTTPS}|{_HF})$"
+#: hf://[datasets/]org/name[@revision][/path]; and pvc://claim/path, which it leaves in place
+#: for the run step to read (mounted read-only).
+DOWNLOAD_URI = f"^({_S3}|{_HTTPS}|{_HF}|{_PVC})$"
 #: Where the default upload step stores the output: s3://bucket/folder/ or s3://bucket/key.
 UPLOAD_URI = f"^{_S3}$"
 DOWNLOAD_FORMS = ("s3://bucket/key, s3://bucket/folder/, https://host/path/file or "
-                  "hf://[datasets/]org/name[@revision][/path]")
+                  "hf://[datasets/]org/name[@revision][/path] (and pvc://claim/path is read in "
+                  "place)")
 
 
 # ------------------------------------------------------------------------------------ inputs
 
-_ONE_SOURCE: list[JsonValue] = [cel("has(self.uri) != has(self.fromTask)",
-                   "set exactly one of uri or fromTask", reason="FieldValueInvalid")]
+_ONE_SOURCE: list[JsonValue] = [
+    cel("has(self.uri) != has(self.fromTask)",
+        "set exactly one of uri or fromTask", reason="FieldValueInvalid"),
+    cel(f"!has(self.uri) || !self.uri.startsWith('{PVC_SCHEME}')"
+        f" || (self.uri.matches(r'{PVC_URI}') && !self.uri.matches(r'/\\.\\.?(/|$)'))",
+        "a pvc:// input is pvc://CLAIM/PATH: CLAIM a PersistentVolumeClaim of the namespace, "
+        "PATH without '.' or '..' segments", field_path=".uri", reason="FieldValueInvalid"),
+]
 
 
 class DatasetInput(Model):
@@ -109,7 +122,10 @@ class DatasetInput(Model):
     model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": _ONE_SOURCE})
 
     uri: str | None = Field(default=None, max_length=2048,
-                            description="Where the dataset is, e.g. s3://bucket/datasets/digits.csv.gz.")
+                            description="Where the dataset is, e.g. s3://bucket/datasets/digits.csv.gz, "
+                            "or pvc://CLAIM/PATH: a path on a PersistentVolumeClaim of the "
+                            "namespace, not downloaded: the run step mounts the claim "
+                            "read-only and $MLTASK_INPUT_DATASET_DIR is that path.")
     from_task: str | None = Field(default=None, max_length=253,
                                   description="The task whose output dataset to use (it must "
                                   "have completed). In an MLTask: the name of an MLTask in this "
@@ -135,7 +151,8 @@ class ModelInput(Model):
     model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": _ONE_SOURCE})
 
     uri: str | None = Field(default=None, max_length=2048,
-                            description="Where the model is, e.g. s3://bucket/models/model.joblib.")
+                            description="Where the model is, e.g. s3://bucket/models/model.joblib, "
+                            "or pvc://CLAIM/PATH, read in place like a dataset's.")
     from_task: str | None = Field(default=None, max_length=253,
                                   description="The task whose output model to use (it must "
                                   "have completed). In an MLTask: the name of an MLTask in this "
@@ -387,8 +404,85 @@ class CacheSpec(Model):
                          "e.g. 24h (default 168h).")
 
 
+#: Where a data volume may not be mounted: the task's own folders and the system's.
+RESERVED_MOUNT_PATHS = ("/mltask", "/etc/mltask", "/dev", "/proc", "/sys", "/etc", "/usr",
+                        "/bin", "/sbin", "/lib", "/lib64", "/boot", "/run", "/var/run",
+                        "/var/lib/kubelet")
+_RESERVED = "|".join(p.lstrip("/") for p in RESERVED_MOUNT_PATHS)
+#: A pod label key and value, as Kubernetes validates them (RE2).
+LABEL_KEY = (r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+             r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
+LABEL_VALUE = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
+#: Label and annotation keys the operator sets on every pod (mltask.dev/*, managed-by); a task's
+#: podLabels and podAnnotations cannot set them.
+OWN_KEY_PREFIXES = ("mltask.dev/", "app.kubernetes.io/managed-by")
+MAX_DATA_VOLUMES = 16
+MAX_POD_LABELS = 32
+MAX_ANNOTATION_VALUE_LENGTH = 4096
+
+
+def _own_keys(field: str) -> JsonDict:
+    test = " || ".join(f"k.startsWith('{p}')" for p in OWN_KEY_PREFIXES)
+    return cel(f"!has(self.{field}) || self.{field}.all(k, !({test}))",
+               f"{field}: keys mltask.dev/* and app.kubernetes.io/managed-by are the "
+               "operator's own", field_path=f".{field}", reason="FieldValueForbidden")
+
+
+class DataVolume(Model):
+    """A PersistentVolumeClaim of the namespace mounted read-only into the run step: data
+    already in the cluster, read in place."""
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [
+        cel(f"self.mountPath.startsWith('/') && self.mountPath != '/'"
+            f" && !self.mountPath.matches(r'^/({_RESERVED})(/|$)')"
+            r" && !self.mountPath.matches(r'/\.\.?(/|$)')",
+            "mountPath must be an absolute path other than /, not under "
+            + ", ".join(RESERVED_MOUNT_PATHS) + ", without '.' or '..' segments",
+            field_path=".mountPath", reason="FieldValueInvalid"),
+        cel(r"!has(self.subPath) || (!self.subPath.startsWith('/')"
+            r" && !self.subPath.matches(r'(^|/)\.\.?(/|$)'))",
+            "subPath must be a relative path without '.' or '..' segments",
+            field_path=".subPath", reason="FieldValueInvalid"),
+    ]})
+
+    name: str = Field(min_length=1, max_length=40, pattern=DNS_LABEL,
+                      description="Name of the volume in the pod (a DNS label; the pod's "
+                      "volume is data-NAME).")
+    claim_name: str = Field(min_length=1, max_length=253, pattern=DNS_SUBDOMAIN,
+                            description="The PersistentVolumeClaim, in the task's namespace.")
+    mount_path: str = Field(max_length=1024, description="Where the run step sees it, e.g. "
+                            "/data; absolute, not under /mltask or a system folder.")
+    sub_path: str | None = Field(default=None, max_length=1024,
+                                 description="Only this folder of the volume.")
+
+
+#: Rules on the pod settings of a runtime (a task's spec.runtime, a Pipeline's spec.defaults).
+RUNTIME_RULES: list[JsonValue] = [
+        cel("!has(self.sharedMemorySize) || !isQuantity(string(self.sharedMemorySize))"
+            " || quantity(string(self.sharedMemorySize)).isGreaterThan(quantity('0'))",
+            "sharedMemorySize must be greater than zero, e.g. 2Gi",
+            field_path=".sharedMemorySize", reason="FieldValueInvalid"),
+        cel("!has(self.volumes) || self.volumes.all(v, "
+            "self.volumes.exists_one(w, w.mountPath == v.mountPath))",
+            "volumes: each mountPath may be used once", field_path=".volumes",
+            reason="FieldValueDuplicate"),
+        _own_keys("podLabels"),
+        _own_keys("podAnnotations"),
+        cel("!has(self.podLabels) || self.podLabels.all(k, "
+            f"k.matches(r'{LABEL_KEY}') && self.podLabels[k].matches(r'{LABEL_VALUE}'))",
+            "podLabels: keys and values must be valid label keys and values",
+            field_path=".podLabels", reason="FieldValueInvalid"),
+        cel("!has(self.podAnnotations) || self.podAnnotations.all(k, "
+            f"k.matches(r'{LABEL_KEY}'))",
+            "podAnnotations: keys must be valid annotation keys",
+            field_path=".podAnnotations", reason="FieldValueInvalid"),
+]
+
+
 class Runtime(Model):
     """Where and how the pods run."""
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": RUNTIME_RULES})
 
     node_selector: dict[str, LabelValue] | None = Field(
         default=None, description="Node labels every step's pod must match, e.g. a GPU pool.",
@@ -408,6 +502,40 @@ class Runtime(Model):
                                       description="Automatic retries of failed steps.")
     work_volume: WorkVolume = Field(default_factory=WorkVolume,
                                     description="The shared working volume.")
+    shared_memory_size: Quantity | None = Field(
+        default=None, description="Size of a memory-backed /dev/shm for the run step, e.g. "
+        "2Gi (Kubernetes' default is 64 MiB; PyTorch DataLoader workers need more). It counts "
+        "against the run step's memory limit. Unset: the operator's default (chart value "
+        "taskDefaults.sharedMemorySize), else the runtime's 64 MiB.")
+    image_pull_secrets: list[Annotated[str, Field(max_length=253, pattern=DNS_SUBDOMAIN)]] | \
+            None = Field(default=None, max_length=16,
+                         description="Secrets (by name, in the task's namespace) every step's "
+                         "pod pulls its image with, added to the operator's default (chart "
+                         "value taskDefaults.imagePullSecrets).")
+    volumes: list[DataVolume] | None = Field(
+        default=None, max_length=MAX_DATA_VOLUMES, description="PersistentVolumeClaims "
+        "mounted read-only into the run step (data already in the cluster).",
+        json_schema_extra={"x-kubernetes-list-type": "map",
+                           "x-kubernetes-list-map-keys": ["name"]})
+    pod_labels: dict[str, LabelValue] | None = Field(
+        default=None, description="Labels of every step's pod, e.g. "
+        "kueue.x-k8s.io/queue-name: team-a. Only keys the task policy allows (chart value "
+        "taskPolicy.podLabelKeys); never mltask.dev/* keys.",
+        json_schema_extra={"maxProperties": MAX_POD_LABELS})
+    pod_annotations: dict[str, Annotated[str, Field(
+        max_length=MAX_ANNOTATION_VALUE_LENGTH)]] | None = Field(
+        default=None, description="Annotations of every step's pod. Only keys the task policy "
+        "allows (chart value taskPolicy.podAnnotationKeys).",
+        json_schema_extra={"maxProperties": MAX_POD_LABELS})
+    scheduler_name: str | None = Field(
+        default=None, max_length=253, pattern=DNS_SUBDOMAIN,
+        description="The scheduler of every step's pod, e.g. volcano; unset: the operator's "
+        "default (chart value taskDefaults.schedulerName), else the cluster's.")
+    runtime_class_name: str | None = Field(
+        default=None, max_length=253, pattern=DNS_SUBDOMAIN,
+        description="RuntimeClass of the run step's pod, e.g. nvidia; unset: the GPU default "
+        "for a run step that requests GPUs (runStepDefaults.runtimeClassName), else the "
+        "operator's default (taskDefaults.runtimeClassName).")
 
 
 # -------------------------------------------------------------------------------------- spec

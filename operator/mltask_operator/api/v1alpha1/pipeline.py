@@ -10,18 +10,25 @@ from pydantic.config import JsonDict, JsonValue
 
 from mltask_operator.api.v1alpha1.common import (
     DNS_LABEL,
+    DNS_SUBDOMAIN,
     MAX_CONDITIONS,
     MAX_MESSAGE_LENGTH,
     MAX_STATUS_URI_LENGTH,
     Condition,
     LabelValue,
     Model,
+    Quantity,
     Resource,
     Time,
     Toleration,
     cel,
 )
 from mltask_operator.api.v1alpha1.mltask import (
+    MAX_ANNOTATION_VALUE_LENGTH,
+    MAX_DATA_VOLUMES,
+    MAX_POD_LABELS,
+    RUNTIME_RULES,
+    DataVolume,
     MAX_DURATION_LENGTH,
     MAX_NAME_LENGTH,
     CacheSpec,
@@ -46,6 +53,8 @@ MAX_TASK_MESSAGE_LENGTH = 4096
 class PipelineDefaults(Model):
     """Settings every task inherits unless its own spec sets them."""
 
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": RUNTIME_RULES})
+
     storage: StorageSpec | None = Field(default=None, description="Object-store access for "
                                         "tasks without spec.storage.")
     node_selector: dict[str, LabelValue] | None = Field(
@@ -62,6 +71,29 @@ class PipelineDefaults(Model):
         "runtime.priorityClassName.")
     cache: CacheSpec | None = Field(default=None, description="Reuse of identical finished "
                                     "work for tasks without spec.cache (off by default).")
+    shared_memory_size: Quantity | None = Field(
+        default=None, description="/dev/shm size for tasks without runtime.sharedMemorySize.")
+    image_pull_secrets: list[Annotated[str, Field(max_length=253, pattern=DNS_SUBDOMAIN)]] | \
+            None = Field(default=None, max_length=16, description="Image pull secrets for "
+                         "tasks without runtime.imagePullSecrets.")
+    volumes: list[DataVolume] | None = Field(
+        default=None, max_length=MAX_DATA_VOLUMES, description="Read-only data volumes for "
+        "tasks without runtime.volumes.",
+        json_schema_extra={"x-kubernetes-list-type": "map",
+                           "x-kubernetes-list-map-keys": ["name"]})
+    pod_labels: dict[str, LabelValue] | None = Field(
+        default=None, description="Pod labels for tasks without runtime.podLabels (keys the "
+        "task policy allows).", json_schema_extra={"maxProperties": MAX_POD_LABELS})
+    pod_annotations: dict[str, Annotated[str, Field(
+        max_length=MAX_ANNOTATION_VALUE_LENGTH)]] | None = Field(
+        default=None, description="Pod annotations for tasks without runtime.podAnnotations "
+        "(keys the task policy allows).", json_schema_extra={"maxProperties": MAX_POD_LABELS})
+    scheduler_name: str | None = Field(
+        default=None, max_length=253, pattern=DNS_SUBDOMAIN,
+        description="Scheduler for tasks without runtime.schedulerName.")
+    runtime_class_name: str | None = Field(
+        default=None, max_length=253, pattern=DNS_SUBDOMAIN,
+        description="RuntimeClass for tasks without runtime.runtimeClassName.")
 
 
 class FailurePolicy(StrEnum):
