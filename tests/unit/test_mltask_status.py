@@ -269,6 +269,24 @@ def test_failed_run_step() -> None:
     assert st.outputs is None
 
 
+def test_a_run_step_killed_by_sigbus_without_shared_memory_says_what_to_set() -> None:
+    t = task(limit=0)
+    wf = argo.run_pod(through(workflow(t), "download"), "run")
+    wf = argo.finish_pod(wf, "run", "Failed", exit_code=135, message="Error (exit code 135)")
+    _, st = observe(t, wf)
+    assert st.message == ("run step failed: Error (exit code 135) (bus error: set "
+                          "spec.runtime.sharedMemorySize (DataLoader workers need more than "
+                          "the default 64 MiB /dev/shm))")
+    # with a size set, or another exit code, no hint
+    sized = task(limit=0, runtime={"sharedMemorySize": "1Gi", "retryPolicy": {"limit": 0}})
+    wf = argo.finish_pod(argo.run_pod(through(workflow(sized), "download"), "run"), "run",
+                         "Failed", exit_code=135, message="Error (exit code 135)")
+    assert "sharedMemorySize" not in (observe(sized, wf)[1].message or "")
+    wf = argo.finish_pod(argo.run_pod(through(workflow(t), "download"), "run"), "run",
+                         "Failed", exit_code=139, message="Error (exit code 139)")
+    assert "sharedMemorySize" not in (observe(t, wf)[1].message or "")
+
+
 def test_non_zero_exit_is_not_retried_on_error() -> None:
     t = task(limit=3, retry_on="OnError")
     wf = argo.run_pod(through(workflow(t), "download"), "run")

@@ -126,6 +126,23 @@ CASES = [
     Case("own-download-without-credentials", {**task(steps__download=OWN_DOWNLOAD), "spec": {
         k: v for k, v in task(steps__download=OWN_DOWNLOAD)["spec"].items()
         if k != "storage"}}, []),
+    Case("pod-labels-allowed", task(runtime__podLabels={
+        "kueue.x-k8s.io/queue-name": "team-a", "kueue.x-k8s.io/priority-class": "high",
+        "cost-allocation/team": "vision"}, runtime__podAnnotations={
+        "cluster-autoscaler.kubernetes.io/safe-to-evict": "false"}), []),
+    Case("pod-label-not-listed", task(runtime__podLabels={
+        "kueue.x-k8s.io/queue-name": "team-a", "other-team-queue": "x"}),
+         ["spec.runtime.podLabels"], {"podLabelKeys": ["kueue.x-k8s.io/queue-name",
+                                                       "other-team-*"]}),
+    Case("pod-annotation-not-listed", task(runtime__podAnnotations={
+        "sidecar.istio.io/inject": "true"}),
+         ["spec.runtime.podAnnotations"], {"podAnnotationKeys": ["sidecar.istio.io/*"]}),
+    Case("pipeline-default-pod-labels", pipeline(task()["spec"], {
+        "podLabels": {"kueue.x-k8s.io/queue-name": "a", "team": "b"}}),
+         ["spec.defaults.podLabels"], {"podLabelKeys": ["kueue.x-k8s.io/queue-name", "team"]}),
+    Case("pipeline-task-pod-annotations", pipeline(task(runtime__podAnnotations={
+        "x.example.com/y": "z"})["spec"]),
+         ["spec.tasks[1].spec.runtime.podAnnotations"], {"podAnnotationKeys": ["x.example.com/*"]}),
     Case("pipeline-compliant", pipeline(task()["spec"]), []),
     Case("pipeline-privileged", pipeline(task(
         steps__run__securityContext={"privileged": True})["spec"]),
@@ -252,6 +269,19 @@ def test_the_policy_binding_refuses_rather_than_warns() -> None:
 
 
 # ------------------------------------------------------------------- settings and reconcile
+
+
+def test_label_keys_unset_are_the_defaults_empty_are_none() -> None:
+    assert Settings.from_env({}).policy.pod_label_keys == (
+        "kueue.x-k8s.io/queue-name", "kueue.x-k8s.io/priority-class", "cost-allocation/*")
+    assert Settings.from_env({"MLTASK_POLICY_POD_LABEL_KEYS": ""}).policy.pod_label_keys == ()
+    refused = spec_violations(task(runtime__podLabels={"kueue.x-k8s.io/queue-name": "a"})[
+        "spec"], TaskPolicy(pod_label_keys=()))
+    assert [str(v) for v in refused] == [
+        "spec.runtime.podLabels: pod label keys: none is allowed "
+        "(chart value taskPolicy.podLabelKeys)"]
+    with pytest.raises(ConfigError, match="MLTASK_POLICY_POD_ANNOTATION_KEYS"):
+        Settings.from_env({"MLTASK_POLICY_POD_ANNOTATION_KEYS": "bad key"})
 
 
 def test_settings_read_the_policy_from_the_environment() -> None:
