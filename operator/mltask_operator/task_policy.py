@@ -5,7 +5,8 @@ whose safe default refuses every privilege the spec can express: a privileged st
 may escalate, root, added capabilities, a ServiceAccount or PriorityClass not allowed, a
 toleration of every taint, and a download or upload step of the task's own that would get the
 storage credentials, and pod labels or annotations whose keys the policy does not list (a
-label can put a pod in another team's Kueue queue). (Host namespaces, host ports and hostPath volumes the spec cannot express.)
+label can put a pod in another team's Kueue queue). (Host namespaces, host ports and hostPath
+volumes the spec cannot express.)
 
 The chart's ValidatingAdmissionPolicy (templates/task-policy.yaml) refuses the same at apply
 time; the operator checks again before it creates anything (handlers.mltask), for clusters

@@ -350,3 +350,33 @@ def rule_errors(model: str, value: dict[str, Any]) -> list[str]:
         if not result.plain_value():
             out.append(r["message"])
     return out
+
+
+# ------------------------------------------------------------------------------ the example
+
+
+def test_the_gpu_cluster_example_builds_under_its_helm_values() -> None:
+    from harness.chart import GPU_VALUES
+    from mltask_operator.task_policy import spec_violations
+
+    body = example("gpu-cluster")
+    body["metadata"].update(namespace="ml-team-a", uid="u")
+    t = MLTask.model_validate(body)
+    docs = render("mltask-system", "-f", str(GPU_VALUES))
+    env_ = {e["name"]: e.get("value", "") for e in find(docs, "Deployment")["spec"]["template"][
+        "spec"]["containers"][0]["env"] if "value" in e}
+    s = Settings.from_env(env_)
+    assert spec_violations(body["spec"], s.policy) == []
+    wf = build_workflow(t, attempt=1, start_at=StepName.DOWNLOAD,
+                        inputs=ResolvedInputs(dataset_uri=body["spec"]["input"]["dataset"]["uri"]),
+                        defaults=s.run_defaults, task_defaults=s.task_defaults)
+    run = templates(wf)["run"]
+    assert runtime_class(wf) == "nvidia" and run["tolerations"]     # the MIG slice is a GPU
+    assert wf["spec"]["imagePullSecrets"] == [{"name": "regcred"}]
+    assert volumes(wf)["dshm"]["emptyDir"]["sizeLimit"] == "2Gi"
+    assert env(wf, "run")["MLTASK_INPUT_DATASET_DIR"] == (
+        "/mltask-volumes/dataset/imagenet-subset/v3")
+    assert wf["spec"]["podMetadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "team-a"
+    for v in body["spec"]["runtime"]["volumes"]:
+        assert rule_errors("DataVolume", v) == []
+    assert rule_errors("Runtime", body["spec"]["runtime"]) == []

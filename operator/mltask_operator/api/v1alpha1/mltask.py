@@ -122,10 +122,11 @@ class DatasetInput(Model):
     model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": _ONE_SOURCE})
 
     uri: str | None = Field(default=None, max_length=2048,
-                            description="Where the dataset is, e.g. s3://bucket/datasets/digits.csv.gz, "
-                            "or pvc://CLAIM/PATH: a path on a PersistentVolumeClaim of the "
-                            "namespace, not downloaded: the run step mounts the claim "
-                            "read-only and $MLTASK_INPUT_DATASET_DIR is that path.")
+                            description="Where the dataset is, e.g. "
+                            "s3://bucket/datasets/digits.csv.gz, or pvc://CLAIM/PATH: a path "
+                            "on a PersistentVolumeClaim of the namespace, not downloaded: "
+                            "the run step mounts the claim read-only and "
+                            "$MLTASK_INPUT_DATASET_DIR is that path.")
     from_task: str | None = Field(default=None, max_length=253,
                                   description="The task whose output dataset to use (it must "
                                   "have completed). In an MLTask: the name of an MLTask in this "
