@@ -65,7 +65,7 @@ def test_a_pull_secret_reaches_every_step_pod(ws: Workspace) -> None:
         "type": "kubernetes.io/dockerconfigjson",
         "data": {".dockerconfigjson": base64.b64encode(json.dumps(config).encode()).decode()}})
     body = example_with("preprocessing")
-    body["spec"].setdefault("runtime", {})["imagePullSecrets"] = ["regcred"]
+    body["spec"].setdefault("runtime", {})["imagePullSecrets"] = [{"name": "regcred"}]
     name = ws.tasks.create(body)["metadata"]["name"]
     st = ws.tasks.wait_state(name, "completed", timeout=300)["status"]
     for s in ("download", "run", "upload"):

@@ -15,6 +15,7 @@ from pydantic import ValidationError
 from harness.chart import find, render
 from harness.tasks import example, example_with
 from mltask_operator.api.v1alpha1 import mltask as api
+from mltask_operator.api.v1alpha1.common import LocalObjectReference
 from mltask_operator.api.v1alpha1.mltask import MLTask, StepName
 from mltask_operator.api.v1alpha1.pipeline import Pipeline
 from mltask_operator.builders.mltask import child_spec
@@ -98,7 +99,7 @@ def test_a_continued_attempt_without_the_run_step_has_no_shm_volume() -> None:
 
 
 def test_pull_secrets_reach_every_step_pod_the_operators_first_each_once() -> None:
-    wf = workflow(task({"imagePullSecrets": ["team-registry", "shared"]}),
+    wf = workflow(task({"imagePullSecrets": [{"name": "team-registry"}, {"name": "shared"}]}),
                   task_defaults=TaskDefaults(image_pull_secrets=("shared",)))
     assert wf["spec"]["imagePullSecrets"] == [{"name": "shared"}, {"name": "team-registry"}]
     assert "imagePullSecrets" not in workflow(task())["spec"]
@@ -269,7 +270,7 @@ def test_settings_read_prefixes_and_task_defaults() -> None:
 
 
 def test_the_chart_passes_task_defaults_and_prefixes_as_env() -> None:
-    docs = render("mltask-system", "--set", "taskDefaults.imagePullSecrets={regcred}",
+    docs = render("mltask-system", "--set", "taskDefaults.imagePullSecrets[0].name=regcred",
                   "--set", "taskDefaults.runtimeClassName=nvidia",
                   "--set", "taskDefaults.schedulerName=volcano",
                   "--set", "taskDefaults.sharedMemorySize=2Gi")
@@ -289,7 +290,7 @@ def test_pipeline_defaults_carry_the_pod_settings_and_a_tasks_own_win() -> None:
     body = {"apiVersion": "mltask.dev/v1alpha1", "kind": "Pipeline",
             "metadata": {"name": "p", "namespace": "ml", "uid": "u"},
             "spec": {"defaults": {
-                "sharedMemorySize": "1Gi", "imagePullSecrets": ["regcred"],
+                "sharedMemorySize": "1Gi", "imagePullSecrets": [{"name": "regcred"}],
                 "volumes": [{"name": "d", "claimName": "c", "mountPath": "/data"}],
                 "podLabels": {"kueue.x-k8s.io/queue-name": "team-a"},
                 "podAnnotations": {"cost-allocation/team": "a"},
@@ -298,9 +299,9 @@ def test_pipeline_defaults_carry_the_pod_settings_and_a_tasks_own_win() -> None:
     p = Pipeline.model_validate(body)
     rt = child_spec(p, p.spec.tasks[0], {}).runtime
     assert (rt.shared_memory_size, rt.image_pull_secrets, rt.pod_labels, rt.pod_annotations,
-            rt.runtime_class_name) == ("1Gi", ["regcred"], {"kueue.x-k8s.io/queue-name":
-                                                           "team-a"},
-                                       {"cost-allocation/team": "a"}, "nvidia")
+            rt.runtime_class_name) == (
+        "1Gi", [LocalObjectReference(name="regcred")], {"kueue.x-k8s.io/queue-name": "team-a"},
+        {"cost-allocation/team": "a"}, "nvidia")
     assert rt.volumes and rt.volumes[0].claim_name == "c"
     assert rt.scheduler_name == "own-scheduler"
 
@@ -313,7 +314,7 @@ def test_the_new_fields_are_in_both_crds_bounded(spec: Any) -> None:
     schema = openapi_schema(spec)["properties"]["spec"]["properties"]
     runtime = (schema["runtime"] if spec.kind == "MLTask" else schema["defaults"])["properties"]
     assert runtime["imagePullSecrets"]["maxItems"] == 16
-    assert runtime["imagePullSecrets"]["items"]["maxLength"] == 253
+    assert runtime["imagePullSecrets"]["items"]["properties"]["name"]["maxLength"] == 253
     assert runtime["volumes"]["maxItems"] == api.MAX_DATA_VOLUMES
     assert runtime["podLabels"]["maxProperties"] == api.MAX_POD_LABELS
     assert runtime["podLabels"]["additionalProperties"]["maxLength"] == 63

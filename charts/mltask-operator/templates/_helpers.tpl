@@ -85,3 +85,12 @@ audit log of a full run against these rules. */}}
 {{- $tag := .Values.transfer.image.tag | default .Values.image.tag | default .Chart.AppVersion -}}
 {{- printf "%s:%s" $repo $tag -}}
 {{- end -}}
+
+{{/*
+The names of a list of object references ([{name: a}, {name: b}]), joined by commas: "a,b".
+*/}}
+{{- define "mltask-operator.names" -}}
+{{- $names := list -}}
+{{- range . }}{{ $names = append $names .name }}{{ end -}}
+{{- join "," $names -}}
+{{- end }}

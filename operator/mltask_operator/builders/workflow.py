@@ -461,8 +461,8 @@ def run_runtime_class(task: MLTask, gpu: bool, defaults: RunStepDefaults,
 def image_pull_secrets(task: MLTask, task_defaults: TaskDefaults) -> list[str]:
     """The operator's default pull secrets, then the task's own, each once."""
     out: list[str] = []
-    for name in (*task_defaults.image_pull_secrets, *(task.spec.runtime.image_pull_secrets
-                                                      or [])):
+    for name in (*task_defaults.image_pull_secrets,
+                 *(ref.name for ref in task.spec.runtime.image_pull_secrets or [])):
         if name not in out:
             out.append(name)
     return out

@@ -508,9 +508,9 @@ class Runtime(Model):
         "2Gi (Kubernetes' default is 64 MiB; PyTorch DataLoader workers need more). It counts "
         "against the run step's memory limit. Unset: the operator's default (chart value "
         "taskDefaults.sharedMemorySize), else the runtime's 64 MiB.")
-    image_pull_secrets: list[Annotated[str, Field(max_length=253, pattern=DNS_SUBDOMAIN)]] | \
-            None = Field(default=None, max_length=16,
-                         description="Secrets (by name, in the task's namespace) every step's "
+    image_pull_secrets: list[LocalObjectReference] | None = Field(
+        default=None, max_length=16, description="Secrets ({name: ...}, as in a pod spec; in "
+                         "the task's namespace) every step's "
                          "pod pulls its image with, added to the operator's default (chart "
                          "value taskDefaults.imagePullSecrets).")
     volumes: list[DataVolume] | None = Field(

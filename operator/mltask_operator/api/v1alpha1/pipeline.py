@@ -16,6 +16,7 @@ from mltask_operator.api.v1alpha1.common import (
     MAX_STATUS_URI_LENGTH,
     Condition,
     LabelValue,
+    LocalObjectReference,
     Model,
     Quantity,
     Resource,
@@ -73,8 +74,8 @@ class PipelineDefaults(Model):
                                     "work for tasks without spec.cache (off by default).")
     shared_memory_size: Quantity | None = Field(
         default=None, description="/dev/shm size for tasks without runtime.sharedMemorySize.")
-    image_pull_secrets: list[Annotated[str, Field(max_length=253, pattern=DNS_SUBDOMAIN)]] | \
-            None = Field(default=None, max_length=16, description="Image pull secrets for "
+    image_pull_secrets: list[LocalObjectReference] | None = Field(
+        default=None, max_length=16, description="Image pull secrets ({name: ...}) for "
                          "tasks without runtime.imagePullSecrets.")
     volumes: list[DataVolume] | None = Field(
         default=None, max_length=MAX_DATA_VOLUMES, description="Read-only data volumes for "
