@@ -36,12 +36,29 @@ class Run:
         return f"exit {self.returncode}\n--- stdout\n{self.stdout}\n--- stderr\n{self.stderr}"
 
 
+#: Runs `python -m mltask_operator.transfer COMMAND` and, at its exit, writes its own peak RSS
+#: (VmHWM, KiB) to the file named last. wait4's ru_maxrss would not do: Linux carries the
+#: parent's high-water mark at fork over the exec, so a 200 MiB pytest shows as a 200 MiB step.
+_LAUNCHER = """
+import atexit, runpy, sys
+hwm = sys.argv.pop()
+def peak():
+    with open("/proc/self/status") as status:
+        kib = next(line.split()[1] for line in status if line.startswith("VmHWM:"))
+    with open(hwm, "w") as out:
+        out.write(kib)
+atexit.register(peak)
+runpy.run_module("mltask_operator.transfer", run_name="__main__", alter_sys=True)
+"""
+
+
 def run_transfer(command: str, env: dict[str, str], timeout: float = 120) -> Run:
     """`python -m mltask_operator.transfer COMMAND` with exactly `env` (its MLTASK_TEST_TMP, a
-    folder for the output files); waited for with wait4 to read its own peak RSS."""
+    folder for the output files), with the program's own peak RSS."""
     out_path = Path(env["MLTASK_TEST_TMP"]) / f"transfer-{time.monotonic_ns()}"
+    hwm = Path(f"{out_path}.hwm")
     with open(f"{out_path}.out", "w+") as out, open(f"{out_path}.err", "w+") as err:
-        proc = subprocess.Popen([sys.executable, "-m", "mltask_operator.transfer", command],
+        proc = subprocess.Popen([sys.executable, "-c", _LAUNCHER, command, str(hwm)],
                                 env=env, stdout=out, stderr=err, stdin=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout
         while True:
@@ -56,7 +73,9 @@ def run_transfer(command: str, env: dict[str, str], timeout: float = 120) -> Run
         proc.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
         err.seek(0)
-        return Run(proc.returncode, out.read(), err.read(), usage.ru_maxrss / 1024)
+        # killed before its exit handler ran: the kernel's figure, an upper bound
+        kib = int(hwm.read_text()) if hwm.exists() else usage.ru_maxrss
+        return Run(proc.returncode, out.read(), err.read(), kib / 1024)
 
 
 def files(root: Path) -> dict[str, bytes]:

@@ -245,7 +245,10 @@ def test_archiving_a_running_task_stops_it_first(tasks: Tasks, argo, namespace: 
     tasks.wait_state(name, "running")
     tasks.patch(name, {"archived": True})
     until(lambda: argo.get(namespace, wf)["spec"].get("shutdown") == "Stop", "the stop")
-    assert cond(tasks.get(name)["status"], "Archived")["reason"] == "Stopping"
+    # the Workflow's stop is written before the status that says so
+    until(lambda: any(c["type"] == "Archived" and c["reason"] == "Stopping"
+                      for c in tasks.get(name)["status"].get("conditions", [])),
+          "the Archived condition to say Stopping")
     argo.update(namespace, wf, argo_fn.stop)
     obj = tasks.wait(name, lambda s: s.get("status") == "stopped"
                      and cond(s, "Archived")["status"] == "True", "stopped and archived")

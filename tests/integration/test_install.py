@@ -37,6 +37,21 @@ from harness.waiting import wait_gone
 
 pytestmark = pytest.mark.integration
 RESTRICTED = {"pod-security.kubernetes.io/enforce": "restricted"}
+#: what the chart's objects carry; its admission policies are cluster-wide
+CHART_OBJECTS = "app.kubernetes.io/part-of=mltask-operator"
+
+
+@pytest.fixture(autouse=True)
+def _no_task_policy_left_behind(api: client.ApiClient):
+    """The chart's task policy binds every namespace: once a test here has applied it, it would
+    refuse the later test files' own specs (a custom download step with storage credentials,
+    say). Each test's policies go with it; test_task_policy_admission tests the policy itself."""
+    yield
+    adm = client.AdmissionregistrationV1Api(api)
+    for b in adm.list_validating_admission_policy_binding(label_selector=CHART_OBJECTS).items:
+        adm.delete_validating_admission_policy_binding(b.metadata.name)
+    for p in adm.list_validating_admission_policy(label_selector=CHART_OBJECTS).items:
+        adm.delete_validating_admission_policy(p.metadata.name)
 
 
 def apply(control_plane, docs: list[dict[str, Any]], tmp_path: Path, name: str) -> str:

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from kubernetes import client, config
 
+from harness import waiting
 from harness.controlplane import free_port
 from harness.operator_proc import OperatorProcess, service_account_kubeconfig
 from harness.tasks import Tasks, example
@@ -72,10 +73,11 @@ def test_only_the_leader_reconciles_and_a_standby_takes_over(
     try:
         a.start()
         b.start()  # healthy while standing by
-        holder = leases.read_namespaced_lease("mltask-operator", namespace).spec.holder_identity
-        assert holder == "replica-a"
+        # healthy comes before the first Lease write: wait for it rather than read at once
+        waiting.until(lambda: _holder(leases, namespace) == "replica-a", "replica-a leads")
         # the metrics Service selects both replicas: the standby serves metrics too
-        assert metrics(ports["a"])["mltask_operator_leader"] == 1
+        waiting.until(lambda: metrics(ports["a"])["mltask_operator_leader"] == 1,
+                      "replica-a reports itself the leader")
         assert metrics(ports["b"])["mltask_operator_leader"] == 0
         body = example("training")
         tasks.create(body)
@@ -106,6 +108,16 @@ def test_only_the_leader_reconciles_and_a_standby_takes_over(
         a.stop()
         b.stop()
         operator.start()
+
+
+def _holder(leases: client.CoordinationV1Api, namespace: str) -> str | None:
+    """The Lease's holder, or None while the Lease does not exist yet."""
+    try:
+        return leases.read_namespaced_lease("mltask-operator", namespace).spec.holder_identity
+    except client.ApiException as e:
+        if e.status == 404:
+            return None
+        raise
 
 
 def _first_line_at(proc: OperatorProcess, text: str, timeout: float = 60) -> float:

@@ -149,7 +149,7 @@ VALUES = [
     ("mltask_reconcile_duration_seconds_count", "kind", {"MLTask", "Pipeline"}),
     ("mltask_ttl_deleted_total", "kind", {"MLTask", "Pipeline"}),
     ("mltask_workflows_refused_total", "reason",
-     {"WorkflowRejected", "VolumeRejected", "NameTaken"}),
+     {"WorkflowRejected", "VolumeRejected", "NameTaken", "PolicyViolation"}),
 ]
 
 #: What the scripted mix makes sure of, beyond every family having series: (sample, labels

@@ -161,7 +161,10 @@ def test_a_tasks_policy_overrides_failfast(pipes: Pipelines, argo, namespace: st
                                                           "(onFailure Stop)")
         return
     pipes.wait_child("digits-sweep-train-mlp")
-    st = pipes.wait_state("digits-sweep", "running")
+    # the child can exist before the status write that reports train-logreg's failure lands
+    st = pipes.wait("digits-sweep", lambda s: "train-logreg failed" in s.get("message", ""),
+                    "digits-sweep to report train-logreg's failure")["status"]
+    assert st["status"] == "running"
     assert "train-logreg failed, independent branches go on" in st["message"]
     succeed(argo, namespace, "digits-sweep-train-mlp-1", model_result("digits-mlp"))
     st = pipes.wait_state("digits-sweep", "failed")
