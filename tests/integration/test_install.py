@@ -199,6 +199,7 @@ def test_chart_renders_and_creates_on_the_api_server(control_plane, api: client.
         "MLTASK_LEADER_ELECTION": "true",
         "MLTASK_LEADER_ELECTION_LEASE_NAME": RELEASE, "MLTASK_LEADER_ELECTION_LEASE_SECONDS": "15",
         "MLTASK_GPU_RESOURCE_NAME": "nvidia.com/gpu",
+        "MLTASK_GPU_RESOURCE_PREFIXES": "nvidia.com/gpu,nvidia.com/mig-",
         # the default download and upload steps: the operator's own image and pull policy
         "MLTASK_TRANSFER_IMAGE": "localhost/mltask-operator:0.1.0",
         "MLTASK_TRANSFER_IMAGE_PULL_POLICY": "IfNotPresent",
@@ -211,6 +212,10 @@ def test_chart_renders_and_creates_on_the_api_server(control_plane, api: client.
         "MLTASK_POLICY_ALLOWED_PRIORITY_CLASSES": "",
         "MLTASK_POLICY_ALLOW_WILDCARD_TOLERATIONS": "false",
         "MLTASK_POLICY_ALLOW_CUSTOM_TRANSFER_IMAGES": "false",
+        "MLTASK_POLICY_POD_LABEL_KEYS":
+            "kueue.x-k8s.io/queue-name,kueue.x-k8s.io/priority-class,cost-allocation/*",
+        "MLTASK_POLICY_POD_ANNOTATION_KEYS":
+            "cluster-autoscaler.kubernetes.io/safe-to-evict,cost-allocation/*",
     }, "optional run-step env only when set"
     downward = {e.name: e.value_from.field_ref.field_path for e in c.env if e.value_from}
     assert downward == {"POD_NAME": "metadata.name", "POD_NAMESPACE": "metadata.namespace"}
