@@ -466,7 +466,9 @@ RUNTIME_RULES: list[JsonValue] = [
         cel("!has(self.volumes) || self.volumes.all(v, "
             "self.volumes.exists_one(w, w.mountPath == v.mountPath))",
             "volumes: each mountPath may be used once", field_path=".volumes",
-            reason="FieldValueDuplicate"),
+            # not FieldValueDuplicate: the API server prints that as 'Duplicate value:
+            # "object"', without this message
+            reason="FieldValueInvalid"),
         _own_keys("podLabels"),
         _own_keys("podAnnotations"),
         cel("!has(self.podLabels) || self.podLabels.all(k, "
