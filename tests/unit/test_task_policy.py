@@ -17,7 +17,7 @@ import pytest
 from cel_expr_python import cel
 
 from harness.chart import find, render
-from harness.tasks import example
+from harness.tasks import example, example_with
 from mltask_operator.cache import TASK, Cache
 from mltask_operator.handlers.mltask import reconcile_task
 from mltask_operator.kinds import Kind
@@ -52,16 +52,10 @@ class RecordingKube:
 
 
 def task(**changes: Any) -> dict[str, Any]:
-    """The training example (it uses storage.secretRef) with `changes`: dotted paths, e.g.
-    `steps.run.securityContext={...}`, set under spec."""
-    body = example("training")
+    """The training example (it uses storage.secretRef) with `changes` set under spec, e.g.
+    `steps__run__securityContext={...}` (harness.tasks.example_with)."""
+    body = example_with("training", **changes)
     body["metadata"].update(namespace="ml", uid="u-1", resourceVersion="7", generation=1)
-    for path, value in changes.items():
-        at = body["spec"]
-        *parents, last = path.split("__")
-        for p in parents:
-            at = at.setdefault(p, {})
-        at[last] = value
     return body
 
 
