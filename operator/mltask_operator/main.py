@@ -12,7 +12,7 @@ from typing import Any
 
 import kopf
 
-from mltask_operator import kinds, metrics
+from mltask_operator import kinds, kopf_watch, metrics
 from mltask_operator import labels as keys
 from mltask_operator.api.v1alpha1 import mltask as mltask_api
 from mltask_operator.cache import PIPELINE, TASK, WORKFLOW, Cache
@@ -30,6 +30,8 @@ CACHE = Cache()
 QUEUE = WorkQueue()
 _kube: Kube | None = None
 _resync: Resync | None = None
+# Before Kopf opens a watch: its inactivity timeout must not cancel its watchers.
+kopf_watch.install()
 
 
 def kube() -> Kube:
