@@ -33,6 +33,10 @@ INPUT_DATASET_DIR = f"{INPUT_DIR}/dataset"
 INPUT_MODEL_DIR = f"{INPUT_DIR}/model"
 OUTPUT_DIR = f"{WORKDIR}/output"
 META_DIR = f"{WORKDIR}/meta"
+#: Where the run step keeps its checkpoints: on the working volume, which a task keeps across
+#: Argo's retries of a pod, `continue` and `retry`, until it completes. The default
+#: download step creates it, writable by the pods' group (WORK_GROUP).
+CHECKPOINT_DIR = f"{WORKDIR}/checkpoints"
 METRICS_FILE = f"{META_DIR}/metrics.json"
 RESULT_FILE = f"{META_DIR}/result.json"
 CONFIG_DIR = "/etc/mltask/config"
@@ -202,6 +206,7 @@ def contract_env(task: MLTask, step: StepName, attempt: int,
         "MLTASK_OUTPUT_DIR": OUTPUT_DIR,
         "MLTASK_METRICS_FILE": METRICS_FILE,
         "MLTASK_RESULT_FILE": RESULT_FILE,
+        "MLTASK_CHECKPOINT_DIR": CHECKPOINT_DIR,
         "MLTASK_INPUT_DATASET_DIR": INPUT_DATASET_DIR,
         "MLTASK_INPUT_DATASET_URI": inputs.dataset_uri,
         "MLTASK_INPUT_DATASET_KIND": (str(spec.input.dataset.kind)

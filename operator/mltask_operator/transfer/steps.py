@@ -39,6 +39,9 @@ if TYPE_CHECKING:
 DEFAULT_INPUT_DIR = "/mltask/input"
 DEFAULT_OUTPUT_DIR = "/mltask/output"
 DEFAULT_RESULT_FILE = "/mltask/meta/result.json"
+#: The pods' shared group (the builder's WORK_GROUP, their fsGroup) may write the checkpoint
+#: folder, and what is made in it keeps that group (setgid): a run step of any user can write.
+CHECKPOINT_MODE = 0o2775
 
 
 @dataclass(frozen=True)
@@ -110,8 +113,27 @@ def download(env: Mapping[str, str]) -> None:
 
         store = s3.Store(env, policy)
     limits = Limits.from_env(env)
+    _checkpoint_dir(env)
     for item in todo:
         _fetch(item, env, policy, store, limits)
+
+
+def _checkpoint_dir(env: Mapping[str, str]) -> None:
+    """Create MLTASK_CHECKPOINT_DIR for the run step, or leave the one an earlier attempt or
+    pod wrote to as it is (that is what a run step resumes from)."""
+    folder = env.get("MLTASK_CHECKPOINT_DIR")
+    if not folder:
+        return
+    path = Path(folder)
+    if path.is_symlink() or (path.exists() and not path.is_dir()):
+        raise TransferError(f"MLTASK_CHECKPOINT_DIR {folder} is not a folder: the working "
+                            "volume holds a file or a link there")
+    if path.is_dir():
+        progress.log(f"checkpoints in {folder}: {progress.count(_tally(path)[0], 'file')} "
+                     "kept from earlier runs")
+        return
+    path.mkdir(parents=True)
+    path.chmod(CHECKPOINT_MODE)  # mkdir's mode is cut by the umask
 
 
 def _fetch(item: Input, env: Mapping[str, str], policy: Policy, store: s3.Store | None,

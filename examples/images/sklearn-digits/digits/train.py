@@ -19,6 +19,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, f1_score
 from sklearn.neural_network import MLPClassifier
 
+from digits import checkpoint
 from digits.common import (
     Dataset,
     Param,
@@ -60,34 +61,57 @@ PARAMS = [
     Param("C", "1.0", "logreg: inverse regularisation strength", number(0, 1e6, low_open=True)),
     Param("seed", "0", "random seed (weights' initialisation, shuffling)",
           integer(0, 2**32 - 1)),
+    Param("checkpointEvery", "auto", "mlp: save a checkpoint to $MLTASK_CHECKPOINT_DIR every "
+          "this many epochs, and resume from it when run again (auto: a tenth of the epochs; "
+          "0: never)", lambda v: None if v.strip() == "auto" else integer(0, 100_000)(v)),
 ]
+#: Parameters that do not change what is trained: a checkpoint made with other values of these
+#: is resumed from.
+NOT_TRAINED = ("checkpointEvery",)
 ONLY_FOR = {"hiddenUnits": "mlp", "learningRate": "mlp", "batchSize": "mlp", "alpha": "mlp",
-            "C": "logreg"}
+            "C": "logreg", "checkpointEvery": "mlp"}
+CHECKPOINT = "train-mlp"
 
 
-def fit_mlp(data: Dataset, p: dict[str, Any], epochs: int) -> MLPClassifier:
-    # A generator, not the seed: partial_fit reseeds from an int each epoch, which would shuffle
-    # every epoch the same way.
-    model = MLPClassifier(hidden_layer_sizes=p["hiddenUnits"], learning_rate_init=p["learningRate"],
-                          batch_size=min(p["batchSize"], len(data.y_train)), alpha=p["alpha"],
-                          random_state=np.random.RandomState(p["seed"]))
+def fit_mlp(data: Dataset, p: dict[str, Any], epochs: int,
+            made_from: str) -> tuple[MLPClassifier, int]:
+    """The fitted model, and the epochs a checkpoint had done before this run (0: none).
+
+    A checkpoint holds the whole estimator, its Adam state and random generator included, so
+    a resumed training goes on exactly as the interrupted one would have."""
+    every = p["checkpointEvery"]
+    every = max(1, epochs // 10) if every is None else every
+    resumed = checkpoint.load(CHECKPOINT, made_from) if every else None
+    if resumed:
+        done, model = resumed
+        log(f"resuming from checkpoint: epoch {done}/{epochs} done")
+    else:
+        done = 0
+        # A generator, not the seed: partial_fit reseeds from an int each epoch, which would
+        # shuffle every epoch the same way.
+        model = MLPClassifier(hidden_layer_sizes=p["hiddenUnits"],
+                              learning_rate_init=p["learningRate"],
+                              batch_size=min(p["batchSize"], len(data.y_train)), alpha=p["alpha"],
+                              random_state=np.random.RandomState(p["seed"]))
     log(f"fitting MLPClassifier: {data.X_train.shape[1]} inputs -> hidden "
         f"{'x'.join(map(str, p['hiddenUnits']))} (relu) -> {len(data.classes)} classes; adam, "
         f"learningRate={p['learningRate']}, batchSize={model.batch_size}, alpha={p['alpha']}, "
-        f"epochs={epochs}, seed={p['seed']}")
-    every = max(1, epochs // 50)  # at most ~50 progress lines
-    for epoch in range(1, epochs + 1):
+        f"epochs={epochs}, seed={p['seed']}, checkpointEvery={every or 'never'}")
+    shown = max(1, epochs // 50)  # at most ~50 progress lines
+    for epoch in range(done + 1, epochs + 1):
         model.partial_fit(data.X_train, data.y_train, classes=data.classes)
         if not np.isfinite(model.loss_):
             raise StepError(f"the training loss became {model.loss_} at epoch {epoch}: lower "
                             f"learningRate (now {p['learningRate']})")
-        if epoch % every == 0 or epoch == epochs:
+        if epoch % shown == 0 or epoch == epochs:
             train_acc = accuracy_score(data.y_train, model.predict(data.X_train))
             test_acc = accuracy_score(data.y_test, model.predict(data.X_test))
             log(f"epoch {epoch:>{len(str(epochs))}}/{epochs}  loss {model.loss_:.4f}  "
                 f"train accuracy {train_acc:.4f}  test accuracy {test_acc:.4f}")
+        if every and epoch % every == 0 and epoch < epochs:
+            checkpoint.save(CHECKPOINT, made_from, epoch, model)
     model.random_state = p["seed"]
-    return lean(model)
+    return lean(model), done
 
 
 def fit_logreg(data: Dataset, p: dict[str, Any], epochs: int) -> LogisticRegression:
@@ -118,11 +142,18 @@ def main() -> None:
                 f"model={p['model']}")
     epochs = p["epochs"] or DEFAULT_EPOCHS[p["model"]]
 
-    data = load_dataset(find_input("dataset", (".npz",), "dataset"))
+    data_file = find_input("dataset", (".npz",), "dataset")
+    data = load_dataset(data_file)
     if len(data.classes) < 2:
         raise StepError("the dataset holds a single class: nothing to classify")
+    resumed_from = 0
     with timer() as elapsed:
-        model = (fit_mlp if p["model"] == "mlp" else fit_logreg)(data, p, epochs)
+        if p["model"] == "mlp":
+            trained = {k: v for k, v in p.items() if k not in NOT_TRAINED}
+            made_from = checkpoint.fingerprint({**trained, "epochs": epochs}, data_file)
+            model, resumed_from = fit_mlp(data, p, epochs, made_from)
+        else:
+            model = fit_logreg(data, p, epochs)
         train_seconds = elapsed()
     iterations = epochs if p["model"] == "mlp" else int(np.max(model.n_iter_))
 
@@ -144,7 +175,7 @@ def main() -> None:
     write_metrics({
         "accuracy": accuracy, "loss": loss, "f1Macro": f1, "trainAccuracy": train_accuracy,
         "trainLoss": train_loss, "trainSeconds": train_seconds, "epochs": iterations,
-        "weights": weights, "sizeBytes": size,
+        "weights": weights, "sizeBytes": size, "resumedFromEpoch": resumed_from,
     })
 
 

@@ -325,3 +325,56 @@ def test_optimize_refuses_to_lose_too_much_accuracy(tmp_path: Path, dataset: Pat
                     dataset=dataset, model=mlp_model)
     failing(step, "accuracy fell from", "maxAccuracyDrop=0.01")
     assert not step.outputs
+
+
+# -- checkpoints (MLTASK_CHECKPOINT_DIR) --------------------------------------------------------
+
+
+def train_with_checkpoints(work: Path, dataset: Path, checkpoints: Path,
+                           **params: str) -> Step:
+    return run_step("train", work, {"epochs": "20", "checkpointEvery": "5", **params},
+                    dataset=dataset, env={"MLTASK_CHECKPOINT_DIR": str(checkpoints)})
+
+
+def weights(model_file: Path) -> list[np.ndarray]:
+    model = joblib.load(model_file)
+    return [*model.coefs_, *model.intercepts_]
+
+
+def test_train_resumes_from_its_checkpoint_exactly(tmp_path: Path, dataset: Path) -> None:
+    """A run that stops after its epoch-15 checkpoint (a pod killed), run again on the same
+    folder, goes on from epoch 16 and ends with the same weights as one uninterrupted run."""
+    ckpt = tmp_path / "checkpoints"
+    whole = ok(train_with_checkpoints(tmp_path / "whole", dataset, ckpt))
+    assert whole.metrics["resumedFromEpoch"] == 0
+    for epoch in (5, 10, 15):
+        assert f"checkpoint: epoch {epoch} saved to {ckpt}/train-mlp.joblib" in whole.proc.stdout
+    assert "epoch 20 saved" not in whole.proc.stdout, "the end is the model, not a checkpoint"
+
+    again = ok(train_with_checkpoints(tmp_path / "again", dataset, ckpt))
+    assert "resuming from checkpoint: epoch 15/20 done" in again.proc.stdout, again.proc.stdout
+    assert again.metrics["resumedFromEpoch"] == 15
+    assert " 5/20 " not in again.proc.stdout and "20/20" in again.proc.stdout
+    for a, b in zip(weights(output_file(whole)), weights(output_file(again)), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_checkpoint_of_other_parameters_or_a_damaged_one_is_not_resumed(
+        tmp_path: Path, dataset: Path) -> None:
+    ckpt = tmp_path / "checkpoints"
+    ok(train_with_checkpoints(tmp_path / "first", dataset, ckpt))
+    other = ok(train_with_checkpoints(tmp_path / "other", dataset, ckpt, learningRate="0.01"))
+    assert "was made with other parameters or data; starting afresh" in other.proc.stdout
+    assert other.metrics["resumedFromEpoch"] == 0
+
+    (ckpt / "train-mlp.joblib").write_bytes(b"half a checkpoint")
+    damaged = ok(train_with_checkpoints(tmp_path / "damaged", dataset, ckpt))
+    assert "cannot be read" in damaged.proc.stdout and "starting afresh" in damaged.proc.stdout
+    assert damaged.metrics["resumedFromEpoch"] == 0
+
+
+def test_checkpoint_every_zero_writes_none(tmp_path: Path, dataset: Path) -> None:
+    ckpt = tmp_path / "checkpoints"
+    step = ok(train_with_checkpoints(tmp_path / "w", dataset, ckpt, checkpointEvery="0"))
+    assert "checkpoint:" not in step.proc.stdout
+    assert not (ckpt / "train-mlp.joblib").exists()
