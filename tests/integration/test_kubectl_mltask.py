@@ -708,7 +708,9 @@ class Watching:
     """`kubectl mltask list -w` in a subprocess, its output read line by line."""
 
     def __init__(self, argv: list[str]) -> None:
-        env = {**os.environ, "PYTHONPATH": str(REPO / "operator")}
+        # faulthandler: a plugin that does not end on Ctrl-C is sent SIGABRT, and says where
+        # each of its threads was
+        env = {**os.environ, "PYTHONPATH": str(REPO / "operator"), "PYTHONFAULTHANDLER": "1"}
         self.proc = subprocess.Popen([sys.executable, "-m", "mltask_operator.cli", *argv],
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                      env=env)
@@ -731,6 +733,14 @@ class Watching:
         self.proc.send_signal(signal.SIGINT)
         try:
             _, err = self.proc.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.send_signal(signal.SIGABRT)
+            try:
+                _, err = self.proc.communicate(timeout=10)
+            finally:
+                self.proc.kill()
+            raise AssertionError(f"still running 20 s after SIGINT; its threads:\n{err}") \
+                from None
         finally:
             self.proc.kill()
         return self.proc.returncode, err
