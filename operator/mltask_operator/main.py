@@ -161,7 +161,9 @@ async def mltask_event(type: str | None, body: kopf.Body, namespace: str | None,
         CACHE.drop(TASK, namespace, name, body.metadata.uid)
     else:
         CACHE.put(TASK, body)
-        if not CACHE.observed(TASK, body):
+        # A task the operator created (a Pipeline's) is its own write, but no reconcile has
+        # seen it yet: it is queued like any new task, not left to the resync.
+        if not CACHE.observed(TASK, body) or type == "ADDED":
             QUEUE.add((TASK, namespace, name))
     pipeline = labels.get(keys.PIPELINE)
     if pipeline:
