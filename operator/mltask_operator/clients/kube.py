@@ -192,6 +192,8 @@ class Kube:
         except client.ApiException as e:
             if e.status in (400, 422):
                 raise Rejected(f"{where} was rejected: {_message(e)}", kind.kind) from e
+            if _namespace_terminating(e):
+                raise Gone(f"{where}: its namespace is being deleted") from e
             if e.status != 409:
                 raise RuntimeError(f"Failed to create {where}: {e.status} {e.reason}: "
                                    f"{_message(e)}") from e
@@ -378,6 +380,17 @@ def _raise_conflict_or_gone(e: client.ApiException, kind: str, meta: dict[str, A
         raise Conflict(f"{where} changed") from e
     if e.status == 404:
         raise Gone(f"{where} is gone") from e
+
+
+def _namespace_terminating(e: client.ApiException) -> bool:
+    """A 403 for a create in a namespace being deleted: the objects in it are going too."""
+    if e.status != 403:
+        return False
+    try:
+        causes = (json.loads(e.body or "").get("details") or {}).get("causes") or []
+    except (TypeError, ValueError, AttributeError):
+        return False
+    return any(isinstance(c, dict) and c.get("reason") == "NamespaceTerminating" for c in causes)
 
 
 def _message(e: client.ApiException) -> str:
