@@ -704,6 +704,10 @@ def test_list_pages_through_every_object_once(store: Store, mltask, namespace: s
                                                         "list mltasks.mltask.dev")
 
 
+INTERRUPTIBLE = ("import runpy, signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+                 "runpy.run_module('mltask_operator.cli', run_name='__main__', alter_sys=True)")
+
+
 class Watching:
     """`kubectl mltask list -w` in a subprocess, its output read line by line."""
 
@@ -711,7 +715,10 @@ class Watching:
         # faulthandler: a plugin that does not end on Ctrl-C is sent SIGABRT, and says where
         # each of its threads was
         env = {**os.environ, "PYTHONPATH": str(REPO / "operator"), "PYTHONFAULTHANDLER": "1"}
-        self.proc = subprocess.Popen([sys.executable, "-m", "mltask_operator.cli", *argv],
+        # Ctrl-C in a terminal: SIGINT with its default disposition. A test run in the
+        # background (`make test &`, nohup) ignores SIGINT, and a child inherits that, so the
+        # plugin sets Python's handler back first, as a terminal would have it.
+        self.proc = subprocess.Popen([sys.executable, "-c", INTERRUPTIBLE, *argv],
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                      env=env)
         self.lines: queue.Queue[str] = queue.Queue()
