@@ -46,7 +46,8 @@ OVERLAY_SECONDS = 30.0
 _META = ("name", "namespace", "uid", "resourceVersion", "generation", "labels",
          "ownerReferences", "deletionTimestamp", "creationTimestamp")
 #: what status.observe_workflow reads of each node of a Workflow.
-_NODE = ("id", "name", "type", "templateName", "phase", "message", "startedAt", "finishedAt")
+_NODE = ("id", "name", "type", "templateName", "phase", "message", "startedAt", "finishedAt",
+         "progress")
 
 
 def _meta(body: Mapping[str, Any]) -> dict[str, Any]:

@@ -92,6 +92,7 @@ class StepObservation:
     exit_code: int | None = None
     log_tail: str | None = None
     outputs: dict[str, str] = field(default_factory=dict)
+    progress: str | None = None  # the latest pod's, as Argo reports it (N/M)
     superseded: list[str] = field(default_factory=list)  # pods of earlier automatic retries
     retry_causes: list[str] = field(default_factory=list)  # why each of them was retried
 
@@ -213,6 +214,7 @@ def observe_workflow(wf: dict[str, Any]) -> WorkflowObservation:
         if latest is not None:
             obs.pod = pod_name(name, latest["name"], step)
             obs.exit_code = _exit_code(latest)
+            obs.progress = latest.get("progress")
             obs.superseded = [pod_name(name, n["name"], step) for n in pods[:-1]]
             obs.retry_causes = [retry_cause(n) for n in pods[:-1]]
         steps[step] = obs
@@ -467,6 +469,19 @@ def _retrying(step: StepObservation) -> bool:
     return step.retries > 0 and step.latest_pod_phase == PENDING
 
 
+_PROGRESS = re.compile(r"([0-9]{1,18})/([0-9]{1,18})")
+
+
+def parse_progress(value: str | None) -> str | None:
+    """A run step's self-reported progress as status keeps it: N/M with 0 <= N <= M and M > 1
+    (Argo gives every pod 0/1, then 1/1 once it succeeds: no report of the step's own)."""
+    found = _PROGRESS.fullmatch((value or "").strip())
+    if not found:
+        return None
+    done, total = (int(g) for g in found.groups())
+    return f"{done}/{total}" if total > 1 and done <= total else None
+
+
 def compute_status(task: MLTask, wf: dict[str, Any] | None,
                    now: datetime.datetime) -> MLTaskStatus:
     """The task's status given its current attempt's Workflow (None: not created yet)."""
@@ -528,9 +543,11 @@ def compute_status(task: MLTask, wf: dict[str, Any] | None,
             message += f": {with_hint(current_obs.name, current_obs.message)}"
 
     outputs, metrics, kept = prev.outputs, prev.metrics, None
+    progress = prev.progress
     reason = None
     if obs is not None:
         run = obs.steps.get(StepName.RUN)
+        progress = (parse_progress(run.progress) if run is not None else None) or progress
         if run is not None and METRICS_PARAM in run.outputs:
             kept = parse_metrics(run.outputs[METRICS_PARAM])
             metrics = kept.values or metrics
@@ -573,6 +590,7 @@ def compute_status(task: MLTask, wf: dict[str, Any] | None,
         duration=duration,
         steps=steps or None,
         outputs=outputs,
+        progress=progress,
         metrics=metrics,
         conditions=conditions,
         observed_generation=generation,

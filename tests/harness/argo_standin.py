@@ -128,6 +128,21 @@ def run_pod(wf: dict[str, Any], task: str) -> dict[str, Any]:
     return wf
 
 
+def report_progress(wf: dict[str, Any], task: str, progress: str) -> dict[str, Any]:
+    """The step's running pod reported `progress` (the last line of its ARGO_PROGRESS_FILE):
+    Argo's wait container sends it in the pod's WorkflowTaskResult and the controller copies a
+    valid N/M into the pod's node (an invalid one is dropped there)."""
+    wf = copy.deepcopy(wf)
+    retry = _template(wf, task).get("retryStrategy")
+    pod = _pods(wf, task)[-1] if retry else _task_node(wf, task)
+    if pod is None or pod["phase"] != "Running":
+        raise ValueError(f"step {task} has no running pod")
+    n, _, m = progress.partition("/")
+    if n.isdigit() and m.isdigit() and int(m) > 0 and int(n) <= int(m):
+        pod["progress"] = progress
+    return wf
+
+
 def _finish_workflow(wf: dict[str, Any], phase: str, message: str | None = None) -> None:
     now = _now()
     status = wf["status"]
@@ -154,6 +169,9 @@ def finish_pod(wf: dict[str, Any], task: str, phase: str = "Succeeded", *,
     now = _now()
     pod["phase"] = phase
     pod["finishedAt"] = now
+    if phase == "Succeeded":  # Argo's progress.UpdateProgress: a succeeded pod's N/M is M/M
+        total = (pod.get("progress") or "0/1").split("/")[1]
+        pod["progress"] = f"{total}/{total}"
     if exit_code is None:
         exit_code = 0 if phase == "Succeeded" else 1
     pod_outputs: dict[str, Any] = {"exitCode": str(exit_code)}

@@ -185,6 +185,8 @@ class Workloads:
             # Argo re-creates a pod that vanishes within this time of starting; only later
             # losses are "pod deleted" errors (default 10 s; shorter keeps the tests short)
             "RECENTLY_STARTED_POD_DURATION": "2s",
+            # a pod's self-reported progress reaches its node every minute by default
+            "ARGO_PROGRESS_PATCH_TICK_DURATION": "5s",
         })
 
     def _start_executor_standin(self, detach: bool) -> None:

@@ -417,3 +417,30 @@ def test_working_volume_refused_by_a_quota_takes_its_workflow_with_it(
         assert not tasks.core.list_namespaced_persistent_volume_claim(namespace).items
     finally:
         tasks.core.delete_namespaced_resource_quota("no-volumes", namespace)
+
+
+def test_the_run_steps_progress_shows_in_status_and_kubectl_get(tasks: Tasks, argo,
+                                                                namespace: str,
+                                                                control_plane) -> None:
+    """Issue 25, item 4: what the run step writes to $MLTASK_PROGRESS_FILE reaches the
+    Workflow's node through Argo (the stand-in does Argo's part here, the real one on the real
+    node), and the operator shows it: status.progress and the PROGRESS column."""
+    name = tasks.create(example("training"))["metadata"]["name"]
+    wf_name = f"{name}-1"
+    argo.wait_for(namespace, wf_name)
+    argo.update(namespace, wf_name, argo_fn.run_pod, "download")
+    argo.update(namespace, wf_name, argo_fn.finish_pod, "download")
+    argo.update(namespace, wf_name, argo_fn.run_pod, "run")
+    tasks.wait_state(name, "running", "run_task")
+    for reported in ("12/40", "30/40"):
+        argo.update(namespace, wf_name, argo_fn.report_progress, "run", reported)
+        tasks.wait(name, lambda s, r=reported: s.get("progress") == r, f"progress {reported}")
+    header, row = control_plane.kubectl("get", "mlt", name, "-n", namespace).stdout.splitlines()
+    assert header.split()[:5] == ["NAME", "TYPE", "STATUS", "STEP", "PROGRESS"]
+    assert row.split()[:5] == [name, "training", "running", "run_task", "30/40"]
+    argo.update(namespace, wf_name, argo_fn.finish_pod, "run",
+                outputs={"metrics": json.dumps({"accuracy": 0.93})})
+    argo.update(namespace, wf_name, argo_fn.run_pod, "upload")
+    argo.update(namespace, wf_name, argo_fn.finish_pod, "upload",
+                outputs={"result": json.dumps(RESULT)})
+    assert tasks.wait_state(name, "completed", "done")["status"]["progress"] == "40/40"

@@ -117,35 +117,41 @@ def test_an_input_whose_sha256_does_not_hold_fails_the_download_naming_both(
 
 
 def test_a_training_lost_mid_run_resumes_from_its_last_checkpoint(ws: Workspace) -> None:
-    """Issue 25, item 3: the example training checkpoints to $MLTASK_CHECKPOINT_DIR on the
-    task's working volume; its run pod is taken away mid-training (a spot node reclaimed) and
-    the retried pod goes on from the last checkpoint: its log and the metrics say so."""
+    """Issue 25, items 3 and 4: the example training reports its progress (status.progress,
+    through Argo's progress reporting) and checkpoints to $MLTASK_CHECKPOINT_DIR on the task's
+    working volume; its run pod is taken away mid-training (a spot node reclaimed) and the
+    retried pod goes on from the last checkpoint: its log, the metrics and the progress say so."""
     prep = ws.tasks.create(preprocessing())["metadata"]["name"]
     dataset = ws.tasks.wait_state(prep, "completed", timeout=240)["status"]["outputs"]["uri"]
     body = example_with("training", input__dataset__uri=dataset,
                         output__uri="s3://mltask-examples/models/resumed-$(run.name)/")
-    body["spec"]["config"]["parameters"].update({"epochs": "2000", "checkpointEvery": "50"})
+    body["spec"]["config"]["parameters"].update({"epochs": "3000", "checkpointEvery": "100"})
     name = ws.tasks.create(body)["metadata"]["name"]
     st = ws.tasks.wait(name, lambda s: step(s, "run").get("phase") == "Running"
                        and s.get("status") == "running", "the training to run",
                        timeout=240)["status"]
     pod, running = step(st, "run")["pod"], time.monotonic()
+    shown = ws.tasks.wait(name, lambda s: bool(s.get("progress")), "progress while it runs",
+                          timeout=120)["status"]
+    done, total = map(int, shown["progress"].split("/"))
+    assert total == 3000 and 0 < done < 3000 and shown["status"] == "running", shown
     deadline, log = running + 240, ""
     # past Argo's "recently started" window (a loss, not a slow start), and a checkpoint or more
     while time.monotonic() - running < 4 or "checkpoint: epoch 200 saved" not in log:
         assert time.monotonic() < deadline, f"no checkpoint at epoch 200 in time: {log[-2000:]}"
         time.sleep(0.5)
         log = ws.core.read_namespaced_pod_log(pod, ws.namespace, container="main")
-        assert "2000/2000" not in log, "the training ended before its pod could be taken away"
+    assert "3000/3000" not in log, "the training ended before its pod could be taken away"
     ws.core.delete_namespaced_pod(pod, ws.namespace, grace_period_seconds=0)
     saved = [int(e) for e in re.findall(r"checkpoint: epoch (\d+) saved", log)]
 
-    st = ws.tasks.wait_state(name, "completed", timeout=300)["status"]
+    st = ws.tasks.wait_state(name, "completed", timeout=400)["status"]
     run = step(st, "run")
     assert run["retries"] == 1 and run["pod"] != pod, run
     resumed = st["metrics"]["resumedFromEpoch"]
     assert resumed >= max(saved) >= 200, (resumed, saved)
     again = ws.core.read_namespaced_pod_log(run["pod"], ws.namespace, container="main")
-    assert f"resuming from checkpoint: epoch {resumed}/2000 done" in again, again[-2000:]
-    assert "  40/2000" not in again, "the retried pod did not start over"
+    assert f"resuming from checkpoint: epoch {resumed}/3000 done" in again, again[-2000:]
+    assert "  60/3000" not in again, "the retried pod did not start over"
     assert 0.9 < st["metrics"]["accuracy"] <= 1.0, st["metrics"]
+    assert st["progress"] == "3000/3000", st

@@ -169,13 +169,14 @@ def task_obj(name: str, type_: str, status: dict[str, Any] | None, created: int 
 def test_render_list_of_tasks() -> None:
     items = [
         task_obj("train-digits", "training", {"status": "running", "executeStep": "run_task",
-                                                "attempt": 1, "duration": "2m3s"}),
+                                                "progress": "12/40", "attempt": 1,
+                                                "duration": "2m3s"}),
         task_obj("preprocess", "preprocessing", None, created=30),
     ]
     assert render.render_list(kinds.MLTASK, items, NOW).splitlines() == [
-        "NAME           TYPE            STATUS    STEP       ATTEMPT   AGE   DURATION",
-        "train-digits   training        running   run_task   1         5m    2m3s",
-        "preprocess     preprocessing   <none>    <none>     <none>    30s   <none>",
+        "NAME           TYPE            STATUS    STEP       PROGRESS   ATTEMPT   AGE   DURATION",
+        "train-digits   training        running   run_task   12/40      1         5m    2m3s",
+        "preprocess     preprocessing   <none>    <none>     <none>     <none>    30s   <none>",
     ]
 
 

@@ -22,6 +22,7 @@ from mltask_operator.mltask_status import (
     last_line,
     observe_workflow,
     parse_metrics,
+    parse_progress,
     parse_result,
     pod_name,
     split_termination,
@@ -834,3 +835,43 @@ def test_a_failed_steps_last_log_lines_are_kept_in_status() -> None:
 ])
 def test_the_line_that_says_why(tail: str | None, expected: str | None) -> None:
     assert last_line(tail) == expected
+
+
+# ------------------------------------------------------------------------------ progress
+
+
+@pytest.mark.parametrize(("value", "kept"), [
+    ("12/40", "12/40"), (" 7/2000\n", "7/2000"), ("40/40", "40/40"), ("0/10", "0/10"),
+    ("0/1", None), ("1/1", None),            # Argo's own for every pod: no report
+    ("41/40", None), ("-1/40", None), ("12 / 40", None), ("epoch 12/40", None),
+    ("1" * 19 + "/" + "2" * 19, None), ("", None), (None, None),
+])
+def test_parse_progress(value: str | None, kept: str | None) -> None:
+    assert parse_progress(value) == kept
+
+
+def test_the_run_steps_progress_shows_while_it_runs_and_stays_once_done() -> None:
+    t = task()
+    wf = argo.run_pod(through(workflow(t), "download"), "run")
+    t, st = observe(t, wf)
+    assert st.progress is None, "Argo's 0/1 is no progress of the step's own"
+    wf = argo.report_progress(wf, "run", "12/40")
+    t, st = observe(t, wf)
+    assert (st.status, st.progress) == ("running", "12/40")
+    wf = argo.finish_pod(wf, "run", outputs={"metrics": "{}"})
+    t, st = observe(t, wf)
+    assert st.progress == "40/40", "Argo completes a succeeded pod's progress"
+    t, st = observe(t, through(wf, "upload"))
+    assert (st.status, st.progress) == ("completed", "40/40")
+
+
+def test_a_retried_run_pod_keeps_the_last_progress_until_it_reports() -> None:
+    t = task()
+    wf = argo.run_pod(through(workflow(t), "download"), "run")
+    t, st = observe(t, argo.report_progress(wf, "run", "300/2000"))
+    wf = argo.run_pod(argo.finish_pod(argo.report_progress(wf, "run", "300/2000"), "run",
+                                      "Error", message="pod deleted"), "run")
+    t, st = observe(t, wf)
+    assert (st.status, st.progress) == ("running", "300/2000")
+    t, st = observe(t, argo.report_progress(wf, "run", "350/2000"))
+    assert st.progress == "350/2000"

@@ -119,6 +119,7 @@ _TRAINING_RUN_ENV = [
     ("MLTASK_OUTPUT_URI", "s3://mltask-examples/models/digits-mlp/"),
     ("MLTASK_PARAMETERS", '{"batchSize": "32", "epochs": "40", "hiddenUnits": "128", '
                           '"learningRate": "0.001", "model": "mlp", "seed": "0"}'),
+    ("MLTASK_PROGRESS_FILE", "/var/run/argo/progress"),
 ]
 _TRAINING_OUTPUT_ENV = [
     ("MLTASK_OUTPUT_KIND", "model"), ("MLTASK_OUTPUT_NAME", "digits-mlp"),
@@ -141,6 +142,7 @@ RUN_ENV: dict[str, list[tuple[str, str]]] = {
         ("MLTASK_INPUT_DATASET_KIND", "project"),
         ("MLTASK_OUTPUT_URI", "s3://mltask-examples/datasets/digits/"),
         ("MLTASK_PARAMETERS", '{"scaling": "minmax", "seed": "0", "testSize": "0.2"}'),
+        ("MLTASK_PROGRESS_FILE", "/var/run/argo/progress"),
         ("MLTASK_OUTPUT_KIND", "dataset"), ("MLTASK_OUTPUT_NAME", "digits-minmax"),
         ("MLTASK_OUTPUT_TYPE", "training"), ("MLTASK_OUTPUT_FILE_EXTENSION", "npz"),
     ],
@@ -161,6 +163,7 @@ RUN_ENV: dict[str, list[tuple[str, str]]] = {
         ("MLTASK_OUTPUT_URI", "s3://mltask-examples/models/digits-mlp-int8/"),
         ("MLTASK_PARAMETERS", '{"fineTuneEpochs": "5", "maxAccuracyDrop": "0.02", '
                               '"precision": "int8", "pruneFraction": "0.5"}'),
+        ("MLTASK_PROGRESS_FILE", "/var/run/argo/progress"),
         ("MLTASK_OUTPUT_KIND", "model"), ("MLTASK_OUTPUT_NAME", "digits-mlp-int8"),
         ("MLTASK_OUTPUT_TYPE", "mlp"), ("MLTASK_OUTPUT_INPUT_FORMAT", "float32"),
         ("MLTASK_OUTPUT_FORMAT", "int8"), ("MLTASK_OUTPUT_FILE_EXTENSION", "joblib"),

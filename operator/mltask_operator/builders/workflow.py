@@ -37,6 +37,10 @@ META_DIR = f"{WORKDIR}/meta"
 #: Argo's retries of a pod, `continue` and `retry`, until it completes. The default
 #: download step creates it, writable by the pods' group (WORK_GROUP).
 CHECKPOINT_DIR = f"{WORKDIR}/checkpoints"
+#: Where the run step writes its progress, N/M: Argo's self-reported progress file (its
+#: ARGO_PROGRESS_FILE, on the pod's var-run-argo volume), which Argo's wait container reads and
+#: reports into the Workflow's node, where the operator reads it (status.progress).
+PROGRESS_FILE = "/var/run/argo/progress"
 METRICS_FILE = f"{META_DIR}/metrics.json"
 RESULT_FILE = f"{META_DIR}/result.json"
 CONFIG_DIR = "/etc/mltask/config"
@@ -223,6 +227,7 @@ def contract_env(task: MLTask, step: StepName, attempt: int,
                                         sort_keys=True),
     }
     if step == StepName.RUN:
+        env["MLTASK_PROGRESS_FILE"] = PROGRESS_FILE
         # a pvc:// input is read where it is: its folder variable names the path in place
         for item in in_place_inputs(inputs):
             env[f"MLTASK_INPUT_{item.kind.upper()}_DIR"] = item.dir

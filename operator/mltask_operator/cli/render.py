@@ -107,7 +107,7 @@ def render_fields(pairs: Sequence[tuple[str, Any]]) -> str:
     return "\n".join(f"{k + ':':<{width}}{cell(v)}".rstrip() for k, v in pairs)
 
 
-TASK_HEADERS = ["NAME", "TYPE", "STATUS", "STEP", "ATTEMPT", "AGE", "DURATION"]
+TASK_HEADERS = ["NAME", "TYPE", "STATUS", "STEP", "PROGRESS", "ATTEMPT", "AGE", "DURATION"]
 
 
 PIPELINE_HEADERS = ["NAME", "STATUS", "PROGRESS", "AGE", "DURATION"]
@@ -116,7 +116,8 @@ PIPELINE_HEADERS = ["NAME", "STATUS", "PROGRESS", "AGE", "DURATION"]
 def task_row(obj: dict[str, Any], now: datetime.datetime) -> list[Any]:
     st = obj.get("status") or {}
     return [obj["metadata"]["name"], (obj.get("spec") or {}).get("type"), st.get("status"),
-            st.get("executeStep"), st.get("attempt"), age(obj, now), st.get("duration")]
+            st.get("executeStep"), st.get("progress"), st.get("attempt"), age(obj, now),
+            st.get("duration")]
 
 
 def pipeline_row(obj: dict[str, Any], now: datetime.datetime) -> list[Any]:
@@ -238,6 +239,7 @@ def describe_task(obj: dict[str, Any]) -> str:
     fields += [
         ("Input", _input_text(spec)),
         ("Status", st.get("status")), ("Step", st.get("executeStep")),
+        ("Progress", st.get("progress")),
         ("Attempt", st.get("attempt")), ("Message", st.get("message")),
         ("Workflow", st.get("workflowName")),
         ("Suspend", bool(spec.get("suspend"))),

@@ -356,6 +356,7 @@ def _begin_attempt(task: MLTask, status: MLTaskStatus, decision: Plan,
         new.steps = None
         new.outputs = None
         new.metrics = None
+        new.progress = None
     kept = ", ".join(s.name for s in new.steps or [] if s.name != decision.start_at)
     new.message = {
         Action.START: "Preparing the working volume and Workflow",

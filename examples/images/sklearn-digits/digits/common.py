@@ -156,6 +156,25 @@ def check_output_extension(extension: str) -> None:
             f".{extension} files")
 
 
+_progress_failed = False
+
+
+def report_progress(done: int, total: int) -> None:
+    """Write `done/total` to $MLTASK_PROGRESS_FILE (Argo's self-reported progress file): the
+    task's status.progress and the PROGRESS column show it while the step runs. A file that
+    cannot be written is said once, never fails the step."""
+    global _progress_failed
+    path = os.environ.get("MLTASK_PROGRESS_FILE")
+    if not path or _progress_failed:
+        return
+    try:
+        with open(path, "w") as f:
+            f.write(f"{done}/{total}\n")
+    except OSError as e:
+        _progress_failed = True
+        log(f"warning: cannot report progress to {path} (MLTASK_PROGRESS_FILE): {e}")
+
+
 def write_metrics(metrics: dict[str, float | int]) -> None:
     """Write $MLTASK_METRICS_FILE: a JSON object of numbers (it becomes status.metrics)."""
     clean: dict[str, float | int] = {}

@@ -36,6 +36,7 @@ from digits.common import (
     output_dir,
     parse_command_line,
     read_parameters,
+    report_progress,
     run,
     timer,
     write_file,
@@ -104,6 +105,7 @@ def fit_mlp(data: Dataset, p: dict[str, Any], epochs: int,
             raise StepError(f"the training loss became {model.loss_} at epoch {epoch}: lower "
                             f"learningRate (now {p['learningRate']})")
         if epoch % shown == 0 or epoch == epochs:
+            report_progress(epoch, epochs)
             train_acc = accuracy_score(data.y_train, model.predict(data.X_train))
             test_acc = accuracy_score(data.y_test, model.predict(data.X_test))
             log(f"epoch {epoch:>{len(str(epochs))}}/{epochs}  loss {model.loss_:.4f}  "

@@ -378,3 +378,20 @@ def test_checkpoint_every_zero_writes_none(tmp_path: Path, dataset: Path) -> Non
     step = ok(train_with_checkpoints(tmp_path / "w", dataset, ckpt, checkpointEvery="0"))
     assert "checkpoint:" not in step.proc.stdout
     assert not (ckpt / "train-mlp.joblib").exists()
+
+
+def test_train_reports_its_progress_in_epochs(tmp_path: Path, dataset: Path) -> None:
+    """$MLTASK_PROGRESS_FILE (Argo's progress file) holds epochs done/epochs, last line last."""
+    progress = tmp_path / "progress"
+    step = ok(run_step("train", tmp_path / "w", {"epochs": "20"}, dataset=dataset,
+                       env={"MLTASK_PROGRESS_FILE": str(progress)}))
+    assert progress.read_text() == "20/20\n"
+    assert "cannot report progress" not in step.proc.stdout
+
+
+def test_a_progress_file_it_cannot_write_is_said_once_and_the_training_goes_on(
+        tmp_path: Path, dataset: Path) -> None:
+    step = ok(run_step("train", tmp_path / "w", {"epochs": "20"}, dataset=dataset,
+                       env={"MLTASK_PROGRESS_FILE": str(tmp_path / "no-such-dir" / "p")}))
+    assert step.proc.stdout.count("cannot report progress") == 1
+    assert step.metrics["epochs"] == 20

@@ -787,6 +787,11 @@ class ReleasedStatus(Model):
     time: Time | None = Field(default=None, description="When something was last released.")
 
 
+#: status.progress: N/M, each at most 18 digits (what Argo's int64 progress parses).
+PROGRESS_PATTERN = "^[0-9]{1,18}/[0-9]{1,18}$"
+MAX_PROGRESS_LENGTH = 37
+
+
 class MLTaskStatus(Model):
     """Observed state of an MLTask. Written only by the operator."""
 
@@ -812,6 +817,12 @@ class MLTaskStatus(Model):
                                            description="Latest state of each step.")
     outputs: OutputStatus | None = Field(default=None, description="The produced dataset or "
                                          "model.")
+    progress: str | None = Field(
+        default=None, max_length=MAX_PROGRESS_LENGTH, pattern=PROGRESS_PATTERN,
+        description="How far the run step is, N/M (e.g. 12/40 epochs): the last line it wrote "
+        "to $MLTASK_PROGRESS_FILE, as Argo's progress reporting delivered it (every "
+        "ARGO_PROGRESS_PATCH_TICK_DURATION of Argo's controller, 1 minute by default). Set once "
+        "it reports a total above 1; kept after the step ends.")
     metrics: dict[str, float] | None = Field(
         default=None, description=f"Metrics the run step wrote to $MLTASK_METRICS_FILE: at most "
         f"{MAX_METRICS} finite numbers, by names of at most {MAX_METRIC_NAME_LENGTH} characters "
@@ -859,6 +870,7 @@ PRINTER_COLUMNS: list[dict[str, Any]] = [
     {"name": "Type", "type": "string", "jsonPath": ".spec.type"},
     {"name": "Status", "type": "string", "jsonPath": ".status.status"},
     {"name": "Step", "type": "string", "jsonPath": ".status.executeStep"},
+    {"name": "Progress", "type": "string", "jsonPath": ".status.progress"},
     {"name": "Attempt", "type": "integer", "jsonPath": ".status.attempt", "priority": 1},
     {"name": "Message", "type": "string", "jsonPath": ".status.message", "priority": 1},
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
