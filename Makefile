@@ -24,7 +24,7 @@ tools: ## Build (or reuse) the test tools from pinned Go modules: the control pl
 	tests/tools/build.sh
 
 test: venv tools lint check-generated ## Lint, drift checks, then all tests: unit, transfer (real S3 server), integration (real API server), e2e (real Argo + kwok), node (real kubelet, root)
-	$(PY) -m pytest tests/unit tests/transfer tests/integration tests/e2e tests/node
+	$(PY) -m pytest --durations=25 tests/unit tests/transfer tests/integration tests/e2e tests/node
 
 unit: venv ## Run the fast unit tests only
 	$(PY) -m pytest tests/unit
