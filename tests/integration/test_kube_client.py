@@ -29,5 +29,11 @@ def test_a_create_in_a_namespace_being_deleted_is_gone(api: client.ApiClient,
         body["metadata"].update(name="p-train", namespace=ns)
         with pytest.raises(Gone, match=f"MLTask {ns}/p-train: its namespace is being deleted"):
             Kube(api).create(kinds.MLTASK, body)
+        pvc = {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+               "metadata": {"name": "p-train-work", "namespace": ns},
+               "spec": {"accessModes": ["ReadWriteOnce"],
+                        "resources": {"requests": {"storage": "1Gi"}}}}
+        with pytest.raises(Gone, match="PersistentVolumeClaim .*: its namespace is being"):
+            Kube(api).ensure_pvc(pvc)  # not VolumeRejected: the task is not failed for it
     finally:
         core.patch_namespaced_config_map("held", ns, {"metadata": {"finalizers": None}})

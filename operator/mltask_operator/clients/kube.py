@@ -288,6 +288,9 @@ class Kube:
                 meta["namespace"], body, _request_timeout=self.timeout)  # type: ignore[arg-type]
             return True
         except client.ApiException as e:
+            if _namespace_terminating(e):
+                raise Gone(f"PersistentVolumeClaim {meta['namespace']}/{meta['name']}: its "
+                           "namespace is being deleted") from e
             if e.status in (400, 403, 422):  # invalid, or refused by a quota or a policy
                 raise Rejected(f"PersistentVolumeClaim {meta['namespace']}/{meta['name']} was "
                                f"rejected: {_message(e)}", "PersistentVolumeClaim") from e
