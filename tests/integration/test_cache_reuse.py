@@ -96,8 +96,9 @@ def test_an_identical_task_reuses_the_outputs_and_runs_nothing(tasks: Tasks, arg
     tasks.objects.delete_namespaced_custom_object("mltask.dev", "v1alpha1", tasks.ns,
                                                   "mltasks", "prep-a")
     tasks.create(cached("prep-c"))
-    argo.wait_for(tasks.ns, "prep-c-1")
-    assert cond(tasks.get("prep-c")["status"], "Cached")["reason"] == "CacheMiss"
+    argo.wait_for(tasks.ns, "prep-c-1")  # its status is written after the Workflow is made
+    st = tasks.wait("prep-c", lambda s: s.get("workflowName") == "prep-c-1", "Workflow")["status"]
+    assert cond(st, "Cached")["reason"] == "CacheMiss"
 
     # a retry of the copy runs it for real
     tasks.patch("prep-b", {"retryGeneration": 1})
@@ -139,8 +140,9 @@ def test_never_reused_across_namespaces_nor_once_archived(api: client.ApiClient,
     tasks.wait("prep-a", lambda s: any(c["type"] == "Archived" and c["status"] == "True"
                                        for c in s.get("conditions") or []), "archived")
     tasks.create(cached("prep-b"))
-    argo.wait_for(tasks.ns, "prep-b-1")
-    assert cond(tasks.get("prep-b")["status"], "Cached")["reason"] == "CacheMiss"
+    argo.wait_for(tasks.ns, "prep-b-1")  # its status is written after the Workflow is made
+    st = tasks.wait("prep-b", lambda s: s.get("workflowName") == "prep-b-1", "Workflow")["status"]
+    assert cond(st, "Cached")["reason"] == "CacheMiss"
 
 
 def test_an_identical_pipeline_reuses_every_task(api: client.ApiClient, namespace: str,
