@@ -151,7 +151,7 @@ def test_list_filters_on_the_server(tasks: Tasks, argo, namespace: str, mltask, 
     assert every.out.splitlines()[0].split() == render.TASK_HEADERS
     assert every.names() == ["optimize-digits", "preprocess-digits", TRAIN]
     failed = next(r for r in every.rows() if r[0] == "preprocess-digits")
-    assert failed[1:5] == ["preprocessing", "failed", "download", "1"]
+    assert failed[1:6] == ["preprocessing", "failed", "download", "<none>", "1"]
 
     assert mltask("list", "--type", "training").names() == [TRAIN]
     assert mltask("list", "--status", "failed").names() == ["preprocess-digits"]

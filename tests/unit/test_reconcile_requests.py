@@ -11,7 +11,7 @@ import datetime
 from typing import Any
 
 from harness.tasks import example
-from mltask_operator.cache import TASK, Cache
+from mltask_operator.cache import TASK, WORKFLOW, Cache
 from mltask_operator.clients.kube import Rejected
 from mltask_operator.handlers.mltask import reconcile_task
 from mltask_operator.kinds import Kind
@@ -55,6 +55,12 @@ class RecordingKube:
 
     def event(self, obj: dict[str, Any], type_: str, reason: str, message: str) -> None:
         self.calls.append(f"create Event {reason}")
+
+    def stop_workflow(self, namespace: str, name: str) -> dict[str, Any] | None:
+        self.calls.append(f"stop Workflow {name}")
+        return self._next({"apiVersion": "argoproj.io/v1alpha1", "kind": "Workflow",
+                           "metadata": {"name": name, "namespace": namespace},
+                           "spec": {"shutdown": "Stop"}})
 
 
 def world(task: dict[str, Any]) -> Cache:
@@ -109,3 +115,41 @@ def test_a_refused_volume_deletes_the_workflow_and_fails_the_attempt() -> None:
     kube.calls.clear()
     reconcile_task(kube, cache, "ml", name, clock=lambda: NOW)  # type: ignore[arg-type]
     assert kube.calls == [], "failed stays failed until a retry"
+
+
+def test_a_task_stopped_after_its_first_workflow_was_made_but_not_recorded_stops_it() -> None:
+    """The leader made attempt 1's Workflow and was killed before writing the status; the
+    task is then stopped. The next leader finds the Workflow (the task's own) and shuts it
+    down, instead of calling the task stopped before any step ran and leaving it running."""
+    body = new_task()
+    name = body["metadata"]["name"]
+    body["spec"]["suspend"] = True
+    cache = world(body)
+    workflow = {"apiVersion": "argoproj.io/v1alpha1", "kind": "Workflow",
+                "metadata": {"name": f"{name}-1", "namespace": "ml", "resourceVersion": "9",
+                             "labels": {"mltask.dev/task": name},
+                             "ownerReferences": [{"kind": "MLTask", "name": name,
+                                                  "uid": "u-1", "controller": True}]}}
+    cache.put(WORKFLOW, workflow)
+    kube = RecordingKube()
+    reconcile_task(kube, cache, "ml", name, clock=lambda: NOW)  # type: ignore[arg-type]
+    assert kube.calls[0] == f"stop Workflow {name}-1", kube.calls
+    st = cache.task("ml", name)["status"]
+    assert (st["attempt"], st["workflowName"], st["status"]) == (1, f"{name}-1", "stopping")
+
+
+def test_a_workflow_of_a_deleted_namesake_is_not_adopted() -> None:
+    body = new_task()
+    name = body["metadata"]["name"]
+    body["spec"]["suspend"] = True
+    cache = world(body)
+    cache.put(WORKFLOW, {"apiVersion": "argoproj.io/v1alpha1", "kind": "Workflow",
+                         "metadata": {"name": f"{name}-1", "namespace": "ml",
+                                      "resourceVersion": "9", "labels": {"mltask.dev/task": name},
+                                      "ownerReferences": [{"kind": "MLTask", "name": name,
+                                                           "uid": "an-earlier-one"}]}})
+    kube = RecordingKube()
+    reconcile_task(kube, cache, "ml", name, clock=lambda: NOW)  # type: ignore[arg-type]
+    st = cache.task("ml", name)["status"]
+    assert (st["attempt"], st["status"]) == (0, "stopped")
+    assert not any(c.startswith("stop Workflow") for c in kube.calls)

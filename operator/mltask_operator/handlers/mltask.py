@@ -144,6 +144,18 @@ def _decide(kube: Kube, cache: Cache, body: dict[str, Any], task: MLTask, prev: 
         # The retryGeneration a task is created with is its baseline, not a request.
         status.observed_retry_generation = task.spec.retry_generation
 
+    if status.attempt == 0 and (task.spec.suspend or task.spec.archived):
+        first = cache.workflow(namespace, wfb.workflow_name(task.name, 1))
+        if first is not None and _owned(first, task):
+            # Attempt 1 was begun (its Workflow made) and its status write lost: the operator
+            # stopped between the two (a killed leader), then the task was stopped. Record the
+            # attempt as that reconcile would have, so that the stop shuts its Workflow down
+            # instead of leaving it running. (Not stopped, a start finds the Workflow (409),
+            # adopts it and makes its volume.)
+            log.info("Adopted Workflow %s/%s of MLTask (its status write was lost)", namespace,
+                     first["metadata"]["name"])
+            status = _begin_attempt(task, status, Plan(Action.START, attempt=1,
+                                                       start_at=StepName.DOWNLOAD), now)
     wf_name = wfb.workflow_name(task.name, status.attempt) if status.attempt else None
     wf = cache.workflow(namespace, wf_name) if wf_name else None
     decision = plan(task, status, workflow_exists=wf is not None)
@@ -335,6 +347,13 @@ def _start(kube: Kube, cache: Cache, task: MLTask,
             cache.forget(WORKFLOW, task.namespace, wf_body["metadata"]["name"])
         raise
     return wf, created
+
+
+def _owned(obj: dict[str, Any], task: MLTask) -> bool:
+    """Whether `obj` is this task's (owned by its uid, not a deleted namesake's)."""
+    uid = task.metadata.get("uid")
+    return bool(uid) and any(o.get("uid") == uid
+                             for o in obj["metadata"].get("ownerReferences") or [])
 
 
 def _begin_attempt(task: MLTask, status: MLTaskStatus, decision: Plan,
