@@ -145,15 +145,15 @@ def _decide(kube: Kube, cache: Cache, body: dict[str, Any], task: MLTask, prev: 
         status.observed_retry_generation = task.spec.retry_generation
 
     if status.attempt == 0 and (task.spec.suspend or task.spec.archived):
-        begun = cache.workflow(namespace, wfb.workflow_name(task.name, 1))
-        if begun is not None and _owned(begun, task):
+        made = cache.workflow(namespace, wfb.workflow_name(task.name, 1))
+        if made is not None and _owned(made, task):
             # Attempt 1 was begun (its Workflow made) and its status write lost: the operator
             # stopped between the two (a killed leader), then the task was stopped. Record the
             # attempt as that reconcile would have, so that the stop shuts its Workflow down
             # instead of leaving it running. (Not stopped, a start finds the Workflow (409),
             # adopts it and makes its volume.)
             log.info("Adopted Workflow %s/%s of MLTask (its status write was lost)", namespace,
-                     begun["metadata"]["name"])
+                     made["metadata"]["name"])
             status = _begin_attempt(task, status, Plan(Action.START, attempt=1,
                                                        start_at=StepName.DOWNLOAD), now)
     wf_name = wfb.workflow_name(task.name, status.attempt) if status.attempt else None
