@@ -143,6 +143,10 @@ class Workloads:
             "--leader-elect=false",
             "--bind-address=127.0.0.1",
             f"--secure-port={free_port()}",
+            # A pod Argo makes before its task's working volume is bound waits for the claim's
+            # binding event; once, that event was missed and the pod waited the default 5
+            # minutes in the unschedulable queue. Here it is tried again within 15 s.
+            "--pod-max-in-unschedulable-pods-duration=15s",
             "-v=1",
         ], detach)
 
