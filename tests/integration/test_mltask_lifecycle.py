@@ -23,6 +23,17 @@ def tasks(api: client.ApiClient, namespace: str, operator) -> Tasks:
     return Tasks(api, namespace)
 
 
+def training_at_its_run_step(tasks: Tasks, argo, namespace: str) -> tuple[str, str]:
+    """The training example, its download done and its run pod running: (task, Workflow)."""
+    name = tasks.create(example("training"))["metadata"]["name"]
+    wf = f"{name}-1"
+    argo.wait_for(namespace, wf)
+    argo.update(namespace, wf, argo_fn.run_pod, "download")
+    argo.update(namespace, wf, argo_fn.finish_pod, "download")
+    argo.update(namespace, wf, argo_fn.run_pod, "run")
+    return name, wf
+
+
 def test_training_task_runs_to_completion(tasks: Tasks, argo, namespace: str) -> None:
     body = example("training")
     body["metadata"]["labels"] = {"app.kubernetes.io/instance": "ml-team-apps", "team": "vision"}
@@ -123,12 +134,7 @@ def test_failed_run_step_then_retry_creates_exactly_one_new_workflow(
 
 
 def test_automatic_retry_of_lost_pod_shows_retry(tasks: Tasks, argo, namespace: str) -> None:
-    name = tasks.create(example("training"))["metadata"]["name"]  # retryOn OnError, limit 3
-    wf = f"{name}-1"
-    argo.wait_for(namespace, wf)
-    argo.update(namespace, wf, argo_fn.run_pod, "download")
-    argo.update(namespace, wf, argo_fn.finish_pod, "download")
-    argo.update(namespace, wf, argo_fn.run_pod, "run")
+    name, wf = training_at_its_run_step(tasks, argo, namespace)  # retryOn OnError, limit 3
     tasks.wait_state(name, "running", "run_task")
     # the GPU spot node went away: Argo marks the pod Error and retries it
     argo.update(namespace, wf, argo_fn.finish_pod, "run", "Error", message="pod deleted")
@@ -154,12 +160,7 @@ def test_evicted_or_shut_down_pod_is_retried_under_on_error(tasks: Tasks, argo, 
                                                              message: str) -> None:
     """The kubelet's eviction and graceful node shutdown (GPU spot nodes) make Argo nodes
     Failed with the kubelet's message: still the infrastructure, so the default retries them."""
-    name = tasks.create(example("training"))["metadata"]["name"]
-    wf = f"{name}-1"
-    argo.wait_for(namespace, wf)
-    argo.update(namespace, wf, argo_fn.run_pod, "download")
-    argo.update(namespace, wf, argo_fn.finish_pod, "download")
-    argo.update(namespace, wf, argo_fn.run_pod, "run")
+    name, wf = training_at_its_run_step(tasks, argo, namespace)
     argo.update(namespace, wf, argo_fn.finish_pod, "run", "Failed", exit_code=137,
                 message=message)
     st = tasks.wait_state(name, "retry", "run_task")["status"]
@@ -425,12 +426,7 @@ def test_the_run_steps_progress_shows_in_status_and_kubectl_get(tasks: Tasks, ar
     """Issue 25, item 4: what the run step writes to $MLTASK_PROGRESS_FILE reaches the
     Workflow's node through Argo (the stand-in does Argo's part here, the real one on the real
     node), and the operator shows it: status.progress and the PROGRESS column."""
-    name = tasks.create(example("training"))["metadata"]["name"]
-    wf_name = f"{name}-1"
-    argo.wait_for(namespace, wf_name)
-    argo.update(namespace, wf_name, argo_fn.run_pod, "download")
-    argo.update(namespace, wf_name, argo_fn.finish_pod, "download")
-    argo.update(namespace, wf_name, argo_fn.run_pod, "run")
+    name, wf_name = training_at_its_run_step(tasks, argo, namespace)
     tasks.wait_state(name, "running", "run_task")
     for reported in ("12/40", "30/40"):
         argo.update(namespace, wf_name, argo_fn.report_progress, "run", reported)
